@@ -1,0 +1,165 @@
+"""Default training hyperparameters and the 22 presets of the paper (SPEC 5).
+
+Importing this module has no side effects. Everything here is plain JSON-serialisable data
+(checkpoints store the hyperparameters as JSON); the optimizer and learning-rate schedule are
+described by parameters and built by ``train_utils.make_optimizer``.
+
+Use ``get_preset_hpars(preset, seed)`` for the full hyperparameters of one training run.
+"""
+
+import copy
+import os
+
+import paths_config
+
+REPLACE = "<replace>"
+"""A dict in a preset that contains this key replaces the default dict whole instead of merging."""
+
+CHECKPOINT_STEPS: list[int] = (
+    [0]
+    + [multiple * 10**exponent for exponent in range(2, 5) for multiple in range(1, 10)]
+    + list(range(100_000, 1_500_001, 100_000))
+)
+"""0, 100, ..., 900, 1000, ..., 90_000, 100_000, 200_000, ..., 1_500_000."""
+
+
+def default_hpars(paths: dict | None = None) -> dict:
+    """The default hyperparameters; data paths come from ``paths`` (default: ``paths_config``)."""
+    paths = paths_config.get_paths() if paths is None else paths
+    return {
+        "preset": None,
+        "compat_preset": None,
+        "folder": None,
+        "sr_rate": 4,
+        "model_type": "RVSR",
+        "model_hpars": {
+            "hidden_channels": 16,
+            "conv_padding_method": "lp",
+            "upscale_padding_method": "lp",
+            "padding_method_kwargs": {
+                "length": 4,
+                "width": 5,
+                "apodization": "tukey",
+                "correlate_method": "fft",
+                "cholesky_stab": 1e-7,
+            },
+            "output_crop": 0,
+        },
+        "image_shape": [3, 192, 192],
+        "batch_size": 64,
+        "shuffle_train_data": True,
+        # optax.inject_hyperparams(optax.adam)(learning_rate=schedule, **optimizer minus "name")
+        "optimizer": {"name": "adam", "b1": 0.9, "b2": 0.999, "eps": 1e-3, "eps_root": 0.0, "nesterov": False},
+        # optax.piecewise_interpolate_schedule; pairs instead of a dict because JSON keys are strings.
+        # 5e-6 rising linearly to 0.014 at step 100, held to 1M, down to 0 at 1.5M.
+        "learning_rate_schedule": {
+            "name": "piecewise_interpolate",
+            "interpolate_type": "linear",
+            "init_value": 5e-6,
+            "boundaries_and_scales": [[100, 2800], [1_000_000, 1], [1_500_000, 0]],
+        },
+        "train_image_save_interval": 0,
+        "test_image_save_interval": 1000,
+        "checkpoint_steps": list(CHECKPOINT_STEPS),
+        "seed": 0,
+        "train_steps": 1_500_000,
+        "resume_checkpoint": None,
+        "protect_existing": True,
+        "save": True,
+        "timing_filename": None,
+        "inference_steps": None,
+        "inference_data_path": None,
+        "cooldown": 0.0,
+        "train_data_path": paths_config.train_data_path(paths),
+        "test_data_path": paths_config.test_data_path(paths),
+    }
+
+
+hpars: dict = default_hpars()
+"""Default hyperparameters, with data paths as configured when this module was imported."""
+
+
+def _lp(length: int, width: int, correlate_method: str, apodization: str | None = "tukey") -> dict:
+    return {"length": length, "width": width, "correlate_method": correlate_method, "apodization": apodization}
+
+
+def _model(conv: str, upscale: str | None, kwargs: dict | None = None, output_crop: int = 0) -> dict:
+    model_hpars = {"conv_padding_method": conv, "upscale_padding_method": upscale, "output_crop": output_crop}
+    if kwargs is not None:
+        model_hpars["padding_method_kwargs"] = kwargs
+    return {"model_hpars": model_hpars}
+
+
+def _with_compat(preset: dict, compat_preset: str) -> dict:
+    return {**preset, "compat_preset": compat_preset}
+
+
+_LP1X1CS = _lp(1, 1, "cov_stab", apodization=None)
+_LP2X1CS = _lp(2, 1, "cov_stab", apodization=None)
+_LP2X3 = _lp(2, 3, "direct")
+
+presets: dict[str, dict] = {
+    "lp1x1cs": _model("lp", "lp", _LP1X1CS),
+    "lp1x1cs_oc1": _with_compat(_model("lp", "lp", _LP1X1CS, 1), "lp1x1cs_el1"),
+    "lp2x1": _model("lp", "lp", _lp(2, 1, "direct")),
+    "lp2x1cs": _model("lp", "lp", _LP2X1CS),
+    "lp2x1cs_oc1": _with_compat(_model("lp", "lp", _LP2X1CS, 1), "lp2x1cs_el1"),
+    "lp2x3": _model("lp", "lp", _LP2X3),
+    "lp2x3_oc1": _with_compat(_model("lp", "lp", _LP2X3, 1), "lp2x3_el1"),
+    "lp2x3_oc5": _with_compat(_model("lp", "lp", _LP2X3, 5), "lp2x3_el50"),
+    "lp2x5": _model("lp", "lp", _lp(2, 5, "fft")),
+    "lp3x3": _model("lp", "lp", _lp(3, 3, "fft")),
+    "lp4x5": _model("lp", "lp", _lp(4, 5, "fft")),
+    "lp6x7": _model("lp", "lp", _lp(6, 7, "fft")),
+    "zero-repl": _with_compat(_model("zero", None), "zero"),
+    "zero_oc1": _with_compat(_model("zero", None, output_crop=1), "zero_el1"),
+    "zero_oc5": _with_compat(_model("zero", None, output_crop=5), "zero_el50"),
+    "zero-zero": _with_compat(_model("zero", "zero"), "zerozero"),
+    "repl": _model("repl", None),
+    "repl_oc1": _with_compat(_model("repl", None, output_crop=1), "repl_el1"),
+    "repl_oc5": _with_compat(_model("repl", None, output_crop=5), "repl_el50"),
+    **{
+        f"extr{n}": _model("extr", "extr", {REPLACE: True, "num_predictors": n})
+        for n in (1, 2, 3)
+    },
+}
+"""Preset name -> overrides of the default hyperparameters (merged with ``merge_hpars``)."""
+
+
+def merge_hpars(base: dict, overrides: dict) -> dict:
+    """A deep copy of ``base`` updated by ``overrides``; nested dicts merge key by key.
+
+    A nested override dict containing the key ``"<replace>"`` replaces the base dict whole
+    (without the marker key).
+    """
+    merged = copy.deepcopy(base)
+    for name, value in overrides.items():
+        if isinstance(value, dict) and REPLACE in value:
+            merged[name] = {k: copy.deepcopy(v) for k, v in value.items() if k != REPLACE}
+        elif isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = merge_hpars(merged[name], value)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
+def run_folder(preset: str, seed: int, paths: dict | None = None) -> str:
+    """``{train_runs_folder}/{preset}_s{seed}``."""
+    paths = paths_config.get_paths() if paths is None else paths
+    return os.path.join(paths["train_runs_folder"], f"{preset}_s{seed}")
+
+
+def get_preset_hpars(preset: str, seed: int | None = None, *, paths: dict | None = None) -> dict:
+    """The full hyperparameters of ``preset`` for ``seed`` (default: the default seed 0).
+
+    Sets ``preset``, ``seed`` and ``folder = runs/{preset}_s{seed}``. Raises ``KeyError`` for
+    an unknown preset.
+    """
+    if preset not in presets:
+        raise KeyError(f"unknown preset {preset!r}; known presets: {', '.join(presets)}")
+    merged = merge_hpars(default_hpars(paths), presets[preset])
+    merged["preset"] = preset
+    if seed is not None:
+        merged["seed"] = seed
+    merged["folder"] = run_folder(preset, merged["seed"], paths)
+    return merged
