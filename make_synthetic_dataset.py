@@ -30,10 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from io_utils import atomic_path
+from make_dataset_npys import BANDS  # the format's variable names, defined where it is read
 from paths_config import get_paths
-
-BANDS = ("B04", "B03", "B02")
-"""Variable names in the files, in the channel order of the .npy arrays (R, G, B)."""
 
 DN_PER_REFLECTANCE = 10000
 DEFAULT_PREFIX = "s2_l1c_rgb_"
