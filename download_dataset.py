@@ -111,7 +111,7 @@ def with_retries(action: Callable[[], T], what: str, retries: int, retry_wait: f
         except TransientError as error:
             if attempt == retries:
                 tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
-                raise DownloadError(f"{what} failed after {tries}: {error}; rerun to resume") from None
+                raise DownloadError(f"{what} failed after {tries}: {error}; rerun to continue") from None
             wait = retry_wait * 2**attempt
             print(f"{what}: {error}; retrying in {wait:g} s", file=sys.stderr)
             time.sleep(wait)
@@ -161,7 +161,8 @@ def find_dataset(metax_url: str, session: requests.Session, **http: Any) -> tupl
         record = record[0] if record else None
     if not isinstance(record, dict) or not isinstance(record.get("identifier"), str):
         raise DownloadError(f"Metax dataset look-up: no dataset record with an identifier for doi:{DOI}")
-    descriptions = record.get("research_dataset", {}).get("description", {})
+    research_dataset = record.get("research_dataset")
+    descriptions = research_dataset.get("description", {}) if isinstance(research_dataset, dict) else {}
     if isinstance(descriptions, str):
         descriptions = {"und": descriptions}
     # English first, then any other language version.
@@ -377,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
+    except (OSError, requests.RequestException) as error:  # e.g. disk full, a malformed --metax-url
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

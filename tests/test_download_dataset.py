@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -136,8 +137,10 @@ def test_metax_errors(zips, folders, capsys):
 
 def test_unreachable_server_is_a_clear_error(folders, capsys):
     dataset, temp = folders
-    # Port 9 on 127.0.0.1 (discard) is closed here: the connection is refused at once.
-    code = download_dataset.main(["--metax-url", "http://127.0.0.1:9", "--dataset-folder", str(dataset),
+    with socket.socket() as probe:  # a port that was free a moment ago: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = download_dataset.main(["--metax-url", f"http://127.0.0.1:{port}", "--dataset-folder", str(dataset),
                                   "--temp-folder", str(temp), "--retries", "1", "--retry-wait", "0"])
     assert code == 1
     assert_one_line_error(capsys, "Metax dataset look-up failed after 2 attempts")
@@ -150,7 +153,7 @@ def test_interrupted_transfer_resumes_in_next_run(zips, folders, tmp_path, capsy
     with serve_stand_in(zips) as stand_in:
         stand_in.cut_next["part_a.zip"] = 1
         assert run(stand_in, folders, "--retries", "0") == 1
-        assert_one_line_error(capsys, "part_a.zip", "rerun to resume")
+        assert_one_line_error(capsys, "part_a.zip", "rerun to continue")
         kept = part.stat().st_size
         assert size // 2 - 1000 < kept <= size // 2  # the received half is kept, but for the last read
         assert nc_files(dataset) == {}
@@ -229,3 +232,11 @@ def test_unknown_checksum_algorithm_fails_before_download(zips, folders, capsys)
         assert run(stand_in, folders) == 1
         assert stand_in.mirror_requests("part_a.zip") == []
     assert_one_line_error(capsys, "unsupported checksum algorithm", "CRC-99")
+
+
+def test_malformed_metax_url_is_a_clear_error(folders, capsys):
+    dataset, temp = folders
+    code = download_dataset.main(["--metax-url", "metax.example", "--dataset-folder", str(dataset),
+                                  "--temp-folder", str(temp)])
+    assert code == 1
+    assert_one_line_error(capsys, "metax.example")
