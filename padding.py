@@ -1,0 +1,597 @@
+"""Differentiable padding of 2-D feature maps: linear prediction, Lagrange extrapolation, zero, replication.
+
+This is the padding library of Niemitalo et al. (2025), "Per-channel autoregressive linear
+prediction padding in tiled CNN processing of 2D spatial data" (arXiv:2502.12300).
+
+Linear prediction padding ("lp") fits, per channel, a small 2-D autoregressive predictor to the
+data by least squares and extrapolates outward one row (column) at a time. The paper names a
+configuration ``lpLxW``: a neighbourhood of ``length`` L rows (in the padding direction) by
+``width`` W columns. Every function here is pure JAX and works under ``jit``, ``vmap`` and
+``grad`` in float32 and float64.
+
+Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions and
+`Padding2dLayer` take ``(channel, y, x)``. ``num_padding = ((top, bottom), (left, right))``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+from typing import Any, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+import scipy.signal
+
+__all__ = [
+    "linear_prediction_pad",
+    "linear_prediction_pad_channels",
+    "extr_pad",
+    "extr_pad_channels",
+    "make_extr_pad_weights",
+    "Padding2dLayer",
+    "PADDING_MODES",
+    "CORRELATE_METHODS",
+]
+
+PADDING_MODES = ("lp", "zero", "repl", "extr")
+AUTOCORRELATION_METHODS = ("direct", "fft")
+COVARIANCE_METHODS = ("cov", "cov_stab", "cov_sym", "cov_sym_stab")
+CORRELATE_METHODS = AUTOCORRELATION_METHODS + COVARIANCE_METHODS
+APODIZATIONS = ("tukey", None)
+
+NumPadding = tuple[tuple[int, int], tuple[int, int]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks (SPEC 2.7): every failure is a ValueError that names the argument.
+
+
+def _check_num_padding(num_padding: Any) -> NumPadding:
+    try:
+        (top, bottom), (left, right) = num_padding
+        values = tuple(int(v) for v in (top, bottom, left, right))
+        exact = all(int(v) == v for v in (top, bottom, left, right))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"num_padding must be ((top, bottom), (left, right)) of non-negative ints, got {num_padding!r}"
+        ) from None
+    if not exact or min(values) < 0:
+        raise ValueError(f"num_padding must hold non-negative ints, got {num_padding!r}")
+    top, bottom, left, right = values
+    return ((top, bottom), (left, right))
+
+
+def _check_rank(data: jax.Array, rank: int, name: str = "data") -> None:
+    if jnp.ndim(data) != rank:
+        layout = "(y, x)" if rank == 2 else "(channel, y, x)"
+        raise ValueError(f"{name} must have rank {rank} {layout}, got shape {jnp.shape(data)}")
+
+
+def _check_lp_options(length: Any, width: Any, apodization: Any, correlate_method: Any) -> None:
+    if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < 1:
+        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or width < 1 or width % 2 == 0:
+        raise ValueError(f"width must be a positive odd int, got {width!r}")
+    if apodization not in APODIZATIONS:
+        raise ValueError(f"apodization must be 'tukey' or None, got {apodization!r}")
+    if correlate_method not in CORRELATE_METHODS:
+        raise ValueError(f"correlate_method must be one of {CORRELATE_METHODS}, got {correlate_method!r}")
+    if correlate_method in COVARIANCE_METHODS and (width != 1 or length > 2):
+        raise ValueError(
+            f"correlate_method={correlate_method!r} needs width=1 and length 1 or 2, "
+            f"got length={length}, width={width}"
+        )
+
+
+def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int, width: int) -> None:
+    ny, nx = shape
+    if min(ny, nx) < length + 1:
+        raise ValueError(
+            f"data of shape {shape} is too small for length={length}: "
+            f"it needs at least {length + 1} pixels along each axis"
+        )
+    (_, _), (left, right) = num_padding
+    if min(ny, nx + left + right) < width:
+        raise ValueError(
+            f"data of shape {shape} is too small for width={width}: "
+            f"the prediction front needs at least {width} pixels"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces of the linear prediction.
+
+
+def _tukey(n: int, dtype: Any) -> np.ndarray:
+    """The apodization window of SPEC 2.2: a periodic Tukey window of n + 1 points, first dropped."""
+    return scipy.signal.windows.tukey(n + 1, sym=False)[1:].astype(dtype)
+
+
+@jax.custom_vjp
+def _safe_div(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a / b``, or 0 where that is not finite (a constant channel gives 0 / 0)."""
+    q = a / b
+    return jnp.where(jnp.isfinite(q), q, 0)
+
+
+def _safe_div_fwd(a, b):
+    return _safe_div(a, b), (a, b)
+
+
+def _safe_div_bwd(residuals, g):
+    a, b = residuals
+    ga = g / b
+    gb = -g * a / (b * b)
+    bad = ~(jnp.isfinite(ga) & jnp.isfinite(gb))
+    return jnp.where(bad, 0, ga), jnp.where(bad, 0, gb)
+
+
+_safe_div.defvjp(_safe_div_fwd, _safe_div_bwd)
+
+
+@jax.custom_vjp
+def _psd_solve(a: jax.Array, v: jax.Array) -> jax.Array:
+    """Solve ``a @ c = v`` for a symmetric positive (semi)definite ``a`` by Cholesky.
+
+    ``a``: (n, n); ``v``: (n, k) right-hand sides sharing one factorization. Non-finite results
+    (a factorization that failed) become 0, as do the gradients that would flow through them.
+    The backward pass reuses the forward factor: for symmetric ``a``, ``dv = a^-1 dc`` and
+    ``da = -dv c^T``.
+    """
+    return _psd_solve_fwd(a, v)[0]
+
+
+def _cho_solve(factor: jax.Array, v: jax.Array) -> jax.Array:
+    y = jax.lax.linalg.triangular_solve(factor, v, left_side=True, lower=True)
+    return jax.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True, transpose_a=True)
+
+
+def _finite_or_zero(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isfinite(x), x, 0)
+
+
+def _psd_solve_fwd(a, v):
+    factor = jnp.linalg.cholesky(a)
+    c = _finite_or_zero(_cho_solve(factor, v))
+    return c, (factor, c)
+
+
+def _psd_solve_bwd(residuals, gc):
+    factor, c = residuals
+    gv = _finite_or_zero(_cho_solve(factor, gc))
+    ga = -gv @ c.T
+    return ga, gv
+
+
+_psd_solve.defvjp(_psd_solve_fwd, _psd_solve_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autocorrelation method (SPEC 2.3).
+
+
+def _smooth_size(n: int) -> int:
+    """The smallest integer >= n whose prime factors are all in {2, 3, 5, 7}."""
+    while True:
+        k = n
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return n
+        n += 1
+
+
+def _lag_sums_direct(a: jax.Array, m: int) -> jax.Array:
+    """``S[dy, m + dx] = sum_{y,x} a[y, x] a[y + dy, x + dx]`` (zero outside), dy 0..m, dx -m..m.
+
+    a: (y, x) -> (m + 1, 2m + 1). One stacked product so XLA fuses it into a single pass.
+    """
+    ny, nx = a.shape
+    padded = jnp.pad(a, ((0, m), (m, m)))
+    shifted = jnp.stack(
+        [padded[dy : dy + ny, dx : dx + nx] for dy in range(m + 1) for dx in range(2 * m + 1)]
+    )
+    return jnp.einsum("yx,lyx->l", a, shifted).reshape(m + 1, 2 * m + 1)
+
+
+def _lag_sums_fft(a: jax.Array, m: int) -> jax.Array:
+    """As `_lag_sums_direct`, through the exact circular autocorrelation of the padded data."""
+    ny, nx = a.shape
+    fy, fx = _smooth_size(ny + m), _smooth_size(nx + m)
+    spectrum = jnp.fft.rfft2(a, s=(fy, fx))
+    # The full output size matters when fx is odd: without it irfft2 assumes fx - 1 columns.
+    circular = jnp.fft.irfft2(spectrum * jnp.conj(spectrum), s=(fy, fx)).astype(a.dtype)
+    columns = (np.arange(-m, m + 1) % fx)
+    return circular[: m + 1][:, columns]
+
+
+def _autocorrelation_grid(a: jax.Array, m: int, correlate_method: str) -> jax.Array:
+    """The autocorrelation ``G[m + dy, m + dx] = R(dy, dx)`` for |dy|, |dx| <= m.
+
+    a: (y, x) -> (2m + 1, 2m + 1). Lags are computed in the half-plane dy > 0, or dy = 0 and
+    dx >= 0, and the rest are their point reflections, ``R(-d) = R(d)`` (SPEC 2.3).
+    """
+    ny, nx = a.shape
+    if correlate_method == "direct":
+        sums = _lag_sums_direct(a, m)
+        scale = 1 / (ny * nx)
+    else:
+        sums = _lag_sums_fft(a, m)
+        scale = 1 / (_smooth_size(ny + m) * _smooth_size(nx + m))
+    half = sums * jnp.asarray(scale, a.dtype)  # rows dy = 0..m, columns dx = -m..m
+    row0 = jnp.concatenate([half[0, m + 1 :][::-1], half[0, m:]])
+    half = half.at[0].set(row0)
+    return jnp.concatenate([half[1:][::-1, ::-1], half], axis=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _normal_equation_indices(length: int, width: int) -> tuple[np.ndarray, ...]:
+    """Static gather indices into the lag grid for the down-direction normal equations.
+
+    Predictors p_i = (i // width, i % width) (row-major), predicted pixel (length, q).
+    Returns (matrix rows, matrix cols) of shape (n, n) and (rhs rows, rhs cols) of shape (n, width),
+    as offsets ``m + lag``.
+    """
+    m = max(length + 1, width) - 1
+    n = length * width
+    pr, pc = np.divmod(np.arange(n), width)
+    mat_r = m + pr[:, None] - pr[None, :]
+    mat_c = m + pc[:, None] - pc[None, :]
+    q = np.arange(width)
+    rhs_r = np.broadcast_to(m + length - pr[:, None], (n, width))
+    rhs_c = m + q[None, :] - pc[:, None]
+    return mat_r, mat_c, rhs_r, rhs_c
+
+
+def _autocorrelation_coefs(
+    a: jax.Array, length: int, width: int, correlate_method: str, cholesky_stab: float
+) -> jax.Array:
+    """Coefficients ``coefs[direction, predicted_position, row, col]``, shape (2, K, L, K).
+
+    Direction 0 predicts downwards, 1 rightwards (the down case on transposed data).
+    All K predicted positions of a direction share the system matrix, so one Cholesky
+    factorization serves them all.
+    """
+    m = max(length + 1, width) - 1
+    grid = _autocorrelation_grid(a, m, correlate_method)
+    grids = jnp.stack([grid, grid.T])  # down, right
+    mat_r, mat_c, rhs_r, rhs_c = _normal_equation_indices(length, width)
+    n = length * width
+    ridge = jnp.asarray(cholesky_stab, a.dtype) * jnp.eye(n, dtype=a.dtype)
+    matrices = grids[:, mat_r, mat_c] + ridge
+    rhs = grids[:, rhs_r, rhs_c]
+    coefs = jax.vmap(_psd_solve)(matrices, rhs)  # (2, n, K): column q solves position q
+    return jnp.swapaxes(coefs, 1, 2).reshape(2, width, length, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Covariance method (SPEC 2.4).
+
+
+def _covariance_stats(a: jax.Array, length: int) -> jax.Array:
+    """Sums of lagged products for predicting each column from the ``length`` columns before it.
+
+    a: (y, x) -> (2, s) for directions (right, left), where the statistics are
+    length 1: (r11, r01); length 2: (r11, r22, r01, r12, r02). Sums run over the positions where
+    the predicted pixel and all predictors lie inside the data. Products are summed over y
+    first, then the per-column sums over the valid x range: the same plain sums, in one pass.
+    """
+    nx = a.shape[1]
+    col = [jnp.sum(a[:, : nx - lag] * a[:, lag:], axis=0) for lag in range(length + 1)]
+
+    def total(lag: int, start: int, stop: int) -> jax.Array:
+        # sum over x in [start, stop) of a[:, x] * a[:, x + lag]
+        return jnp.sum(col[lag][start:stop])
+
+    if length == 1:
+        right = (total(0, 0, nx - 1), total(1, 0, nx - 1))
+        left = (total(0, 1, nx), total(1, 0, nx - 1))
+    else:
+        # right: predicted x, predictors x-1 (r1), x-2 (r2), x = 2..nx-1
+        right = (total(0, 1, nx - 1), total(0, 0, nx - 2), total(1, 1, nx - 1), total(1, 0, nx - 2), total(2, 0, nx - 2))
+        # left: predicted x, predictors x+1, x+2, x = 0..nx-3
+        left = (total(0, 1, nx - 1), total(0, 2, nx), total(1, 0, nx - 2), total(1, 1, nx - 1), total(2, 0, nx - 2))
+    return jnp.stack([jnp.stack(right), jnp.stack(left)])
+
+
+def _covariance_solve(stats: jax.Array, length: int) -> tuple[jax.Array, ...]:
+    """Least-squares coefficients (a1,) or (a1, a2) from the statistics of `_covariance_stats`."""
+    if length == 1:
+        r11, r01 = stats
+        return (_safe_div(r01, r11),)
+    r11, r22, r01, r12, r02 = stats
+    det = r11 * r22 - r12 * r12
+    return _safe_div(r01 * r22 - r02 * r12, det), _safe_div(r02 * r11 - r01 * r12, det)
+
+
+def _where_reciprocal(condition: jax.Array, x: jax.Array) -> jax.Array:
+    """``1 / x`` where ``condition``, else ``x``; the branch not taken never divides by zero."""
+    return jnp.where(condition, 1 / jnp.where(condition, x, 1), x)
+
+
+def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """Reflect the poles of the 1-D recursion into the unit circle (SPEC 2.4).
+
+    Only the branch taken carries a gradient: square roots and reciprocals of the other
+    branches see guarded arguments, so no NaN leaks through ``jnp.where``.
+    """
+    if len(coefs) == 1:
+        (a1,) = coefs
+        return (_where_reciprocal(jnp.abs(a1) > 1, a1),)
+    a1, a2 = coefs
+    disc = a1 * a1 + 4 * a2
+    complex_poles = disc < 0
+    # Complex pair with |p|^2 = -a2 > 1: reflect both.
+    flip_complex = complex_poles & (a2 < -1)
+    a2_c = jnp.where(flip_complex, a2, -1)
+    a1_complex = jnp.where(flip_complex, -a1 / a2_c, a1)
+    a2_complex = jnp.where(flip_complex, 1 / a2_c, a2)
+    # Real poles: reflect each one outside the unit circle.
+    positive = disc > 0
+    root = jnp.where(positive, jnp.sqrt(jnp.where(positive, disc, 1)), 0) / 2
+    p0, p1 = a1 / 2 + root, a1 / 2 - root
+    out0, out1 = jnp.abs(p0) > 1, jnp.abs(p1) > 1
+    q0, q1 = _where_reciprocal(out0, p0), _where_reciprocal(out1, p1)
+    reflect_real = ~complex_poles & (out0 | out1)
+    a1_real = jnp.where(reflect_real, q0 + q1, a1)
+    a2_real = jnp.where(reflect_real, -q0 * q1, a2)
+    return (
+        jnp.where(complex_poles, a1_complex, a1_real),
+        jnp.where(complex_poles, a2_complex, a2_real),
+    )
+
+
+def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.Array:
+    """Coefficients (4, 1, L, 1) for (bottom, right, top, left), or (2, 1, L, 1) for
+    (vertical, horizontal) with the symmetric methods; farthest predictor first."""
+    horizontal = _covariance_stats(a, length)  # (right, left)
+    vertical = _covariance_stats(a.T, length)  # (bottom, top)
+    if correlate_method.startswith("cov_sym"):
+        stats = jnp.stack([vertical.sum(0), horizontal.sum(0)])
+    else:
+        stats = jnp.stack([vertical[0], horizontal[0], vertical[1], horizontal[1]])
+    coefs = _covariance_solve(stats.T, length)
+    if correlate_method.endswith("_stab"):
+        coefs = _stabilise(coefs)
+    # [[[a2], [a1]]]: the farthest predictor first
+    return jnp.stack(coefs[::-1], axis=-1).reshape(-1, 1, length, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The padding recursion (SPEC 2.5).
+
+
+def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
+    """One new row below ``carry`` (L, N) with coefficient sets ``coefs`` (K, L, K) -> (N,).
+
+    The centered set slides along the front; near its two ends the off-center sets are applied
+    to the outermost K columns so the front keeps its width.
+    """
+    width = coefs.shape[-1]
+    half = width // 2
+    n = carry.shape[1]
+    centered = coefs[half]
+    inner = sum(
+        jnp.sum(centered[:, k, None] * carry[:, k : n - width + 1 + k], axis=0) for k in range(width)
+    )
+    if half == 0:
+        return inner
+    left = jnp.sum(coefs[:half] * carry[None, :, :width], axis=(1, 2))
+    right = jnp.sum(coefs[half + 1 :] * carry[None, :, n - width :], axis=(1, 2))
+    return jnp.concatenate([left, inner, right])
+
+
+def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
+    """``num`` rows predicted below ``edge`` (L, N), the last L rows (farthest first) -> (num, N)."""
+    if num == 1:
+        return _predict_row(edge, coefs)[None]
+
+    def step(carry, _):
+        row = _predict_row(carry, coefs)
+        return jnp.concatenate([carry[1:], row[None]]), row
+
+    return jax.lax.scan(step, edge, None, length=num)[1]
+
+
+def _rotate(x: jax.Array) -> jax.Array:
+    return x[::-1, ::-1]
+
+
+def _pad_rows(d: jax.Array, before: int, after: int, coefs_up: jax.Array, coefs_down: jax.Array) -> jax.Array:
+    """Pad ``d`` (y, x) by predicted rows above and below -> (before + y + after, x)."""
+    length = coefs_down.shape[1]
+    parts = [d]
+    if before:
+        parts.insert(0, _rotate(_extend_down(_rotate(d[:length]), coefs_up, before)))
+    if after:
+        parts.append(_extend_down(d[-length:], coefs_down, after))
+    return jnp.concatenate(parts, axis=0) if len(parts) > 1 else d
+
+
+def _direction_sets(coefs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(down, right, up, left) coefficient sets from any of the layouts of SPEC 2.2."""
+    if coefs.shape[0] == 4:  # covariance: bottom, right, top, left
+        return coefs[0], coefs[1], coefs[2], coefs[3]
+    return coefs[0], coefs[1], coefs[0], coefs[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions.
+
+
+def linear_prediction_pad(
+    data: jax.Array,
+    num_padding: NumPadding,
+    length: int = 2,
+    width: int = 3,
+    apodization: str | None = "tukey",
+    correlate_method: str = "fft",
+    cholesky_stab: float = 1e-7,
+) -> jax.Array:
+    """Pad one channel by 2-D autoregressive linear prediction.
+
+    Args:
+        data: (y, x) floating-point data.
+        num_padding: ((top, bottom), (left, right)) non-negative ints.
+        length: predictor rows in the padding direction (L >= 1).
+        width: predictor columns across it (K, odd).
+        apodization: "tukey" or None, the window applied before estimating statistics.
+        correlate_method: "direct" or "fft" (autocorrelation method), or "cov", "cov_stab",
+            "cov_sym", "cov_sym_stab" (covariance method; width 1, length 1 or 2).
+        cholesky_stab: ridge added to the autocorrelation-method system matrix.
+
+    Returns:
+        (top + y + bottom, left + x + right), same dtype as ``data``. Interior pixels are ``data``.
+    """
+    num_padding = _check_num_padding(num_padding)
+    _check_rank(data, 2)
+    _check_lp_options(length, width, apodization, correlate_method)
+    data = jnp.asarray(data)
+    if not jnp.issubdtype(data.dtype, jnp.floating):
+        raise ValueError(f"data must be floating point, got dtype {data.dtype}")
+    _check_lp_size(data.shape, num_padding, length, width)
+    (top, bottom), (left, right) = num_padding
+    if top == bottom == left == right == 0:
+        return data
+
+    mean = jnp.mean(data)
+    d = data - mean
+    if apodization == "tukey":
+        ny, nx = d.shape
+        a = d * _tukey(ny, d.dtype)[:, None] * _tukey(nx, d.dtype)[None, :]
+    else:
+        a = d
+
+    if correlate_method in COVARIANCE_METHODS:
+        coefs = _covariance_coefs(a, length, correlate_method)
+    else:
+        coefs = _autocorrelation_coefs(a, length, width, correlate_method, cholesky_stab)
+    down, right_set, up, left_set = _direction_sets(coefs)
+
+    # Horizontal first (as rows of the transposed data), then vertical on the widened data.
+    widened = _pad_rows(d.T, left, right, left_set, right_set).T
+    padded = _pad_rows(widened, top, bottom, up, down) + mean
+    # Return the interior exactly as given, not as (data - mean) + mean.
+    return jax.lax.dynamic_update_slice(padded, data, (top, left))
+
+
+def linear_prediction_pad_channels(data: jax.Array, num_padding: NumPadding, **kwargs: Any) -> jax.Array:
+    """`linear_prediction_pad` applied to each channel of ``data`` (channel, y, x)."""
+    _check_rank(data, 3)
+    return jax.vmap(lambda channel: linear_prediction_pad(channel, num_padding, **kwargs))(data)
+
+
+def make_extr_pad_weights(max_num_padding: int, num_predictors: int) -> np.ndarray:
+    """Integer Lagrange extrapolation weights, shape (num_predictors, max_num_padding).
+
+    Column s holds the weights of the samples (farthest first) for the point s + 1 steps beyond
+    the edge sample, from the polynomial of degree num_predictors - 1 through them.
+    """
+    if int(num_predictors) != num_predictors or num_predictors < 1:
+        raise ValueError(f"num_predictors must be an int >= 1, got {num_predictors!r}")
+    if int(max_num_padding) != max_num_padding or max_num_padding < 0:
+        raise ValueError(f"max_num_padding must be an int >= 0, got {max_num_padding!r}")
+    positions = range(-num_predictors + 1, 1)
+    weights = np.zeros((num_predictors, max_num_padding), dtype=np.int64)
+    for s in range(max_num_padding):
+        target = s + 1
+        for j, tj in enumerate(positions):
+            w = Fraction(1)
+            for tk in positions:
+                if tk != tj:
+                    w *= Fraction(target - tk, tj - tk)
+            weights[j, s] = int(w)  # Lagrange weights at integer nodes and targets are integers
+    return weights
+
+
+def _extr_pad_columns(x: jax.Array, left: int, right: int, num_predictors: int) -> jax.Array:
+    """Extrapolate each row of ``x`` (y, x) by ``left`` and ``right`` columns."""
+    n = min(num_predictors, x.shape[1])
+    weights = jnp.asarray(make_extr_pad_weights(max(left, right), n), x.dtype)
+    parts = [x]
+    if right:
+        parts.append(x[:, x.shape[1] - n :] @ weights[:, :right])
+    if left:
+        # Mirrored: the first column is the edge sample, samples farthest first means reversed.
+        parts.insert(0, (x[:, :n][:, ::-1] @ weights[:, :left])[:, ::-1])
+    return jnp.concatenate(parts, axis=1) if len(parts) > 1 else x
+
+
+def extr_pad(x: jax.Array, num_padding: NumPadding, num_predictors: int) -> jax.Array:
+    """Pad ``x`` (y, x) by polynomial (Lagrange) extrapolation through the nearest samples.
+
+    Rows are extrapolated first, then the columns of the widened data. ``num_predictors=1``
+    replicates the edge. Returns (top + y + bottom, left + x + right).
+    """
+    num_padding = _check_num_padding(num_padding)
+    _check_rank(x, 2, "x")
+    if int(num_predictors) != num_predictors or num_predictors < 1:
+        raise ValueError(f"num_predictors must be an int >= 1, got {num_predictors!r}")
+    (top, bottom), (left, right) = num_padding
+    widened = _extr_pad_columns(jnp.asarray(x), left, right, int(num_predictors))
+    return _extr_pad_columns(widened.T, top, bottom, int(num_predictors)).T
+
+
+def extr_pad_channels(data: jax.Array, num_padding: NumPadding, **kwargs: Any) -> jax.Array:
+    """`extr_pad` applied to each channel of ``data`` (channel, y, x)."""
+    _check_rank(data, 3)
+    return jax.vmap(lambda channel: extr_pad(channel, num_padding, **kwargs))(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer.
+
+_LP_OPTIONS = ("length", "width", "apodization", "correlate_method", "cholesky_stab")
+
+
+def _check_mode_options(mode: Any, options: Mapping[str, Any]) -> None:
+    if mode not in PADDING_MODES:
+        raise ValueError(f"mode must be one of {PADDING_MODES}, got {mode!r}")
+    if mode == "lp":
+        unknown = sorted(set(options) - set(_LP_OPTIONS))
+        if unknown:
+            raise ValueError(f"padding_method_kwargs has unknown lp option(s) {unknown}")
+        merged = {"length": 2, "width": 3, "apodization": "tukey", "correlate_method": "fft", **options}
+        _check_lp_options(merged["length"], merged["width"], merged["apodization"], merged["correlate_method"])
+    elif mode == "extr":
+        if "num_predictors" not in options:
+            raise ValueError("padding_method_kwargs needs num_predictors for mode 'extr'")
+        n = options["num_predictors"]
+        if int(n) != n or n < 1:
+            raise ValueError(f"num_predictors must be an int >= 1, got {n!r}")
+
+
+class Padding2dLayer(eqx.Module):
+    """Pads (channel, y, x) feature maps by ``num_padding`` with one of the methods.
+
+    ``mode`` is "lp" (options: the arguments of `linear_prediction_pad`), "extr" (option
+    ``num_predictors``), "zero" or "repl" (options ignored). The layer holds no arrays.
+    """
+
+    num_padding: NumPadding = eqx.field(static=True)
+    mode: str = eqx.field(static=True)
+    padding_method_kwargs: dict = eqx.field(static=True)
+
+    def __init__(self, num_padding: NumPadding, mode: str, padding_method_kwargs: Mapping[str, Any] | None = None):
+        options = dict(padding_method_kwargs or {})
+        _check_mode_options(mode, options)
+        self.num_padding = _check_num_padding(num_padding)
+        self.mode = mode
+        self.padding_method_kwargs = options
+
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """x: (channel, y, x) -> (channel, top + y + bottom, left + x + right)."""
+        _check_rank(x, 3, "x")
+        (top, bottom), (left, right) = self.num_padding
+        if self.mode == "lp":
+            return linear_prediction_pad_channels(x, self.num_padding, **self.padding_method_kwargs)
+        if self.mode == "extr":
+            return extr_pad_channels(x, self.num_padding, num_predictors=self.padding_method_kwargs["num_predictors"])
+        pad_mode = "constant" if self.mode == "zero" else "edge"
+        return jnp.pad(x, ((0, 0), (top, bottom), (left, right)), mode=pad_mode)
