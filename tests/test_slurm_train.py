@@ -1,0 +1,223 @@
+"""Tests of slurm_train.py: the plan, the job script, --status, and runs on a real Slurm.
+
+The tests marked ``slurm`` start a single-node Slurm cluster on this machine
+(``tests/slurm_cluster.py``); they are skipped, with the reason, where Slurm or MUNGE is not
+installed or the tests do not run as root. CI installs both (``.ci/install_slurm.sh``), and
+there a missing cluster is an error instead of a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import slurm_train
+from slurm_cluster import SlurmCluster, missing_requirements
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Work in ``tmp_path`` with the default folder names (``runs/`` there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LPPAD_TRAIN_RUNS_FOLDER", raising=False)
+    return tmp_path
+
+
+def make_checkpoint(folder: Path, step: int) -> None:
+    """What slurm_train.py looks at in a checkpoint: the folder and its checkpoint.json."""
+    path = folder / f"{step:08d}"
+    path.mkdir(parents=True)
+    (path / "checkpoint.json").write_text(json.dumps({"step": step}))
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    status = slurm_train.main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan and the command line
+
+
+def test_parse_seeds_and_presets():
+    assert slurm_train.parse_seeds("0-11") == list(range(12))
+    assert slurm_train.parse_seeds("3, 0-2,7") == [0, 1, 2, 3, 7]
+    assert slurm_train.parse_seeds("5") == [5]
+    for bad in ("", "x", "3-1", "-1", "1-", "1,,2", "0.5"):
+        with pytest.raises(slurm_train.UsageError):
+            slurm_train.parse_seeds(bad)
+    assert slurm_train.parse_presets("lp2x3,repl") == ["lp2x3", "repl"]
+    assert len(slurm_train.parse_presets("all")) == 22
+    for bad in ("lp2x3,nope", "repl,repl", ""):
+        with pytest.raises(slurm_train.UsageError):
+            slurm_train.parse_presets(bad)
+
+
+def test_default_plan_is_the_papers():
+    runs = slurm_train.plan()
+    assert len(runs) == 19 * 12 + 3 * 3
+    seeds = {}
+    for preset, seed in runs:
+        seeds.setdefault(preset, []).append(seed)
+    assert len(seeds) == 22
+    for preset, preset_seeds in seeds.items():
+        assert preset_seeds == list(range(3 if preset in ("extr1", "extr2", "lp6x7") else 12)), preset
+    # Chosen presets keep the paper's seeds; chosen seeds apply to every preset.
+    assert slurm_train.plan(["lp6x7", "repl"]) == [("lp6x7", s) for s in range(3)] + [("repl", s) for s in range(12)]
+    assert slurm_train.plan(["lp6x7"], [5, 6]) == [("lp6x7", 5), ("lp6x7", 6)]
+
+
+@pytest.mark.parametrize(
+    "argv, complaint",
+    [
+        (["--presets", "lp2x3,bogus"], "unknown preset 'bogus'"),
+        (["--seeds", "4-2"], "end is below the start"),
+        (["--seeds", "a"], "bad --seeds"),
+        (["--gpus-per-task", "-1"], "--gpus-per-task"),
+        (["--frobnicate"], "unrecognized arguments"),
+        (["--dry-run", "--", "seed=4"], "sets preset, seed"),
+        (["--dry-run", "--", "train_steps=many"], "train_steps"),
+        (["--dry-run", "--", "nonsense"], "not of the form name=value"),
+        (["--status", "--", "train_steps=5"], "--status takes only"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_one_line(capsys, in_tmp, argv, complaint):
+    status, out, err = run_main(capsys, *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("slurm_train.py: error:")
+    assert complaint in err
+
+
+def test_dry_run_script(capsys, in_tmp):
+    argv = ["--presets", "lp2x3,repl", "--seeds", "0-1", "--dry-run", "--partition", "gpu", "--account", "proj"]
+    status, script, _ = run_main(capsys, *argv, "--", "train_steps=100", "checkpoint_steps=[10, 20]")
+    assert status == 0
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for option in ("--array=0-3", "--requeue", "--signal=B:USR1@300", "--gpus-per-task=1", "--mem=80G",
+                   "--time=4-00:00:00", "--partition=gpu", "--account=proj", "--open-mode=append"):  # fmt: skip
+        assert f"#SBATCH {option}" in lines
+    assert "presets=(lp2x3 lp2x3 repl repl)" in lines and "seeds=(0 1 0 1)" in lines
+    command = next(line for line in lines if "job.py" in line and not line.startswith("#"))
+    assert command.startswith(sys.executable) and str(REPO / "job.py") in command
+    assert "resume_checkpoint=-1 train_steps=100 'checkpoint_steps=[10, 20]' &" in command
+    assert "scontrol requeue" in script
+    # Nothing was submitted or recorded.
+    assert not (in_tmp / "runs" / "slurm_jobs.json").exists()
+
+    status, script, _ = run_main(capsys, "--presets", "repl", "--dry-run", "--gpus-per-task", "0", "--mem", "none")
+    assert status == 0 and "--gpus" not in script and "--mem" not in script and "--array=0-11" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_finished_runs_are_not_submitted_again(capsys, in_tmp):
+    make_checkpoint(in_tmp / "runs" / "repl_s0", 100)  # finished at train_steps=100
+    make_checkpoint(in_tmp / "runs" / "repl_s1", 50)  # not finished
+    make_checkpoint(in_tmp / "runs" / "zero_s1", 100)  # zero-repl under its older folder name
+    status, script, err = run_main(capsys, "--presets", "repl,zero-repl", "--seeds", "0-1", "--dry-run",
+                                   "--", "train_steps=100")  # fmt: skip
+    assert status == 0 and "2 run(s) already finished or queued are left out" in err
+    assert "presets=(repl zero-repl)" in script and "seeds=(1 0)" in script
+    # With the default 1.5M steps none of them is finished.
+    _, script, _ = run_main(capsys, "--presets", "repl", "--seeds", "0-1", "--dry-run")
+    assert "seeds=(0 1)" in script
+    status, script, err = run_main(capsys, "--presets", "repl", "--seeds", "0", "--dry-run", "--", "train_steps=100")
+    assert status == 0 and script == "" and "nothing to submit" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# --status without Slurm
+
+
+def test_status_from_run_folders_and_queue(capsys, in_tmp, monkeypatch):
+    runs = in_tmp / "runs"
+    slurm_train.record_submission(
+        "41", [("repl", 0), ("repl", 1), ("repl", 2), ("repl", 3), ("repl", 4), ("repl", 5)], 100, runs / "logs"
+    )
+    make_checkpoint(runs / "repl_s0", 100)
+    make_checkpoint(runs / "repl_s1", 20)
+    make_checkpoint(runs / "repl_s2", 10)
+    (runs / "repl_s2" / "exception.txt").write_text("training loss is NaN at step 17\n")
+    (runs / "repl_s3").mkdir()
+    (runs / "repl_s3" / "exception.txt").write_text("training failed at step 3: OSError('disk full')\n")
+    (runs / "logs").mkdir()
+    (runs / "logs" / "41_4.out").write_text("step 1\rstep 2\njob.py: error: train data file not found: x.npy\n")
+    make_checkpoint(runs / "lp2x3_s7", 30)  # a run folder of a run not submitted by this script
+    queue = {("41", 1): "RUNNING", ("41", 5): "PENDING"}
+    monkeypatch.setattr(slurm_train, "queue_states", lambda: queue)
+
+    status, out, _ = run_main(capsys, "--status")
+    assert status == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["preset", "seed", "step", "state", "job", "detail"]
+    rows = {tuple(line.split()[:2]): line.split(maxsplit=5)[2:] for line in lines}
+    assert rows[("repl", "0")] == ["100", "finished", "41_0"]
+    assert rows[("repl", "1")] == ["20", "running", "41_1", "RUNNING"]
+    assert rows[("repl", "2")] == ["10", "diverged", "41_2", "training loss is NaN at step 17"]
+    assert rows[("repl", "3")] == ["-", "failed", "41_3", "training failed at step 3: OSError('disk full')"]
+    assert rows[("repl", "4")] == ["-", "failed", "41_4", "job.py: error: train data file not found: x.npy"]
+    assert rows[("repl", "5")] == ["-", "pending", "41_5", "PENDING"]
+    assert rows[("lp2x3", "7")][:3] == ["30", "stopped", "-"]
+    assert [line.split()[0] for line in lines] == ["lp2x3"] + ["repl"] * 6  # presets' order
+
+    # Queued runs are not submitted twice; a selection limits --status.
+    _, script, err = run_main(capsys, "--presets", "repl", "--seeds", "0-5", "--dry-run", "--", "train_steps=100")
+    assert "seeds=(2 3 4)" in script
+    _, out, _ = run_main(capsys, "--status", "--presets", "repl", "--seeds", "1")
+    assert len(out.splitlines()) == 2
+
+    # Without squeue nothing is known about the queue.
+    monkeypatch.setattr(slurm_train, "queue_states", lambda: None)
+    _, out, _ = run_main(capsys, "--status", "--presets", "repl", "--seeds", "1,5")
+    assert [line.split()[3] for line in out.splitlines()[1:]] == ["unknown", "unknown"]
+
+
+def test_status_without_slurm_commands(capsys, in_tmp, monkeypatch):
+    monkeypatch.setenv("PATH", str(in_tmp))  # no squeue, no sacct
+    make_checkpoint(in_tmp / "runs" / "extr3_s2", 1_500_000)
+    status, out, _ = run_main(capsys, "--status")
+    assert status == 0 and out.splitlines()[1].split()[:4] == ["extr3", "2", "1500000", "finished"]
+    status, _, err = run_main(capsys, "--presets", "repl")
+    assert status == 1 and err.strip() == "slurm_train.py: error: sbatch not found; is Slurm installed and on PATH?"
+
+
+def test_unreadable_job_map_is_a_clear_error(capsys, in_tmp):
+    (in_tmp / "runs").mkdir()
+    (in_tmp / "runs" / "slurm_jobs.json").write_text("{oops")
+    status, _, err = run_main(capsys, "--status")
+    assert status == 1 and "cannot read the job map" in err and len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# A real single-node Slurm cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running single-node cluster, stopped after this module's tests."""
+    reason = missing_requirements()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Slurm tests, but: {reason}")
+        pytest.skip(reason)
+    cluster = SlurmCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_cluster_runs_an_array_job(cluster, tmp_path):
+    done = cluster.run(["sbatch", "--parsable", "--array=0-1", f"--output={tmp_path}/%A_%a.out",
+                        "--wrap", "echo task $SLURM_ARRAY_TASK_ID"])  # fmt: skip
+    job_id = done.stdout.strip()
+    cluster.wait_for_job(job_id, timeout=30)
+    assert [(tmp_path / f"{job_id}_{i}.out").read_text() for i in range(2)] == ["task 0\n", "task 1\n"]
