@@ -161,7 +161,7 @@ class SlurmCluster:
             "JobCompType": "jobcomp/none",
             "MpiDefault": "none",
             "SchedulerType": "sched/backfill",
-            "SchedulerParameters": "bf_interval=2",
+            "SchedulerParameters": "sched_interval=2,bf_interval=2",  # requeued jobs restart promptly
             "SelectType": "select/cons_tres",
             "SelectTypeParameters": "CR_CPU_Memory",
             "ReturnToService": 2,
