@@ -1,0 +1,219 @@
+"""Tests of the trainer on tiny data: histories, checkpoints, exact resume, failures.
+
+Compiling RVSR is slow on CPU, so every test uses the same tiny model configuration
+(4 hidden channels, 16x16 targets, batch 2) and one of three presets; ``train_utils`` caches
+the compiled steps per configuration, so each preset compiles once per session.
+"""
+
+import json
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import presets
+import train_utils
+
+
+@pytest.fixture(scope="module")
+def data_paths(tmp_path_factory) -> dict[str, str]:
+    """Train (6 images) and test (5 images) .npy files of shape (N, 3, 208, 208) in [-1, 1]."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, count in (("train", 6), ("test", 5)):
+        # Smooth-ish images: a random walk along x, so the padding methods see structure.
+        images = np.cumsum(rng.normal(0, 0.1, (count, 3, 208, 208)), axis=-1)
+        paths[name] = str(folder / f"{name}.npy")
+        np.save(paths[name], np.clip(images, -1, 1).astype(np.float32))
+    return paths
+
+
+def tiny_hpars(preset: str, folder: Path, data_paths: dict, **overrides) -> dict:
+    hpars = presets.get_preset_hpars(preset, 0)
+    hpars["model_hpars"]["hidden_channels"] = 4
+    hpars.update(
+        folder=str(folder),
+        train_data_path=data_paths["train"],
+        test_data_path=data_paths["test"],
+        image_shape=[3, 16, 16],
+        batch_size=2,
+        train_steps=3,
+        checkpoint_steps=[2],
+        test_image_save_interval=0,
+    )
+    hpars.update(overrides)
+    return hpars
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def model_leaves(model) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))]
+
+
+def test_run_folder_contents(tmp_path, data_paths):
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths)
+    ts = train_utils.train(hpars)
+    run = tmp_path / "run"
+    assert ts.step == 3
+    assert train_utils.list_checkpoints(run) == [2, 3]
+
+    train_rows = read_csv(run / "train_history.csv")
+    assert train_rows[0] == ["step", "loss", "learning_rate"]
+    assert [int(r[0]) for r in train_rows[1:]] == [1, 2, 3]
+    # The learning rate logged for step s is the one used by that update: schedule(s - 1).
+    schedule = train_utils.make_schedule(hpars)
+    for step, loss, lr in train_rows[1:]:
+        assert np.isfinite(float(loss))
+        assert float(lr) == pytest.approx(float(schedule(int(step) - 1)), rel=1e-6)
+
+    test_rows = read_csv(run / "test_history.csv")
+    assert test_rows[0] == ["step", "test_loss"]
+    assert [int(r[0]) for r in test_rows[1:]] == [0, 2, 3]  # step 0, checkpoints, last step
+
+    # Of the sample images only test image 2 is in the 2 full test batches of 5 images.
+    images = sorted(p.name for p in (run / "test_images").iterdir())
+    assert "test002_input.png" in images and "test002_target.png" in images
+    assert "00000003_test002_prediction.png" in images
+    assert not any("test007" in name for name in images)
+
+
+def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1)
+    ts = train_utils.train(hpars)
+    checkpoint = tmp_path / "run" / "00000001"
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(train_utils.CHECKPOINT_FILES)
+    info = json.loads((checkpoint / "checkpoint.json").read_text())
+    assert info["step"] == 1 and info["hpars"]["preset"] == "lp1x1cs"
+    assert info["history_rows"] == {"train": 1, "test": 2}
+    # The .eqx files are plain consecutive .npy records: readable without pickle, nothing more.
+    with open(checkpoint / "model.eqx", "rb") as f:
+        records = []
+        while f.peek(1):
+            records.append(np.load(f, allow_pickle=False))
+    assert [r.shape for r in records] == [leaf.shape for leaf in model_leaves(ts.model)]
+
+    loaded, _ = train_utils.load_checkpoint(checkpoint)
+    for a, b in zip(model_leaves(loaded.model), model_leaves(ts.model)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.rng.bit_generator.state == ts.rng.bit_generator.state
+    np.testing.assert_array_equal(np.asarray(loaded.key), np.asarray(ts.key))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, data_paths):
+    whole = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "whole", data_paths, train_steps=4))
+
+    # Interrupted after step 3, resumed from the checkpoint at 2: rows after it are redone.
+    train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=3))
+    resumed = train_utils.train(
+        tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=4, resume_checkpoint=2)
+    )
+
+    for a, b in zip(model_leaves(resumed.model), model_leaves(whole.model)):
+        np.testing.assert_array_equal(a, b)
+    for name in ("train_history.csv", "test_history.csv"):
+        assert (tmp_path / "parts" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    for name in ("model.eqx", "opt_state.eqx"):
+        assert (tmp_path / "parts/00000004" / name).read_bytes() == (tmp_path / "whole/00000004" / name).read_bytes()
+
+    # resume_checkpoint=-1 picks the newest checkpoint; the run is complete, so nothing changes.
+    again = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=4, resume_checkpoint=-1))
+    assert again.step == 4
+    assert (tmp_path / "parts/train_history.csv").read_text() == (tmp_path / "whole/train_history.csv").read_text()
+
+
+def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
+    train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=2))
+    other = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=3, resume_checkpoint=-1, batch_size=3)
+    with pytest.raises(train_utils.CheckpointError, match="batch_size"):
+        train_utils.train(other)
+    with pytest.raises(train_utils.CheckpointError, match="00000001"):
+        train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, resume_checkpoint=1))
+
+
+def test_latest_checkpoint_skips_partial_and_incomplete(tmp_path):
+    (tmp_path / ".partial-00000009-abcd").mkdir()
+    (tmp_path / "00000005").mkdir()  # incomplete: no files
+    assert train_utils.list_checkpoints(tmp_path) == [5]
+    assert train_utils.latest_checkpoint(tmp_path) is None
+    assert train_utils.latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, data_paths):
+    ts = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1, resume_checkpoint=-1))
+    assert ts.step == 1
+
+
+def test_protect_existing(tmp_path, data_paths):
+    run = tmp_path / "run"
+    train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=2, checkpoint_steps=[1]))
+    (run / "notes.txt").write_text("not written by the trainer")
+    with pytest.raises(train_utils.RunFolderExistsError, match="protect_existing=False"):
+        train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1))
+    assert train_utils.list_checkpoints(run) == [1, 2]
+
+    train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1, protect_existing=False))
+    assert train_utils.list_checkpoints(run) == [1]  # the old run's checkpoints are gone
+    assert (run / "notes.txt").exists()  # files the trainer did not write stay
+    assert len(read_csv(run / "train_history.csv")) == 2
+
+
+def test_save_false_writes_only_timing(tmp_path, data_paths):
+    timing = tmp_path / "timing.json"
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, save=False, timing_filename=str(timing))
+    train_utils.train(hpars)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timing.json"]
+    result = json.loads(timing.read_text())
+    assert result["mode"] == "train" and result["batch_size"] == 2 and len(result["step_times"]) == 3
+
+
+def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths):
+    hpars = tiny_hpars("zero_oc1", tmp_path / "run", data_paths)
+    batch = np.load(data_paths["test"])[:2]
+    inputs, targets = train_utils.make_inputs_and_targets(batch, hpars)
+    assert inputs.shape == (2, 3, 4, 4)
+    assert targets.shape == (2, 3, 8, 8)  # 16 minus sr_rate * oc = 4 per side
+    ts = train_utils.train(hpars)
+    loss, _ = train_utils.evaluate_test_loss(ts.model, ts.model_state, np.load(data_paths["test"]), hpars)
+    assert np.isfinite(loss)
+    last_test_loss = float(read_csv(tmp_path / "run" / "test_history.csv")[-1][1])
+    assert loss == pytest.approx(last_test_loss, rel=1e-6)
+
+
+def test_nan_loss_stops_with_exception_file(tmp_path, data_paths):
+    nan_data = tmp_path / "nan.npy"
+    np.save(nan_data, np.full((4, 3, 208, 208), np.nan, dtype=np.float32))
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(nan_data))
+    with pytest.raises(train_utils.TrainingDivergedError, match="NaN at step 1"):
+        train_utils.train(hpars)
+    assert "NaN at step 1" in (tmp_path / "run" / "exception.txt").read_text()
+    assert train_utils.list_checkpoints(tmp_path / "run") == []
+
+
+def test_huge_loss_stops_only_after_warmup(tmp_path):
+    hpars = {"save": True, "folder": str(tmp_path)}
+    train_utils._check_losses(hpars, [(100, 1e9, 0.01)])  # still warming up
+    with pytest.raises(train_utils.TrainingDivergedError, match="exceeds"):
+        train_utils._check_losses(hpars, [(101, 1e9, 0.01)])
+    assert "step 101" in (tmp_path / "exception.txt").read_text()
+
+
+def test_missing_data_is_a_clear_error(tmp_path, data_paths):
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(tmp_path / "none.npy"))
+    with pytest.raises(train_utils.DataError, match="train data file not found"):
+        train_utils.train(hpars)
+    assert not (tmp_path / "run").exists()
+
+
+def test_inference_timing(tmp_path, data_paths):
+    timing = tmp_path / "inference.json"
+    hpars = tiny_hpars("zero-repl", tmp_path / "run", data_paths, inference_steps=3, timing_filename=str(timing))
+    times = train_utils.run_job(hpars)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert json.loads(timing.read_text())["mode"] == "inference"
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,743 @@
+"""The trainer of SPEC 5: jitted training steps, test loss, histories, checkpoints, timing.
+
+``run_job(hpars)`` is what ``job.py`` calls; it trains (``train``) or, with
+``inference_steps`` set, times the inference-form model (``time_inference``). The pieces are
+small functions that evaluation and export scripts reuse:
+
+- ``build_model(hpars, key, inference=False) -> (model, state)``
+- ``make_optimizer(hpars)``, ``make_schedule(hpars)``
+- ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``evaluate_test_loss(...)``
+- ``init_train_state(hpars, optimizer)``, ``save_checkpoint(...)``, ``load_checkpoint(path)``,
+  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``
+
+A run folder ``{folder}`` holds ``train_history.csv`` (step, loss, learning_rate),
+``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs), ``exception.txt``
+(why training stopped, if it did) and one checkpoint folder ``{step:08d}/`` per saved step with
+``model.eqx``, ``model_state.eqx``, ``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and
+``checkpoint.json`` (step, random number generator states, history lengths, hyperparameters).
+Nothing is pickled, so loading a checkpoint never executes code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import data_utils
+import paths_config
+import rvsr
+from io_utils import atomic_write_json, atomic_write_text
+
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FILES = ("checkpoint.json", "model.eqx", "model_state.eqx", "opt_state.eqx")
+TRAIN_HISTORY_FILENAME = "train_history.csv"
+TEST_HISTORY_FILENAME = "test_history.csv"
+TEST_IMAGES_FOLDER = "test_images"
+EXCEPTION_FILENAME = "exception.txt"
+SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
+MAX_LOSS_AFTER_WARMUP = 1e6
+WARMUP_STEPS = 100
+# Losses are fetched from the device every this many steps, so that the host can prepare the
+# next batches while the device computes; a NaN is therefore noticed up to this many steps late
+# (but always before a checkpoint is written).
+LOG_EVERY_STEPS = 10
+# Hyperparameters a resumed run must share with its checkpoint; others (train_steps, paths,
+# checkpoint_steps, ...) may change between sessions.
+RESUME_INVARIANT_HPARS = (
+    "sr_rate",
+    "model_type",
+    "model_hpars",
+    "image_shape",
+    "batch_size",
+    "shuffle_train_data",
+    "optimizer",
+    "learning_rate_schedule",
+    "seed",
+)
+_CHECKPOINT_NAME = re.compile(r"^\d{8}$")
+
+
+class JobError(Exception):
+    """An expected failure that job.py reports as one line (bad data, existing folder, ...)."""
+
+
+class DataError(JobError):
+    """A data file is missing or has the wrong shape."""
+
+
+class RunFolderExistsError(JobError):
+    """The run folder exists and ``protect_existing`` forbids overwriting it."""
+
+
+class CheckpointError(JobError):
+    """A checkpoint is missing, unreadable or belongs to other hyperparameters."""
+
+
+class TrainingDivergedError(JobError):
+    """The training loss became NaN, or exceeded 1e6 after the warm-up."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Hyperparameters, model and optimizer
+
+
+def validate_hpars(hpars: dict) -> None:
+    """Raise ``JobError`` naming the first hyperparameter with an unusable value."""
+
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise JobError(f"bad hyperparameter: {message}")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    require(hpars.get("model_type") == "RVSR", f"model_type must be 'RVSR', got {hpars.get('model_type')!r}")
+    sr = hpars["sr_rate"]
+    require(is_int(sr) and sr >= 1, f"sr_rate must be a positive int, got {sr!r}")
+    shape = hpars["image_shape"]
+    require(
+        len(shape) == 3 and all(is_int(n) for n in shape) and shape[0] == 3,
+        f"image_shape must be [3, height, width], got {shape!r}",
+    )
+    require(
+        all(n > 0 and n % sr == 0 for n in shape[1:]),
+        f"image_shape height and width must be positive multiples of sr_rate {sr}, got {shape!r}",
+    )
+    require(is_int(hpars["batch_size"]) and hpars["batch_size"] >= 1, f"batch_size must be >= 1, got {hpars['batch_size']!r}")
+    require(is_int(hpars["train_steps"]) and hpars["train_steps"] >= 0, "train_steps must be an int >= 0")
+    require(is_int(hpars["seed"]) and hpars["seed"] >= 0, "seed must be an int >= 0")
+    require(all(is_int(s) and s >= 0 for s in hpars["checkpoint_steps"]), "checkpoint_steps must be ints >= 0")
+    require(is_int(hpars["test_image_save_interval"]) and hpars["test_image_save_interval"] >= 0,
+            "test_image_save_interval must be an int >= 0")
+    require(hpars["train_image_save_interval"] == 0, "train_image_save_interval other than 0 is not supported")
+    resume = hpars["resume_checkpoint"]
+    require(resume is None or (is_int(resume) and resume >= -1), "resume_checkpoint must be None, -1 or a step")
+    require(hpars["save"] is False or bool(hpars["folder"]), "folder must be set when save is True")
+
+
+def build_model(hpars: dict, key: jax.Array, *, inference: bool = False) -> tuple[rvsr.RVSR, eqx.nn.State]:
+    """``(model, state)`` of ``hpars["model_hpars"]``; the model maps one image ``(3, h, w)``
+    to ``(3, sr * (h - 2 oc), sr * (w - 2 oc))``."""
+    return rvsr.make_rvsr(hpars["model_hpars"], hpars["sr_rate"], inference=inference, key=key)
+
+
+def make_schedule(hpars: dict) -> optax.Schedule:
+    """The learning-rate schedule described by ``hpars["learning_rate_schedule"]``."""
+    spec = hpars["learning_rate_schedule"]
+    if spec["name"] != "piecewise_interpolate":
+        raise JobError(f"bad hyperparameter: unknown learning_rate_schedule {spec['name']!r}")
+    return optax.piecewise_interpolate_schedule(
+        spec["interpolate_type"],
+        init_value=spec["init_value"],
+        boundaries_and_scales={int(step): scale for step, scale in spec["boundaries_and_scales"]},
+    )
+
+
+def make_optimizer(hpars: dict) -> optax.GradientTransformation:
+    """Adam with the scheduled learning rate, its hyperparameters kept in the optimizer state
+    (``optax.inject_hyperparams``) so the learning rate of every update can be logged."""
+    spec = dict(hpars["optimizer"])
+    if spec.pop("name") != "adam":
+        raise JobError(f"bad hyperparameter: unknown optimizer {hpars['optimizer']['name']!r}")
+    return optax.inject_hyperparams(optax.adam, static_args=("nesterov",))(learning_rate=make_schedule(hpars), **spec)
+
+
+def trainable(model: eqx.Module) -> eqx.Module:
+    """The parameters of ``model`` that the optimizer updates (its floating-point arrays)."""
+    return eqx.filter(model, eqx.is_inexact_array)
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps
+
+
+def crop_shells(images: jax.Array, n: int) -> jax.Array:
+    """``images`` ``(..., h, w)`` without ``n`` pixels on each side: ``(..., h - 2n, w - 2n)``."""
+    return images if n == 0 else images[..., n:-n, n:-n]
+
+
+def make_inputs_and_targets(
+    batch: jax.Array, hpars: dict, key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Low-resolution inputs ``(B, 3, h / sr, w / sr)`` and targets ``(B, 3, h - 2 sr oc,
+    w - 2 sr oc)`` from full images ``(B, 3, H, W)``; random crops with ``key``, else center crops.
+
+    The targets lose the ``sr * oc`` pixels per side that a model with output crop ``oc``
+    does not predict, so the loss covers exactly the predicted region.
+    """
+    _, height, width = hpars["image_shape"]
+    sr = hpars["sr_rate"]
+    inputs, targets = data_utils.preprocess_batch_for_superresolution_task(
+        batch, height, width, sr, random_crop=key is not None, key=key
+    )
+    return inputs, crop_shells(targets, sr * hpars["model_hpars"]["output_crop"])
+
+
+def predict(model: eqx.Module, state: eqx.nn.State, inputs: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """The model applied to each image of ``inputs`` ``(B, 3, h, w)``."""
+    return jax.vmap(lambda x: model(x, state, key=key)[0])(inputs)
+
+
+def make_train_step(hpars: dict, optimizer: optax.GradientTransformation) -> Callable:
+    """A jitted ``step(model, state, opt_state, batch, key) -> (model, state, opt_state, key,
+    loss, learning_rate)`` on a batch of full images ``(B, 3, H, W)``.
+
+    Keys as SPEC 5: ``key, k1 = split(key)`` for the random crop, ``key, k2 = split(key)``
+    for the model call; the returned ``key`` is the running key. ``learning_rate`` is the one
+    this update used.
+    """
+
+    @eqx.filter_jit
+    def train_step(model, state, opt_state, batch, key):
+        key, crop_key = jax.random.split(key)
+        key, model_key = jax.random.split(key)
+        inputs, targets = make_inputs_and_targets(batch, hpars, crop_key)
+
+        def loss_fn(model):
+            predictions = predict(model, state, inputs, model_key)
+            return jnp.mean((predictions - targets) ** 2)
+
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable(model))
+        model = eqx.apply_updates(model, updates)
+        return model, state, opt_state, key, loss, opt_state.hyperparams["learning_rate"]
+
+    return train_step
+
+
+def make_eval_step(hpars: dict) -> Callable:
+    """A jitted ``step(model, state, batch) -> (mse, inputs, targets, predictions)`` on center
+    crops of a batch of full images ``(B, 3, H, W)``."""
+
+    @eqx.filter_jit
+    def eval_step(model, state, batch):
+        inputs, targets = make_inputs_and_targets(batch, hpars)
+        predictions = predict(model, state, inputs)
+        return jnp.mean((predictions - targets) ** 2), inputs, targets, predictions
+
+    return eval_step
+
+
+def evaluate_test_loss(
+    model: eqx.Module,
+    state: eqx.nn.State,
+    test_data: np.ndarray,
+    hpars: dict,
+    eval_step: Callable | None = None,
+    sample_indices: Iterable[int] = (),
+) -> tuple[float, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Test loss: the mean of per-batch MSEs over the first ``floor(N / batch_size)`` full
+    batches of ``test_data`` ``(N, 3, H, W)``, center crops, in order from image 0.
+
+    Also returns ``{index: (input, target, prediction)}`` for those ``sample_indices`` that are
+    in the evaluated batches (arrays ``(3, h, w)``).
+    """
+    eval_step = make_eval_step(hpars) if eval_step is None else eval_step
+    batch_size = hpars["batch_size"]
+    num_batches = len(test_data) // batch_size
+    if num_batches == 0:
+        raise DataError(f"test data has {len(test_data)} images, fewer than one batch of {batch_size}")
+    wanted = set(sample_indices)
+    losses, samples = [], {}
+    for b in range(num_batches):
+        start = b * batch_size
+        loss, inputs, targets, predictions = eval_step(model, state, np.asarray(test_data[start : start + batch_size]))
+        losses.append(loss)
+        for i in sorted(wanted & set(range(start, start + batch_size))):
+            samples[i] = tuple(np.asarray(a[i - start]) for a in (inputs, targets, predictions))
+    return float(np.mean(np.asarray(jax.device_get(losses), dtype=np.float64))), samples
+
+
+# Hyperparameters that determine the compiled step functions.
+STEP_HPARS = ("sr_rate", "model_hpars", "image_shape", "optimizer", "learning_rate_schedule")
+
+
+def compiled_steps(hpars: dict) -> tuple[Callable, Callable]:
+    """``(train_step, eval_step)`` for ``hpars``, shared by all runs in this process with the
+    same model, image shape and optimizer, so that repeated runs (resumed runs, tests,
+    evaluations) compile once."""
+    return _compiled_steps(json.dumps({name: hpars[name] for name in STEP_HPARS}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(step_hpars_json: str) -> tuple[Callable, Callable]:
+    step_hpars = json.loads(step_hpars_json)
+    return make_train_step(step_hpars, make_optimizer(step_hpars)), make_eval_step(step_hpars)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state and checkpoints
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything that determines the rest of a training run."""
+
+    step: int
+    model: eqx.Module
+    model_state: eqx.nn.State
+    opt_state: optax.OptState
+    key: jax.Array  # the running raw uint32 key, shape (2,)
+    rng: np.random.Generator  # draws the training batches
+
+
+def init_train_state(hpars: dict, optimizer: optax.GradientTransformation) -> TrainState:
+    """Step 0 of a run; random keys in the order of SPEC 5."""
+    key = jax.random.PRNGKey(hpars["seed"])
+    key, sub = jax.random.split(key)
+    rng = np.random.default_rng(seed=np.array(sub))
+    key, sub = jax.random.split(key)
+    model, model_state = build_model(hpars, sub)
+    return TrainState(0, model, model_state, optimizer.init(trainable(model)), key, rng)
+
+
+def _to_json_data(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, ...)."""
+    return json.loads(json.dumps(value))
+
+
+def save_checkpoint(folder: str | os.PathLike, ts: TrainState, hpars: dict, history_rows: dict[str, int]) -> Path:
+    """Write ``{folder}/{step:08d}/``: written into a temporary folder first and renamed into
+    place, so a checkpoint folder is always complete. An existing checkpoint of the same step
+    (from a resumed run, hence identical) is replaced only after the new one is written."""
+    folder = Path(folder)
+    final = folder / f"{ts.step:08d}"
+    tmp = folder / f".partial-{ts.step:08d}-{secrets.token_hex(4)}"
+    tmp.mkdir(parents=True)
+    try:
+        eqx.tree_serialise_leaves(tmp / "model.eqx", ts.model)
+        eqx.tree_serialise_leaves(tmp / "model_state.eqx", ts.model_state)
+        eqx.tree_serialise_leaves(tmp / "opt_state.eqx", ts.opt_state)
+        info = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "step": ts.step,
+            "jax_key": np.asarray(ts.key).tolist(),
+            "numpy_rng_state": ts.rng.bit_generator.state,
+            "history_rows": history_rows,
+            "hpars": hpars,
+        }
+        atomic_write_json(tmp / "checkpoint.json", info)
+        if final.exists():
+            old = folder / f".replaced-{ts.step:08d}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict:
+    """The ``checkpoint.json`` of checkpoint folder ``path``; ``CheckpointError`` if the
+    folder is incomplete or the file unreadable."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint {path}")
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    try:
+        info = json.loads((path / "checkpoint.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: unreadable checkpoint.json ({e})") from e
+    if info.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: unknown format_version {info.get('format_version')!r}")
+    return info
+
+
+def load_checkpoint(path: str | os.PathLike, hpars: dict | None = None) -> tuple[TrainState, dict]:
+    """``(train_state, info)`` from checkpoint folder ``path``; ``info`` is its
+    ``checkpoint.json`` (``step``, ``hpars``, ``history_rows``, ...). The model is built from
+    ``hpars`` (default: the checkpoint's own) and must match the stored arrays."""
+    path = Path(path)
+    info = read_checkpoint_info(path)
+    hpars = info["hpars"] if hpars is None else hpars
+    optimizer = make_optimizer(hpars)
+    # Shapes only: the stored arrays replace every array leaf.
+    model_like, state_like = eqx.filter_eval_shape(build_model, hpars, jax.random.PRNGKey(0))
+    opt_state_like = eqx.filter_eval_shape(lambda m: optimizer.init(trainable(m)), model_like)
+    try:
+        model = eqx.tree_deserialise_leaves(path / "model.eqx", model_like)
+        model_state = eqx.tree_deserialise_leaves(path / "model_state.eqx", state_like)
+        opt_state = eqx.tree_deserialise_leaves(path / "opt_state.eqx", opt_state_like)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the model of its hyperparameters ({e})") from e
+    rng = np.random.default_rng()
+    rng.bit_generator.state = info["numpy_rng_state"]
+    key = jnp.asarray(np.array(info["jax_key"], dtype=np.uint32))
+    return TrainState(info["step"], model, model_state, opt_state, key, rng), info
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[int]:
+    """Steps of the checkpoint folders in ``folder``, ascending (temporary folders excluded)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _CHECKPOINT_NAME.match(p.name))
+
+
+def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    return Path(folder) / f"{step:08d}"
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest complete, readable checkpoint in ``folder``, or None."""
+    for step in reversed(list_checkpoints(folder)):
+        path = checkpoint_path(folder, step)
+        try:
+            read_checkpoint_info(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def _check_resume_hpars(hpars: dict, stored: dict, path: Path) -> None:
+    current, stored = _to_json_data(hpars), _to_json_data(stored)
+    for name in RESUME_INVARIANT_HPARS:
+        if current.get(name) != stored.get(name):
+            raise CheckpointError(
+                f"cannot resume from {path}: {name} differs (checkpoint {stored.get(name)!r}, now {current.get(name)!r})"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folder, histories, images
+
+
+class CsvHistory:
+    """An append-only CSV history file whose length a checkpoint records."""
+
+    def __init__(self, path: Path, header: str, enabled: bool):
+        self.path, self.header, self.enabled = path, header, enabled
+        self.rows = 0
+
+    def start(self, keep_rows: int) -> None:
+        """Create the file, or cut it back to its first ``keep_rows`` rows (on resume: rows
+        after the checkpoint will be produced again)."""
+        self.rows = keep_rows
+        if not self.enabled:
+            return
+        lines = []
+        if keep_rows:
+            lines = self.path.read_text().splitlines()[1:] if self.path.exists() else []
+            if len(lines) < keep_rows:
+                raise CheckpointError(f"{self.path} has {len(lines)} rows, the checkpoint expects {keep_rows}")
+        atomic_write_text(self.path, "".join(line + "\n" for line in [self.header, *lines[:keep_rows]]))
+
+    def append(self, rows: list[tuple]) -> None:
+        self.rows += len(rows)
+        if self.enabled and rows:
+            with open(self.path, "a") as f:
+                f.writelines(",".join(repr(v) for v in row) + "\n" for row in rows)
+
+
+def _clear_run_folder(folder: Path) -> None:
+    """Remove what a previous run wrote into ``folder`` (and nothing else)."""
+    for name in (TRAIN_HISTORY_FILENAME, TEST_HISTORY_FILENAME, EXCEPTION_FILENAME):
+        (folder / name).unlink(missing_ok=True)
+    for path in folder.iterdir():
+        if path.is_dir() and (
+            _CHECKPOINT_NAME.match(path.name) or path.name.startswith((".partial-", ".replaced-"))
+            or path.name == TEST_IMAGES_FOLDER
+        ):
+            shutil.rmtree(path)
+
+
+def _srgb_image(x: np.ndarray) -> np.ndarray:
+    """An image ``(3, h, w)`` in the paper's units as sRGB ``(h, w, 3)`` uint8."""
+    return data_utils.np_linear_to_srgb(np.moveaxis(np.asarray(x, dtype=np.float64), 0, -1) * 0.5 + 0.5)
+
+
+def save_sample_images(folder: Path, step: int, samples: dict[int, tuple[np.ndarray, ...]]) -> None:
+    """PNGs in ``{folder}/test_images/``: low-res input and target once per test image, the
+    prediction per step (``{step:08d}_test{index:03d}_prediction.png``)."""
+    from PIL import Image  # only needed when images are written
+
+    images_folder = folder / TEST_IMAGES_FOLDER
+    images_folder.mkdir(exist_ok=True)
+    for index, (inputs, targets, prediction) in samples.items():
+        for name, image in (("input", inputs), ("target", targets)):
+            path = images_folder / f"test{index:03d}_{name}.png"
+            if not path.exists():
+                Image.fromarray(_srgb_image(image)).save(path)
+        Image.fromarray(_srgb_image(prediction)).save(images_folder / f"{step:08d}_test{index:03d}_prediction.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def load_image_data(path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int) -> np.ndarray:
+    """The images ``(N, 3, H, W)`` of a .npy file; ``DataError`` if missing or unusable."""
+    if not path or not os.path.isfile(path):
+        raise DataError(f"{name} data file not found: {path} (make it with make_dataset_npys.py or set {name}_data_path=...)")
+    try:
+        # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
+        data = data_utils.load_data_array(path, name, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{name} data file {path} is not a readable .npy array ({e})") from e
+    channels, height, width = image_shape
+    crop = (height + 2 * sr_rate, width + 2 * sr_rate)
+    if data.ndim != 4 or data.shape[1] != channels or data.shape[2] < crop[0] or data.shape[3] < crop[1]:
+        raise DataError(f"{name} data {path} has shape {data.shape}; expected (N, {channels}, >={crop[0]}, >={crop[1]})")
+    if len(data) < min_images:
+        raise DataError(f"{name} data {path} has {len(data)} images, fewer than the batch size {min_images}")
+    return data
+
+
+def _resolve_batch_size(hpars: dict) -> dict:
+    """``batch_size="max"``: the largest batch size found by the timing evaluations."""
+    if hpars["batch_size"] != "max":
+        return hpars
+    inference = bool(hpars.get("inference_steps"))
+    key = "largest_inference_batch_sizes" if inference else "largest_train_batch_sizes"
+    timing_path = os.path.join(paths_config.get_paths()["results_folder"], "timing.json")
+    try:
+        with open(timing_path) as f:
+            size = json.load(f)[key][hpars["preset"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise JobError(f"batch_size=max: no {key}[{hpars['preset']!r}] in {timing_path} ({e!r})") from e
+    return {**hpars, "batch_size": int(size)}
+
+
+def _select_checkpoint(hpars: dict) -> Path | None:
+    """The checkpoint to resume from, per ``resume_checkpoint``; None to start fresh."""
+    resume = hpars["resume_checkpoint"]
+    if resume is None:
+        return None
+    if not hpars["folder"]:
+        raise CheckpointError("resume_checkpoint needs a folder")
+    if resume == -1:
+        return latest_checkpoint(hpars["folder"])
+    path = checkpoint_path(hpars["folder"], resume)
+    read_checkpoint_info(path)  # raises a clear error when it is missing
+    return path
+
+
+def _prepare_fresh_folder(hpars: dict) -> None:
+    """Create the run folder; an existing non-empty one is cleared only when allowed."""
+    folder = Path(hpars["folder"])
+    if folder.exists() and any(folder.iterdir()):
+        if hpars["protect_existing"] and hpars["resume_checkpoint"] is None:
+            raise RunFolderExistsError(
+                f"run folder {folder} exists; resume with resume_checkpoint=-1 or overwrite with protect_existing=False"
+            )
+        _clear_run_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _stop_training(hpars: dict, message: str, error_type: type[Exception] = TrainingDivergedError) -> None:
+    """Raise ``error_type(message)`` after writing it to ``{folder}/exception.txt``."""
+    if hpars["save"]:
+        atomic_write_text(Path(hpars["folder"]) / EXCEPTION_FILENAME, message + "\n")
+    raise error_type(message)
+
+
+def _check_losses(hpars: dict, rows: list[tuple[int, float, float]]) -> None:
+    for step, loss, _ in rows:
+        if math.isnan(loss):
+            _stop_training(hpars, f"training loss is NaN at step {step}")
+        if step > WARMUP_STEPS and loss > MAX_LOSS_AFTER_WARMUP:
+            _stop_training(hpars, f"training loss {loss:.4g} exceeds {MAX_LOSS_AFTER_WARMUP:g} at step {step}")
+
+
+def _sleep_cooldown(hpars: dict) -> None:
+    if hpars.get("cooldown"):
+        print(f"Cooling down for {hpars['cooldown']} s")
+        time.sleep(hpars["cooldown"])
+
+
+def train(hpars: dict) -> TrainState:
+    """Train per ``hpars`` (a dict from ``presets.get_preset_hpars`` plus overrides) and
+    return the final state. With ``save`` the run folder gets histories, sample images and
+    checkpoints; with ``timing_filename`` the time of every step is written there."""
+    from tqdm import tqdm
+
+    hpars = _resolve_batch_size(hpars)
+    validate_hpars(hpars)
+    shape, sr, batch_size = tuple(hpars["image_shape"]), hpars["sr_rate"], hpars["batch_size"]
+    save, folder = hpars["save"], Path(hpars["folder"]) if hpars["folder"] else None
+    for name in ("train", "test") if save else ("train",):
+        if not os.path.isfile(hpars[f"{name}_data_path"]):
+            raise DataError(f"{name} data file not found: {hpars[f'{name}_data_path']} (set {name}_data_path=...)")
+
+    optimizer = make_optimizer(hpars)
+    resume_path = _select_checkpoint(hpars)
+    if resume_path is None:
+        ts, history_rows = init_train_state(hpars, optimizer), {"train": 0, "test": 0}
+        if save:
+            _prepare_fresh_folder(hpars)
+    else:
+        ts, info = load_checkpoint(resume_path, hpars)
+        _check_resume_hpars(hpars, info["hpars"], resume_path)
+        history_rows = info["history_rows"]
+        print(f"Resuming from {resume_path}")
+    histories = {
+        "train": CsvHistory(folder / TRAIN_HISTORY_FILENAME if save else None, "step,loss,learning_rate", save),
+        "test": CsvHistory(folder / TEST_HISTORY_FILENAME if save else None, "step,test_loss", save),
+    }
+    for name, history in histories.items():
+        history.start(history_rows[name])
+
+    train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size)
+    # Without saving there is nowhere to put a test loss, so it is not computed (fast dry
+    # runs and timing).
+    test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size) if save else None
+    batcher = data_utils.ImageBatcher(batch_size, hpars["shuffle_train_data"], rng=ts.rng)
+    if not hpars["shuffle_train_data"]:
+        batcher.position = (ts.step * batch_size) % len(train_data)
+    train_step, eval_step = compiled_steps(hpars)
+
+    last_step = hpars["train_steps"]
+    checkpoint_steps = {s for s in hpars["checkpoint_steps"] if 1 <= s <= last_step} | ({last_step} - {0})
+    interval = hpars["test_image_save_interval"]
+    timing = hpars["timing_filename"] is not None
+    step_times: list[float] = []
+    pending: list[tuple[int, jax.Array, jax.Array]] = []
+    last_test_loss = math.nan
+
+    def flush() -> None:
+        """Fetch pending losses, check them, log them."""
+        rows = [(step, float(loss), float(lr)) for step, loss, lr in jax.device_get(pending)]
+        pending.clear()
+        histories["train"].append(rows)
+        if rows:
+            progress.set_postfix(loss=f"{rows[-1][1]:.5g}", lr=f"{rows[-1][2]:.3g}", test_loss=f"{last_test_loss:.5g}")
+        _check_losses(hpars, rows)
+
+    def test(step: int) -> None:
+        nonlocal last_test_loss
+        with_images = step in checkpoint_steps or step == 0
+        last_test_loss, samples = evaluate_test_loss(
+            ts.model, ts.model_state, test_data, hpars, eval_step, SAMPLE_TEST_IMAGES if with_images else ()
+        )
+        histories["test"].append([(step, last_test_loss)])
+        if samples:
+            save_sample_images(folder, step, samples)
+
+    _sleep_cooldown(hpars)
+    progress = tqdm(total=last_step, initial=ts.step, desc=hpars.get("preset") or "train")
+    try:
+        if save and ts.step == 0:
+            test(0)
+        while ts.step < last_step:
+            start_time = time.perf_counter()
+            step = ts.step + 1
+            batch = batcher(train_data)
+            ts.model, ts.model_state, ts.opt_state, ts.key, loss, lr = train_step(
+                ts.model, ts.model_state, ts.opt_state, batch, ts.key
+            )
+            ts.step = step
+            pending.append((step, loss, lr))
+            if timing:
+                loss.block_until_ready()
+                step_times.append(time.perf_counter() - start_time)
+            progress.update()
+            is_checkpoint = step in checkpoint_steps
+            is_test = save and (is_checkpoint or (interval > 0 and step % interval == 0))
+            if is_test or step % LOG_EVERY_STEPS == 0 or step == last_step:
+                flush()
+            if is_test:
+                test(step)
+            if save and is_checkpoint:
+                save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
+    except JobError:
+        raise
+    except Exception as e:
+        # Record why the run stopped, for the success table; the traceback still propagates.
+        if save:
+            atomic_write_text(folder / EXCEPTION_FILENAME, f"training failed at step {ts.step}: {e!r}\n")
+        raise
+    finally:
+        progress.close()
+    if timing:
+        write_timing(hpars, "train", step_times)
+    return ts
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def write_timing(hpars: dict, mode: str, step_times: list[float]) -> None:
+    """Write per-step times (seconds, first step included) to ``hpars["timing_filename"]``."""
+    atomic_write_json(
+        hpars["timing_filename"],
+        {
+            "mode": mode,
+            "preset": hpars.get("preset"),
+            "seed": hpars["seed"],
+            "batch_size": hpars["batch_size"],
+            "image_shape": list(hpars["image_shape"]),
+            "output_crop": hpars["model_hpars"]["output_crop"],
+            "step_times": step_times,
+        },
+    )
+
+
+def time_inference(hpars: dict) -> list[float]:
+    """Time ``inference_steps`` forward passes of the inference-form model on batches
+    ``(batch_size, 3, h / sr, w / sr)``: uniform random inputs in [-1, 1], or low-res center
+    crops of ``inference_data_path`` when set. Only the model call is timed. Returns the
+    times (seconds) and writes them to ``timing_filename`` when set."""
+    hpars = _resolve_batch_size(hpars)
+    validate_hpars(hpars)
+    _, height, width = hpars["image_shape"]
+    sr, batch_size, num_steps = hpars["sr_rate"], hpars["batch_size"], hpars["inference_steps"]
+    input_shape = (batch_size, 3, height // sr, width // sr)
+    key = jax.random.PRNGKey(hpars["seed"])
+    key, model_key = jax.random.split(key)
+    model, state = build_model(hpars, model_key, inference=True)
+    forward = eqx.filter_jit(predict)
+
+    if hpars.get("inference_data_path"):
+        data = load_image_data(hpars["inference_data_path"], "inference", tuple(hpars["image_shape"]), sr, batch_size)
+        batcher = data_utils.ImageBatcher(batch_size, False)
+        to_inputs = eqx.filter_jit(lambda batch: make_inputs_and_targets(batch, hpars)[0])
+
+        def next_inputs(i: int) -> jax.Array:
+            return to_inputs(batcher(data))
+    else:
+        uniform = jax.jit(lambda k: jax.random.uniform(k, input_shape, minval=-1.0, maxval=1.0))
+
+        def next_inputs(i: int) -> jax.Array:
+            return uniform(jax.random.fold_in(key, i))
+
+    _sleep_cooldown(hpars)
+    step_times = []
+    for i in range(num_steps):
+        inputs = next_inputs(i).block_until_ready()
+        start_time = time.perf_counter()
+        forward(model, state, inputs).block_until_ready()
+        step_times.append(time.perf_counter() - start_time)
+    if hpars["timing_filename"] is not None:
+        write_timing(hpars, "inference", step_times)
+    return step_times
+
+
+def run_job(hpars: dict) -> TrainState | list[float]:
+    """What ``python job.py`` does: ``time_inference`` when ``inference_steps`` is set, else
+    ``train``."""
+    if hpars.get("inference_steps"):
+        return time_inference(hpars)
+    return train(hpars)
