@@ -327,9 +327,6 @@ def job_script(runs: list[Run], resources: Resources, extra_args: list[str], log
         'echo "slurm_train: job ${SLURM_JOB_ID}, task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}:' \
         ' preset=$preset seed=$seed, restart ${SLURM_RESTART_COUNT:-0}, $(date --iso-8601=seconds)"',
         "export PYTHONUNBUFFERED=1",
-        "# The progress bar goes to a log file, not a terminal: redraw it every 1000 steps (a minute",
-        "# or two on a GPU) rather than every second, which would make logs of tens of megabytes.",
-        "export TQDM_MINITERS=${TQDM_MINITERS:-1000}",
         "",
         "# The trainer runs as a child of this shell, which passes signals on: Slurm sends the",
         "# time-limit warning (USR1) to this shell only. On USR1 or TERM the trainer writes a",
