@@ -487,10 +487,15 @@ def save_sample_images(folder: Path, step: int, samples: dict[int, tuple[np.ndar
 # Training
 
 
-def load_image_data(path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int) -> np.ndarray:
-    """The images ``(N, 3, H, W)`` of a .npy file; ``DataError`` if missing or unusable."""
+def require_data_file(path: str | None, name: str) -> None:
+    """``DataError`` unless the ``name`` ("train", "test", ...) data file exists."""
     if not path or not os.path.isfile(path):
         raise DataError(f"{name} data file not found: {path} (make it with make_dataset_npys.py or set {name}_data_path=...)")
+
+
+def load_image_data(path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int) -> np.ndarray:
+    """The images ``(N, 3, H, W)`` of a .npy file; ``DataError`` if missing or unusable."""
+    require_data_file(path, name)
     try:
         # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
         data = data_utils.load_data_array(path, name, mmap_mode="r")
@@ -546,11 +551,11 @@ def _prepare_fresh_folder(hpars: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _stop_training(hpars: dict, message: str, error_type: type[Exception] = TrainingDivergedError) -> None:
-    """Raise ``error_type(message)`` after writing it to ``{folder}/exception.txt``."""
+def _stop_training(hpars: dict, message: str) -> None:
+    """Raise ``TrainingDivergedError(message)`` after writing it to ``{folder}/exception.txt``."""
     if hpars["save"]:
         atomic_write_text(Path(hpars["folder"]) / EXCEPTION_FILENAME, message + "\n")
-    raise error_type(message)
+    raise TrainingDivergedError(message)
 
 
 def _check_losses(hpars: dict, rows: list[tuple[int, float, float]]) -> None:
@@ -567,6 +572,29 @@ def _sleep_cooldown(hpars: dict) -> None:
         time.sleep(hpars["cooldown"])
 
 
+def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
+    """The state to continue from (a checkpoint per ``resume_checkpoint``, else step 0) and
+    the histories cut back to that state."""
+    resume_path = _select_checkpoint(hpars)
+    if resume_path is None:
+        ts, history_rows = init_train_state(hpars, make_optimizer(hpars)), {"train": 0, "test": 0}
+        if hpars["save"]:
+            _prepare_fresh_folder(hpars)
+    else:
+        ts, info = load_checkpoint(resume_path, hpars)
+        _check_resume_hpars(hpars, info["hpars"], resume_path)
+        history_rows = info["history_rows"]
+        print(f"Resuming from {resume_path}")
+    folder, save = Path(hpars["folder"] or "."), hpars["save"]
+    histories = {
+        "train": CsvHistory(folder / TRAIN_HISTORY_FILENAME, "step,loss,learning_rate", save),
+        "test": CsvHistory(folder / TEST_HISTORY_FILENAME, "step,test_loss", save),
+    }
+    for name, history in histories.items():
+        history.start(history_rows[name])
+    return ts, histories
+
+
 def train(hpars: dict) -> TrainState:
     """Train per ``hpars`` (a dict from ``presets.get_preset_hpars`` plus overrides) and
     return the final state. With ``save`` the run folder gets histories, sample images and
@@ -577,31 +605,13 @@ def train(hpars: dict) -> TrainState:
     validate_hpars(hpars)
     shape, sr, batch_size = tuple(hpars["image_shape"]), hpars["sr_rate"], hpars["batch_size"]
     save, folder = hpars["save"], Path(hpars["folder"]) if hpars["folder"] else None
-    for name in ("train", "test") if save else ("train",):
-        if not os.path.isfile(hpars[f"{name}_data_path"]):
-            raise DataError(f"{name} data file not found: {hpars[f'{name}_data_path']} (set {name}_data_path=...)")
-
-    optimizer = make_optimizer(hpars)
-    resume_path = _select_checkpoint(hpars)
-    if resume_path is None:
-        ts, history_rows = init_train_state(hpars, optimizer), {"train": 0, "test": 0}
-        if save:
-            _prepare_fresh_folder(hpars)
-    else:
-        ts, info = load_checkpoint(resume_path, hpars)
-        _check_resume_hpars(hpars, info["hpars"], resume_path)
-        history_rows = info["history_rows"]
-        print(f"Resuming from {resume_path}")
-    histories = {
-        "train": CsvHistory(folder / TRAIN_HISTORY_FILENAME if save else None, "step,loss,learning_rate", save),
-        "test": CsvHistory(folder / TEST_HISTORY_FILENAME if save else None, "step,test_loss", save),
-    }
-    for name, history in histories.items():
-        history.start(history_rows[name])
-
-    train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size)
     # Without saving there is nowhere to put a test loss, so it is not computed (fast dry
     # runs and timing).
+    for name in ("train", "test") if save else ("train",):
+        require_data_file(hpars[f"{name}_data_path"], name)  # before touching the run folder
+    ts, histories = _start_run(hpars)
+
+    train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size)
     test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size) if save else None
     batcher = data_utils.ImageBatcher(batch_size, hpars["shuffle_train_data"], rng=ts.rng)
     if not hpars["shuffle_train_data"]:
