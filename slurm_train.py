@@ -384,16 +384,19 @@ def _first_line(path: Path) -> str:
 
 
 def _log_error_line(path: Path) -> str:
-    """The last error line of a task's log: job.py's one-line errors, else a Python exception."""
+    """The last error line of a task's log: job.py's one-line error, else a Python exception
+    or a Slurm message (a time limit, running out of memory); requeue notices are no errors."""
     try:
         lines = path.read_text(errors="replace").replace("\r", "\n").splitlines()
     except OSError:
         return ""
-    for prefix in ("job.py:", "slurmstepd", ""):
-        for line in reversed(lines):
-            line = line.strip()
-            if line.startswith(prefix) and re.search(r"error|Error|CANCELLED|TIME LIMIT|out of memory", line):
-                return line
+    lines = [line.strip() for line in reversed(lines) if "DUE TO JOB REQUEUE" not in line]
+    for line in lines:
+        if line.startswith("job.py:"):
+            return line
+    for line in lines:
+        if re.search(r"Error|error:|CANCELLED|TIME LIMIT|[Oo]ut of memory|oom", line):
+            return line
     return ""
 
 
