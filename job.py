@@ -7,7 +7,8 @@ timing_filename, inference_steps, inference_data_path, cooldown; and for smoke r
 image_shape (``[3,96,96]``) and test_image_save_interval. ``None`` clears an optional value.
 
 Exit status: 0 done, 1 a clear one-line error (missing data, existing run folder,
-diverged training, ...), 2 a bad command line, 3 out of memory.
+diverged training, ...), 2 a bad command line, 3 out of memory, 128 + N when signal N
+(SIGUSR1, SIGTERM) stopped training after writing a checkpoint of the current step.
 
 Importing this module has no side effects; it re-exports the hyperparameters and presets of
 ``presets`` for scripts that look for them here.
@@ -184,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     except train_utils.JobError as e:
         print(f"job.py: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except train_utils.TrainingInterrupted as e:
+        # The shell convention for a process ended by a signal, which Slurm scripts test for.
+        print(f"job.py: {e}; checkpoint written", file=sys.stderr)
+        return 128 + e.signum
     except Exception as e:
         if not _is_out_of_memory(e):
             raise

@@ -28,8 +28,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,15 @@ class CheckpointError(JobError):
 
 class TrainingDivergedError(JobError):
     """The training loss became NaN, or exceeded 1e6 after the warm-up."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGUSR1 or SIGTERM stopped training after a checkpoint of the current step was written
+    (so a Slurm job near its time limit or preempted resumes where it stopped)."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,6 +608,23 @@ def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
     return ts, histories
 
 
+@contextmanager
+def _stop_signals_caught() -> Iterator[list[int]]:
+    """While active, SIGUSR1 and SIGTERM are appended to the yielded list instead of killing
+    the process, so that training can stop cleanly between steps."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+    signums = [signal.SIGTERM] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signums}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def train(hpars: dict) -> TrainState:
     """Train per ``hpars`` (a dict from ``presets.get_preset_hpars`` plus overrides) and
     return the final state. With ``save`` the run folder gets histories, sample images and
@@ -646,32 +676,42 @@ def train(hpars: dict) -> TrainState:
             save_sample_images(folder, step, samples)
 
     _sleep_cooldown(hpars)
-    progress = tqdm(total=last_step, initial=ts.step, desc=hpars.get("preset") or "train")
+    # In a log file (no terminal) redraw the bar once a minute rather than every second.
+    progress = tqdm(
+        total=last_step,
+        initial=ts.step,
+        desc=hpars.get("preset") or "train",
+        mininterval=1.0 if sys.stderr.isatty() else 60.0,
+    )
     try:
-        if save and ts.step == 0:
-            test(0)
-        while ts.step < last_step:
-            start_time = time.perf_counter()
-            step = ts.step + 1
-            batch = batcher(train_data)
-            ts.model, ts.model_state, ts.opt_state, ts.key, loss, lr = train_step(
-                ts.model, ts.model_state, ts.opt_state, batch, ts.key
-            )
-            ts.step = step
-            pending.append((step, loss, lr))
-            if timing:
-                loss.block_until_ready()
-                step_times.append(time.perf_counter() - start_time)
-            progress.update()
-            is_checkpoint = step in checkpoint_steps
-            is_test = save and (is_checkpoint or (interval > 0 and step % interval == 0))
-            if is_test or step % LOG_EVERY_STEPS == 0 or step == last_step:
-                flush()
-            if is_test:
-                test(step)
-            if save and is_checkpoint:
-                save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
-    except JobError:
+        with _stop_signals_caught() as stop_signals:
+            if save and ts.step == 0:
+                test(0)
+            while ts.step < last_step:
+                start_time = time.perf_counter()
+                step = ts.step + 1
+                batch = batcher(train_data)
+                ts.model, ts.model_state, ts.opt_state, ts.key, loss, lr = train_step(
+                    ts.model, ts.model_state, ts.opt_state, batch, ts.key
+                )
+                ts.step = step
+                pending.append((step, loss, lr))
+                if timing:
+                    loss.block_until_ready()
+                    step_times.append(time.perf_counter() - start_time)
+                progress.update()
+                stopping = bool(stop_signals)  # checkpoint now, then stop
+                is_checkpoint = step in checkpoint_steps
+                is_test = is_checkpoint or (interval > 0 and step % interval == 0)
+                if is_test or stopping or step % LOG_EVERY_STEPS == 0 or step == last_step:
+                    flush()
+                if save and is_test:
+                    test(step)
+                if save and (is_checkpoint or stopping):
+                    save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
+                if stopping:
+                    raise TrainingInterrupted(stop_signals[0], step)
+    except (JobError, TrainingInterrupted):
         raise
     except Exception as e:
         # Record why the run stopped, for the success table; the traceback still propagates.

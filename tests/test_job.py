@@ -1,6 +1,7 @@
 """Tests of the presets and of the ``job.py`` command line."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,21 @@ def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     assert job.main(args) == 1  # the run folder exists
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "protect_existing=False" in err
+
+
+def test_exit_status_of_stopped_and_out_of_memory_runs(monkeypatch, capsys):
+    import train_utils
+
+    def stopped(hpars):
+        raise train_utils.TrainingInterrupted(signal.SIGUSR1, 7)
+
+    monkeypatch.setattr(train_utils, "run_job", stopped)
+    assert job.main(["preset=repl"]) == 128 + signal.SIGUSR1
+    assert capsys.readouterr().err == "job.py: stopped by SIGUSR1 at step 7; checkpoint written\n"
+
+    def out_of_memory(hpars):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
+
+    monkeypatch.setattr(train_utils, "run_job", out_of_memory)
+    assert job.main(["preset=repl"]) == 3
+    assert capsys.readouterr().err.startswith("job.py: out of memory: RESOURCE_EXHAUSTED")

@@ -6,6 +6,8 @@ the compiled steps per configuration, so each preset compiles once per session.
 """
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import equinox as eqx
@@ -13,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+import data_utils
 import presets
 import train_utils
 
@@ -134,6 +137,24 @@ def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
         train_utils.train(other)
     with pytest.raises(train_utils.CheckpointError, match="00000001"):
         train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, resume_checkpoint=1))
+
+
+def test_stop_signal_writes_checkpoint_then_stops(tmp_path, data_paths, monkeypatch):
+    draw = data_utils.ImageBatcher.__call__
+    calls = []
+
+    def draw_then_signal(self, data):
+        calls.append(1)
+        if len(calls) == 2:  # as Slurm's time-limit warning arriving during step 2
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return draw(self, data)
+
+    monkeypatch.setattr(data_utils.ImageBatcher, "__call__", draw_then_signal)
+    with pytest.raises(train_utils.TrainingInterrupted) as stopped:
+        train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=5, checkpoint_steps=[]))
+    assert (stopped.value.signum, stopped.value.step) == (signal.SIGUSR1, 2)
+    assert train_utils.list_checkpoints(tmp_path / "run") == [2]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
 
 
 def test_latest_checkpoint_skips_partial_and_incomplete(tmp_path):
