@@ -4,11 +4,16 @@
 ``inference_steps`` set, times the inference-form model (``time_inference``). The pieces are
 small functions that evaluation and export scripts reuse:
 
-- ``build_model(hpars, key, inference=False) -> (model, state)``
+- ``build_model(hpars, key, inference=False) -> (model, state)``, ``predict(model, state, inputs)``
+- ``make_inputs_and_targets(batch, hpars, key=None)`` (random crops with a key, else center)
 - ``make_optimizer(hpars)``, ``make_schedule(hpars)``
-- ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``evaluate_test_loss(...)``
+- ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``compiled_steps(hpars)``
+  (both, cached per configuration), ``evaluate_test_loss(model, state, test_data, hpars)``
 - ``init_train_state(hpars, optimizer)``, ``save_checkpoint(...)``, ``load_checkpoint(path)``,
-  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``
+  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``
+
+SIGUSR1 or SIGTERM during training writes a checkpoint of the current step and raises
+``TrainingInterrupted`` (job.py exits with 128 + the signal number).
 
 A run folder ``{folder}`` holds ``train_history.csv`` (step, loss, learning_rate),
 ``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs), ``exception.txt``
