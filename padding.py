@@ -34,6 +34,8 @@ __all__ = [
     "extr_pad_channels",
     "make_extr_pad_weights",
     "Padding2dLayer",
+    "make_padding_layer",
+    "PAPER_METHODS",
     "PADDING_MODES",
     "CORRELATE_METHODS",
 ]
@@ -45,6 +47,25 @@ CORRELATE_METHODS = AUTOCORRELATION_METHODS + COVARIANCE_METHODS
 APODIZATIONS = ("tukey", None)
 
 NumPadding = tuple[tuple[int, int], tuple[int, int]]
+
+_FFT_TUKEY = dict(apodization="tukey", correlate_method="fft")
+_COV_STAB = dict(width=1, apodization=None, correlate_method="cov_stab")
+# The paper's method names -> (mode, padding_method_kwargs). lpLxW: length L, width W.
+PAPER_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lp1x1cs": ("lp", dict(length=1, **_COV_STAB)),
+    "lp2x1cs": ("lp", dict(length=2, **_COV_STAB)),
+    "lp2x1": ("lp", dict(length=2, width=1, apodization="tukey", correlate_method="direct")),
+    "lp2x3": ("lp", dict(length=2, width=3, apodization="tukey", correlate_method="direct")),
+    "lp2x5": ("lp", dict(length=2, width=5, **_FFT_TUKEY)),
+    "lp3x3": ("lp", dict(length=3, width=3, **_FFT_TUKEY)),
+    "lp4x5": ("lp", dict(length=4, width=5, **_FFT_TUKEY)),
+    "lp6x7": ("lp", dict(length=6, width=7, **_FFT_TUKEY)),
+    "extr1": ("extr", dict(num_predictors=1)),
+    "extr2": ("extr", dict(num_predictors=2)),
+    "extr3": ("extr", dict(num_predictors=3)),
+    "zero": ("zero", {}),
+    "repl": ("repl", {}),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +228,7 @@ def _lag_sums_fft(a: jax.Array, m: int) -> jax.Array:
     spectrum = jnp.fft.rfft2(a, s=(fy, fx))
     # The full output size matters when fx is odd: without it irfft2 assumes fx - 1 columns.
     circular = jnp.fft.irfft2(spectrum * jnp.conj(spectrum), s=(fy, fx)).astype(a.dtype)
-    columns = (np.arange(-m, m + 1) % fx)
+    columns = (np.arange(-m, m + 1) % fx).astype(np.int32)
     return circular[: m + 1][:, columns]
 
 
@@ -246,7 +267,8 @@ def _normal_equation_indices(length: int, width: int) -> tuple[np.ndarray, ...]:
     q = np.arange(width)
     rhs_r = np.broadcast_to(m + length - pr[:, None], (n, width))
     rhs_c = m + q[None, :] - pc[:, None]
-    return mat_r, mat_c, rhs_r, rhs_c
+    # int32 whatever the x64 setting: index arithmetic must not mix integer widths
+    return tuple(np.ascontiguousarray(i, dtype=np.int32) for i in (mat_r, mat_c, rhs_r, rhs_c))
 
 
 def _autocorrelation_coefs(
@@ -281,23 +303,27 @@ def _covariance_stats(a: jax.Array, length: int) -> jax.Array:
     length 1: (r11, r01); length 2: (r11, r22, r01, r12, r02). Sums run over the positions where
     the predicted pixel and all predictors lie inside the data. Products are summed over y
     first, then the per-column sums over the valid x range: the same plain sums, in one pass.
+    All statistics go through identically shaped reductions, so equal sums round equally
+    (a constant channel gives a1 = 1 exactly, on the stabiliser's boundary, whatever XLA fuses).
     """
     nx = a.shape[1]
-    col = [jnp.sum(a[:, : nx - lag] * a[:, lag:], axis=0) for lag in range(length + 1)]
+    shifted = [jnp.pad(a[:, lag:], ((0, 0), (0, lag))) for lag in range(length + 1)]
+    col = jnp.sum(jnp.stack([a * s for s in shifted]), axis=1)  # (lag, x): sum_y a[y, x] a[y, x + lag]
+    count = nx - length
 
-    def total(lag: int, start: int, stop: int) -> jax.Array:
-        # sum over x in [start, stop) of a[:, x] * a[:, x + lag]
-        return jnp.sum(col[lag][start:stop])
+    def window(lag: int, start: int) -> jax.Array:
+        # the terms a[:, x] * a[:, x + lag] for x in start .. start + count - 1
+        return col[lag, start : start + count]
 
     if length == 1:
-        right = (total(0, 0, nx - 1), total(1, 0, nx - 1))
-        left = (total(0, 1, nx), total(1, 0, nx - 1))
+        right = [window(0, 0), window(1, 0)]
+        left = [window(0, 1), window(1, 0)]
     else:
         # right: predicted x, predictors x-1 (r1), x-2 (r2), x = 2..nx-1
-        right = (total(0, 1, nx - 1), total(0, 0, nx - 2), total(1, 1, nx - 1), total(1, 0, nx - 2), total(2, 0, nx - 2))
+        right = [window(0, 1), window(0, 0), window(1, 1), window(1, 0), window(2, 0)]
         # left: predicted x, predictors x+1, x+2, x = 0..nx-3
-        left = (total(0, 1, nx - 1), total(0, 2, nx), total(1, 0, nx - 2), total(1, 1, nx - 1), total(2, 0, nx - 2))
-    return jnp.stack([jnp.stack(right), jnp.stack(left)])
+        left = [window(0, 1), window(0, 2), window(1, 0), window(1, 1), window(2, 0)]
+    return jnp.sum(jnp.stack([jnp.stack(right), jnp.stack(left)]), axis=-1)
 
 
 def _covariance_solve(stats: jax.Array, length: int) -> tuple[jax.Array, ...]:
@@ -595,3 +621,11 @@ class Padding2dLayer(eqx.Module):
             return extr_pad_channels(x, self.num_padding, num_predictors=self.padding_method_kwargs["num_predictors"])
         pad_mode = "constant" if self.mode == "zero" else "edge"
         return jnp.pad(x, ((0, 0), (top, bottom), (left, right)), mode=pad_mode)
+
+
+def make_padding_layer(method: str, num_padding: NumPadding) -> Padding2dLayer:
+    """The `Padding2dLayer` of one of the paper's method names (`PAPER_METHODS`), e.g. "lp2x3"."""
+    if method not in PAPER_METHODS:
+        raise ValueError(f"method must be one of {sorted(PAPER_METHODS)}, got {method!r}")
+    mode, kwargs = PAPER_METHODS[method]
+    return Padding2dLayer(num_padding, mode, kwargs)
