@@ -33,7 +33,6 @@ import dataclasses
 import datetime
 import getpass
 import json
-import os
 import re
 import shlex
 import shutil
@@ -49,7 +48,7 @@ from presets import presets, run_folder
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 PAPER_SEEDS = range(12)
-# The paper trained these three slowest or least interesting presets with three seeds only.
+# The paper trained these three presets with seeds 0..2 only.
 FEW_SEED_PRESETS = {"extr1": range(3), "extr2": range(3), "lp6x7": range(3)}
 JOB_MAP_FILENAME = "slurm_jobs.json"
 LOGS_FOLDER = "slurm_logs"
@@ -77,7 +76,8 @@ class SlurmError(RuntimeError):
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr and exit status 2 (argparse prints the usage too)."""
+    """Raises ``UsageError`` where argparse would print its usage and exit, so that ``main``
+    reports a bad command line in one line."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -385,14 +385,15 @@ def _first_line(path: Path) -> str:
 
 def _log_error_line(path: Path) -> str:
     """The last error line of a task's log: job.py's one-line error, else a Python exception
-    or a Slurm message (a time limit, running out of memory); requeue notices are no errors."""
+    or a Slurm message (a time limit, running out of memory). Requeue notices and job.py's
+    note that a signal stopped it after a checkpoint are no errors."""
     try:
         lines = path.read_text(errors="replace").replace("\r", "\n").splitlines()
     except OSError:
         return ""
     lines = [line.strip() for line in reversed(lines) if "DUE TO JOB REQUEUE" not in line]
     for line in lines:
-        if line.startswith("job.py:"):
+        if line.startswith(("job.py: error:", "job.py: out of memory")):
             return line
     for line in lines:
         if re.search(r"Error|error:|CANCELLED|TIME LIMIT|[Oo]ut of memory|oom", line):

@@ -4,8 +4,8 @@
 slurmd, all configured to keep their sockets, state, logs and pid files in a new temporary
 folder and to listen on free ports, so the cluster neither needs nor disturbs a system-wide
 Slurm or MUNGE. ``stop()`` cancels what is still queued, stops exactly the daemons it started
-(by their pid files) and removes the folder. Clients find the cluster through ``SLURM_CONF``: use ``cluster.env`` for subprocesses,
-or ``cluster.environ_patch()`` for in-process calls.
+(by their pid files) and removes the folder. Clients find the cluster through ``SLURM_CONF``:
+use ``cluster.env`` for subprocesses, or ``cluster.environ_patch()`` for in-process calls.
 
 Requires root (slurmd launches jobs as their owner) and Debian's ``slurm-wlm`` and ``munge``
 (``.ci/install_slurm.sh``); ``missing_requirements()`` says what is missing.
@@ -78,7 +78,8 @@ class SlurmCluster:
         return {**os.environ, **self._client_env()}
 
     def _client_env(self) -> dict[str, str]:
-        return {"SLURM_CONF": str(self.conf), "PATH": os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(SBIN_DIRS)}
+        path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+        return {"SLURM_CONF": str(self.conf), "PATH": path}
 
     @contextlib.contextmanager
     def environ_patch(self) -> Iterator[None]:
