@@ -293,33 +293,58 @@ def test_covariance_method_recovers_ar_coefficients(a1, a2, correlate_method):
         np.testing.assert_allclose(coefs[3, 0, :, 0], expected, atol=0.02)  # left: AR is time-reversible
 
 
-def test_covariance_statistics_are_plain_sums():
+@pytest.mark.parametrize("axis", [0, 1])
+def test_covariance_statistics_are_plain_sums(axis):
     a = np.random.default_rng(8).normal(size=(5, 6))
     with jax.enable_x64(True):
-        right, left = np.asarray(padding._covariance_stats(jnp.asarray(a), 2))
-    x0, x1, x2 = a[:, 2:], a[:, 1:-1], a[:, :-2]
-    np.testing.assert_allclose(right, [(x1 * x1).sum(), (x2 * x2).sum(), (x0 * x1).sum(), (x1 * x2).sum(), (x0 * x2).sum()])
-    y0, y1, y2 = a[:, :-2], a[:, 1:-1], a[:, 2:]
-    np.testing.assert_allclose(left, [(y1 * y1).sum(), (y2 * y2).sum(), (y0 * y1).sum(), (y1 * y2).sum(), (y0 * y2).sum()])
+        forward, backward = np.asarray(padding._covariance_stats(jnp.asarray(a), 2, axis))
+    b = a if axis == 1 else a.T
+    x0, x1, x2 = b[:, 2:], b[:, 1:-1], b[:, :-2]
+    np.testing.assert_allclose(forward, [(x1 * x1).sum(), (x2 * x2).sum(), (x0 * x1).sum(), (x1 * x2).sum(), (x0 * x2).sum()])
+    y0, y1, y2 = b[:, :-2], b[:, 1:-1], b[:, 2:]
+    np.testing.assert_allclose(backward, [(y1 * y1).sum(), (y2 * y2).sum(), (y0 * y1).sum(), (y1 * y2).sum(), (y0 * y2).sum()])
 
 
-@pytest.mark.parametrize("correlate_method", ["direct", "fft"])
+def _lag_sum(a: np.ndarray, dy: int, dx: int) -> float:
+    """sum a[y, x] a[y + dy, x + dx] over the zero-extended data, straight from the definition."""
+    m = max(abs(dy), abs(dx))
+    padded = np.pad(a, m)
+    return float((a * padded[m + dy : m + dy + a.shape[0], m + dx : m + dx + a.shape[1]]).sum())
+
+
+@pytest.mark.parametrize("lag_sums", [padding._lag_sums_direct, padding._lag_sums_fft])
 @pytest.mark.parametrize("shape", [(9, 9), (7, 12), (11, 10)])
-def test_autocorrelation_matches_direct_sum(correlate_method, shape):
+def test_lag_sums_match_definition(lag_sums, shape):
     """Also odd FFT widths, where an inverse transform without the output size goes wrong."""
     a = np.random.default_rng(9).normal(size=shape)
-    m = 3
+    lags = tuple((dy, dx) for dy in range(4) for dx in range(-3, 4) if dy > 0 or dx >= 0)
     with jax.enable_x64(True):
-        grid = np.asarray(padding._autocorrelation_grid(jnp.asarray(a), m, correlate_method))
-    padded = np.pad(a, m)
-    sums = np.array(
-        [[(a * padded[m + dy : m + dy + shape[0], m + dx : m + dx + shape[1]]).sum() for dx in range(-m, m + 1)] for dy in range(-m, m + 1)]
-    )
-    if correlate_method == "direct":
-        scale = shape[0] * shape[1]
-    else:
-        scale = padding._smooth_size(shape[0] + m) * padding._smooth_size(shape[1] + m)
-    np.testing.assert_allclose(grid, sums / scale, atol=1e-12)
+        sums = np.asarray(lag_sums(jnp.asarray(a), lags))
+    np.testing.assert_allclose(sums, [_lag_sum(a, dy, dx) for dy, dx in lags], atol=1e-11)
+
+
+@pytest.mark.parametrize("correlate_method, scale", [("direct", lambda ny, nx, m: ny * nx), ("fft", lambda ny, nx, m: padding._smooth_size(ny + m) * padding._smooth_size(nx + m))])
+def test_autocorrelation_scale(correlate_method, scale):
+    a = np.random.default_rng(10).normal(size=(7, 11))
+    lags = ((0, 0), (1, -2), (0, 3))
+    with jax.enable_x64(True):
+        r = np.asarray(padding._autocorrelation(jnp.asarray(a), lags, correlate_method))
+    np.testing.assert_allclose(r * scale(7, 11, 3), [_lag_sum(a, dy, dx) for dy, dx in lags], atol=1e-11)
+
+
+@pytest.mark.parametrize("length, width", [(1, 1), (2, 1), (2, 3), (3, 3), (6, 7)])
+def test_normal_equations_index_the_right_lags(length, width):
+    lags, mat_index, rhs_index = padding._normal_equations(length, width)
+    assert all(dy > 0 or (dy == 0 and dx >= 0) for dy, dx in lags)
+    n = length * width
+    for i in range(n):
+        for j in range(n):
+            d = (i // width - j // width, i % width - j % width)
+            assert lags[mat_index[0, i, j]] in (d, (-d[0], -d[1]))
+            assert lags[mat_index[1, i, j]] in (d[::-1], (-d[1], -d[0]))
+        for q in range(width):
+            d = (length - i // width, q - i % width)
+            assert lags[rhs_index[0, i, q]] in (d, (-d[0], -d[1]))
 
 
 def test_smooth_size():
