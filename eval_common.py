@@ -622,14 +622,16 @@ def subprocess_job_runner(memory_limit_gb: float | None = None) -> JobRunner:
     it fails with out of memory instead of swapping or waking the OOM killer; GPU memory is
     limited by the device)."""
 
-    def limit_memory() -> None:
-        if memory_limit_gb is not None:
-            size = int(memory_limit_gb * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    def limit_memory() -> None:  # runs in the child between fork and exec
+        size = int(memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
     def run(args: list[str]) -> JobResult:
         completed = subprocess.run(
-            [sys.executable, str(JOB_SCRIPT), *args], capture_output=True, text=True, preexec_fn=limit_memory
+            [sys.executable, str(JOB_SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            preexec_fn=None if memory_limit_gb is None else limit_memory,
         )
         lines = [line for line in (completed.stderr + completed.stdout).splitlines() if line.strip()]
         errors = [line for line in completed.stderr.splitlines() if line.startswith("job.py:")]
@@ -759,7 +761,7 @@ def train_throughput(batch_size: int, step_times: Sequence[float]) -> float:
 def inference_throughput(batch_size: int, step_times: Sequence[float], output_crop: int,
                          target_size: int = DEFAULT_TARGET_SIZE, sr_rate: int = 4) -> float:
     """Output pixels of one channel per second: ``batch x (T - 2 sr oc)^2 / mean time``."""
-    side = target_size - 2 * sr_rate * output_crop
+    side = max(target_size - 2 * sr_rate * output_crop, 0)
     return batch_size * side**2 / mean_step_time(step_times)
 
 
