@@ -1,0 +1,298 @@
+"""Tests of figures.py on small synthetic results written here (SPEC 8 formats)."""
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import eval_common
+import figures
+import presets
+import rvsr
+
+SEEDS = (0, 1, 2)
+OUTPUT_SIZE = 96  # evaluated outputs of the synthetic results (the paper's are 192)
+IMAGE_SIZE = 104  # synthetic test images: 96x96 padding-sample crops and 2x2 tilings fit
+NUM_TEST = 6
+MSE_PRESETS = ("lp1x1cs", "lp2x3", "lp2x3_oc1", "lp2x3_oc5", "repl", "repl_oc1", "repl_oc5",
+               "zero-repl", "zero_oc1", "zero_oc5")
+
+
+def smooth_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """Spatially correlated images in the paper's units (about -0.8..-0.2)."""
+    noise = rng.normal(size=(count, 3, size, size))
+    spectrum = np.fft.fft2(noise) / (1 + np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size))) * 40) ** 1.5
+    images = np.real(np.fft.ifft2(spectrum))
+    images = images / images.std() * 0.1 - 0.5
+    return images.astype(np.float32)
+
+
+def synthetic_sumsqs(rng: np.random.Generator, preset: str, num_images: int) -> np.ndarray:
+    """Sums of squares (11, N) whose shell MSEs fall inwards and depend on the padding."""
+    oc = figures.preset_output_crop(preset)
+    counts = eval_common.mask_areas(OUTPUT_SIZE, 4)
+    ring_counts = counts - np.append(counts[1:], 0.0)
+    edge_penalty = {"zero": 3.0, "repl": 2.0}.get(preset.split("_")[0].split("-")[0], 1.5)
+    shell_mse = 0.002 * (1 + (edge_penalty - 1) * np.exp(-np.arange(11) / 1.5))
+    shell_mse[:oc] *= 5  # shells a cropped model was not trained for
+    per_image = rng.lognormal(0, 0.3, size=num_images)
+    ring_sums = shell_mse[:, None] * ring_counts[:, None] * per_image[None, :]
+    return np.cumsum(ring_sums[::-1], axis=0)[::-1]
+
+
+def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Context:
+    """A results tree like the workflow's, small and fast to plot; returns its Context."""
+    rng = np.random.default_rng(0)
+    ctx = figures.Context(root / "results", root / "results" / "trained_models", root / "plots",
+                          root / "dataset" / "test_data.npy", OUTPUT_SIZE)
+    ctx.test_data_path.parent.mkdir(parents=True)
+    np.save(ctx.test_data_path, smooth_images(rng, NUM_TEST, IMAGE_SIZE))
+    ctx.sumsqs_folder.mkdir(parents=True)
+    for preset in MSE_PRESETS:
+        for seed in SEEDS:
+            np.save(ctx.sumsqs_folder / f"{preset}_s{seed}.npy", synthetic_sumsqs(rng, preset, NUM_TEST))
+    timing = {"largest_train_batch_sizes": {}, "train_step_times": {},
+              "largest_inference_batch_sizes": {}, "inference_step_times": {}}
+    for i, preset in enumerate(MSE_PRESETS):
+        timing["largest_train_batch_sizes"][preset] = 8
+        timing["train_step_times"][preset] = [5.0] + list(0.1 + 0.01 * i + rng.uniform(0, 0.001, 4))
+        timing["largest_inference_batch_sizes"][preset] = 16
+        timing["inference_step_times"][preset] = [3.0] + list(0.02 + 0.002 * i + rng.uniform(0, 0.001, 4))
+    (ctx.results_folder / "timing.json").write_text(json.dumps(timing))
+    layer_nmse = {p: {pad: {str(s): list(rng.uniform(0.5, 2.0) * np.geomspace(0.5, 0.01, 11) * (1 + 0.1 * s))
+                            for s in SEEDS} for pad in figures.LAYER_NMSE_PADDINGS}
+                  for p in figures.LAYER_NMSE_PRESETS}
+    (ctx.results_folder / "layer_nmse.json").write_text(json.dumps(layer_nmse))
+    ctx.trained_models_folder.mkdir(parents=True)
+    if with_models:
+        # All presets share the oc 0 weight layout, so one random model serves them all.
+        model, _ = rvsr.make_rvsr(presets.get_preset_hpars("repl")["model_hpars"], key=jax.random.PRNGKey(0))
+        weights = root / "weights.eqx"
+        rvsr.save_rvsr_weights(model, weights)
+    steps = np.array([0, 1000, 2000, 5000, 10_000], dtype=np.int32)
+    for preset in MSE_PRESETS:
+        for seed in SEEDS:
+            diverged = preset == "lp1x1cs" and seed == 2
+            stem = ctx.trained_models_folder / f"{preset}_s{seed}"
+            test_loss = 0.01 * (1 + steps / 1000.0) ** -0.5 * (1 + 0.1 * seed)
+            if diverged:
+                test_loss[-1] = np.nan
+            pd.DataFrame({"step": steps, "test_loss": test_loss.astype(np.float16)}).to_parquet(
+                f"{stem}_test_loss.parquet", compression="brotli")
+            pd.DataFrame({"step": steps, "train_loss": test_loss.astype(np.float16)}).to_parquet(
+                f"{stem}_train_loss.parquet", compression="brotli")
+            if with_models and not diverged:
+                shutil.copy(weights, f"{stem}.eqx")
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> figures.Context:
+    return write_synthetic_results(tmp_path_factory.mktemp("figures"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics and theory
+
+
+def test_theory_nmse_closed_forms():
+    sigma = 1.3
+    k1 = math.exp(-1 / (2 * sigma**2))
+    k2 = math.exp(-4 / (2 * sigma**2))
+    assert figures.one_step_nmse("zero", sigma) == pytest.approx(1.0)
+    assert figures.one_step_nmse("repl", sigma) == pytest.approx(2 - 2 * k1)
+    assert figures.one_step_nmse("extr2", sigma) == pytest.approx(6 - 8 * k1 + 2 * k2)
+    assert figures.one_step_nmse("lp1x1cs", sigma) == pytest.approx(1 - k1**2)
+    # Optimal predictors improve with order and beat the fixed ones of the same order.
+    lp = [figures.one_step_nmse(m, sigma) for m in ("lp1x1cs", "lp2x1", "lp3x1")]
+    assert lp[0] > lp[1] > lp[2] > 0
+    assert lp[0] <= figures.one_step_nmse("repl", sigma) and lp[1] <= figures.one_step_nmse("extr2", sigma)
+    # White noise: nothing beats predicting the mean; extr3 amplifies the noise 1 + 9 + 9 + 1 times.
+    assert figures.one_step_nmse("lp3x1", 0.05) == pytest.approx(1.0)
+    assert figures.one_step_nmse("extr3", 0.05) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="unknown"):
+        figures.one_step_nmse("lp2x3", sigma)
+
+
+def test_bootstrap_ci():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    low, high = figures.bootstrap_ci(values)
+    assert low < values.mean() < high
+    assert values.min() <= low and high <= values.max()
+    assert figures.bootstrap_ci(values) == (low, high)  # reproducible
+    assert all(math.isnan(v) for v in figures.bootstrap_ci([1.0]))
+
+
+def test_crop_and_shell_mse():
+    # Squared error 2 at every output pixel: every crop and shell has MSE 2.
+    areas = eval_common.mask_areas(OUTPUT_SIZE, 4)
+    crop_mse, shell_mse = figures.crop_and_shell_mse(np.repeat(2 * areas[:, None], 3, axis=1), OUTPUT_SIZE)
+    np.testing.assert_allclose(crop_mse, 2.0)
+    np.testing.assert_allclose(shell_mse, 2.0)
+    # Error only in the outermost shell: crop 1 and inwards have none.
+    sumsqs = np.zeros((11, 2))
+    sumsqs[0] = areas[0] - areas[1]
+    crop_mse, shell_mse = figures.crop_and_shell_mse(sumsqs, OUTPUT_SIZE)
+    assert shell_mse[0] == 1.0 and not shell_mse[1:].any() and not crop_mse[1:].any()
+    # Outputs of 64 pixels have no crops beyond 7: NaN, not an error.
+    crop_mse, shell_mse = figures.crop_and_shell_mse(np.ones((11, 2)), 64)
+    assert np.isnan(crop_mse[8:]).all() and np.isfinite(crop_mse[:8]).all() and np.isnan(shell_mse[8:]).all()
+
+
+def test_throughput_table():
+    timing = {"largest_train_batch_sizes": {"repl_oc5": 10, "zero_oc1": 3},
+              "train_step_times": {"repl_oc5": [9.0, 2.0], "zero_oc1": 0.5},
+              "largest_inference_batch_sizes": {"repl_oc5": 4, "zero_oc1": 2},
+              "inference_step_times": {"repl_oc5": 0.5, "zero_oc1": [7.0, 0.1, 0.3]},
+              "inference_target_sizes": {"zero_oc1": 64}}
+    table = figures.throughput_table(timing)
+    assert table.loc["repl_oc5", "train_throughput"] == 5.0  # the first (compiling) step left out
+    assert table.loc["zero_oc1", "train_throughput"] == 6.0  # a single value is a mean already
+    assert table.loc["repl_oc5", "inference_throughput"] == pytest.approx(4 * (192 - 40) ** 2 / 0.5 / 1e6)
+    assert table.loc["zero_oc1", "inference_throughput"] == pytest.approx(2 * (64 - 8) ** 2 / 0.2 / 1e6)
+    assert list(figures.throughput_table({}).columns) == ["train_batch", "train_throughput", "inference_batch",
+                                                          "inference_throughput"]
+
+
+def test_common_successful_seeds():
+    status = {("a", 0): True, ("a", 1): True, ("b", 0): True, ("b", 1): False, ("b", 2): True}
+    assert figures.common_successful_seeds(status, ["a", "b"]) == [0]
+    assert figures.common_successful_seeds(status, []) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_success_table(results):
+    table = figures.success_table(results)
+    assert list(table.columns) == ["s0", "s1", "s2", "succeeded"]
+    assert table.index[0] == "lp1x1cs"  # paper order
+    assert table.loc["lp1x1cs", "s2"] == "✗" and table.loc["lp1x1cs", "succeeded"] == 2
+    assert table.loc["repl", "succeeded"] == 3
+
+
+def test_main_table_baselines(results):
+    table = figures.main_table(results)
+    assert table.loc["zero-repl", "mse_vs_zero_pct"] == pytest.approx(0.0)
+    assert table.loc["zero_oc5", "outer_shell_mse_vs_zero_pct"] == pytest.approx(0.0)
+    # The synthetic zero padding has the largest edge error, so the others improve on it.
+    assert table.loc["lp2x3", "outer_shell_mse_vs_zero_pct"] < table.loc["repl", "outer_shell_mse_vs_zero_pct"] < 0
+    assert table.loc["repl_oc5", "oc"] == 5 and table.loc["repl", "train_batch"] == 8
+    assert table["inference_throughput"].notna().all()
+
+
+def test_write_table_formats(tmp_path):
+    table = pd.DataFrame({"mse": [0.0012345, math.nan], "ok": ["✓", "✗"]}, index=pd.Index(["lp2x3", "zero_oc1"], name="preset"))
+    paths = figures.write_table(table, "t", tmp_path, {"mse": ".4f"})
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    md = paths[1].read_text(encoding="utf-8")
+    assert "| lp2x3 | 0.0012 | ✓ |" in md and "| zero_oc1 |  | ✗ |" in md
+    tex = paths[2].read_text(encoding="utf-8")
+    assert r"zero\_oc1 &  & $\times$ \\" in tex and r"\checkmark" in tex
+    assert pd.read_csv(paths[0], index_col=0).loc["lp2x3", "mse"] == 0.0012345
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+
+def test_every_step_writes_its_files(results, capsys, monkeypatch):
+    # Models with lp padding and all twelve padding methods take long to compile on a CPU;
+    # the smoke run (reproduce.py --smoke) makes the full figures.
+    monkeypatch.setattr(figures, "TILING_PADDINGS", ("zero",))
+    monkeypatch.setattr(figures, "PADDING_SAMPLE_METHODS", ("lp2x3", "zero", "repl", "extr3"))
+    written = figures.make_all(results)
+    names = {p.name for p in written}
+    figure_names = ["theory_nmse_vs_blur", "padding_samples", "inputs_and_targets", "tiled_outputs",
+                    "layer_padding_nmse", "test_loss_history", "test_mse_per_seed", "mse_vs_throughput",
+                    "shell_mse_bars"]
+    for name in figure_names:
+        assert {f"{name}.pdf", f"{name}.png"} <= names, name
+    for name in ("success_table", "shell_mse_table", "main_table"):
+        assert {f"{name}.csv", f"{name}.md", f"{name}.tex"} <= names, name
+    assert all(p.stat().st_size > 0 for p in written)
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_partial_results_skip_with_reasons(tmp_path, capsys):
+    ctx = figures.Context(tmp_path / "results", tmp_path / "results" / "trained_models", tmp_path / "plots",
+                          tmp_path / "dataset" / "test_data.npy", OUTPUT_SIZE)
+    written = figures.make_all(ctx)
+    # The theory figure needs no results; everything else says what is missing.
+    assert {p.name for p in written} == {"theory_nmse_vs_blur.pdf", "theory_nmse_vs_blur.png"}
+    out = capsys.readouterr().out
+    assert "skipped padding samples: test data" in out and "make_dataset_npys.py" in out
+    assert "skipped layer padding NMSE:" in out and "eval_layer_nmse.py" in out
+    assert "skipped main table: no MSE results" in out
+    assert out.count("skipped") == len(figures.STEPS) - 1
+
+
+def test_results_without_models_or_timing(tmp_path, capsys):
+    ctx = write_synthetic_results(tmp_path, with_models=False)
+    (ctx.results_folder / "timing.json").unlink()
+    figures.setup_matplotlib()
+    assert figures.run("main table", ctx)
+    assert figures.run("MSE vs throughput", ctx) == []
+    assert figures.run("tiled outputs", ctx) == []
+    out = capsys.readouterr().out
+    assert "main table without timings" in out
+    assert "skipped MSE vs throughput" in out and "skipped tiled outputs: no trained" in out
+    main = pd.read_csv(ctx.graphs_folder / "main_table.csv", index_col=0)
+    assert main["train_throughput"].isna().all() and main["mse"].notna().all()
+
+
+def test_tiling_is_exact_without_padding_effects(results):
+    # A model whose padding cannot matter at the seams is one whose tiles see all they need:
+    # with output crop 10 every layer is unpadded, so tiled and untiled outputs agree.
+    hpars = presets.get_preset_hpars("zero_oc5")
+    model, state = rvsr.make_rvsr(hpars["model_hpars"], output_crop=10, key=jax.random.PRNGKey(1))
+    tile = 24
+    inputs = np.random.default_rng(0).normal(size=(3, 2 * tile - 20, 2 * tile - 20)).astype(np.float32)
+    stitched, untiled = figures.tiled_and_untiled(model, state, inputs, tile, 10)
+    assert stitched.shape == untiled.shape == (3, 8 * (tile - 20), 8 * (tile - 20))
+    np.testing.assert_allclose(stitched, untiled, atol=1e-5)
+
+
+def test_tile_size():
+    assert figures.tile_size(512, 0) == 48 and figures.tile_size(512, 5) == 48
+    assert figures.tile_size(104, 0) == 12 and figures.tile_size(104, 5) == 17
+    # The region 4 (2 tile - 2 oc) + 8 fits the image.
+    assert 4 * (2 * figures.tile_size(104, 5) - 10) + 8 <= 104
+
+
+def test_font_fallback(monkeypatch):
+    assert figures.choose_font(["No Such Font Family 123"]) is None
+    assert figures.setup_matplotlib(["No Such Font Family 123"]) == "default serif"
+
+    def broken(*args, **kwargs):
+        raise ValueError("font cache unavailable")
+
+    monkeypatch.setattr(figures.font_manager, "findfont", broken)
+    assert figures.setup_matplotlib() == "default serif"
+
+
+def test_context_from_environment():
+    env = {"LPPAD_RESULTS_FOLDER": "/r", "LPPAD_GRAPHS_FOLDER": "/g", "LPPAD_DATASET_FOLDER": "/d",
+           "LPPAD_EVAL_TARGET_SIZE": "96"}
+    ctx = figures.Context.from_paths(environ=env)
+    assert ctx.trained_models_folder == Path("/r/trained_models") and ctx.graphs_folder == Path("/g")
+    assert ctx.test_data_path == Path("/d/test_data.npy") and ctx.evaluated_output_size() == 96
+    # Without the variable: eval_mse.py's default, 192 without test data.
+    del env["LPPAD_EVAL_TARGET_SIZE"]
+    assert figures.Context.from_paths(environ=env).evaluated_output_size() == 192
+
+
+def test_output_size_follows_the_test_images(results):
+    # eval_mse.py's default for 104-pixel images: the largest multiple of 4 with 8 pixels to spare.
+    assert dataclasses.replace(results, output_size=None).evaluated_output_size() == 96
