@@ -198,8 +198,12 @@ def find_trained_models(
         preset, seed = parsed
         if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
             found.append(TrainedModel(preset, seed, folder))
-    order = {name: i for i, name in enumerate(presets.presets)}
-    return sorted(found, key=lambda m: (order[m.preset], m.seed))
+    return sorted(found, key=lambda m: table_order(m.preset, m.seed))
+
+
+def table_order(preset: str, seed: int = 0) -> tuple[int, int]:
+    """Sort key: the preset's position in the presets table, then the seed."""
+    return list(presets.presets).index(preset), seed
 
 
 def read_hidden_channels(path: str | os.PathLike) -> int:
@@ -507,8 +511,7 @@ def load_output_crop_sumsqs(results_folder: str | os.PathLike) -> dict[str, dict
         parsed = parse_model_stem(path.stem)
         if parsed is not None and parsed[0] in presets.presets:
             results.setdefault(parsed[0], {})[parsed[1]] = load_array(path)
-    order = list(presets.presets)
-    return {p: dict(sorted(results[p].items())) for p in sorted(results, key=order.index)}
+    return {p: dict(sorted(results[p].items())) for p in sorted(results, key=table_order)}
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -727,10 +730,14 @@ def timing_units(options: TimingOptions, preset_names: Sequence[str], timing_pat
             args = timing_job_args(preset, batch_size, PROBE_STEPS, options)
             return _ran(runner(args), f"{preset} {options.mode} probe at batch size {batch_size}")
 
-        try:
-            size = largest_batch_size(runs, options.start_batch_size, options.max_batch_size)
-        except EvalError as e:
-            raise EvalError(f"{preset}: {e}") from None
+        if options.start_batch_size >= options.max_batch_size:
+            # Nothing to search (a fixed size, e.g. a smoke run): the timed run tries it.
+            size = options.max_batch_size
+        else:
+            try:
+                size = largest_batch_size(runs, options.start_batch_size, options.max_batch_size)
+            except EvalError as e:
+                raise EvalError(f"{preset}: {e}") from None
         update_json(timing_path, {(size_key, preset): size, (target_key, preset): options.target_size})
 
     def timed(preset: str) -> None:

@@ -10,9 +10,9 @@ time (output pixels of one channel; the first batch excluded). Any failure other
 memory (job.py exit 3) stops with its message.
 
 Defaults are the paper's (start 8192, 1000 batches, 30 s cooldown). A CPU smoke run needs
-caps, e.g.::
+caps; with the start size equal to the maximum there is no search, only the timed run::
 
-    python eval_inference_time.py --presets repl lp2x3 --start-batch-size 4 --max-batch-size 16 \\
+    python eval_inference_time.py --presets repl lp2x3 --start-batch-size 8 --max-batch-size 8 \\
         --steps 5 --cooldown 0 --target-size 32 --memory-limit-gb 8
 """
 

@@ -8,9 +8,10 @@ the timed run runs out of memory. Stored in ``results/timing.json`` under
 per preset as soon as known, so a rerun skips presets done. Training throughput = batch /
 mean step time. Any failure other than out of memory (job.py exit 3) stops with its message.
 
-Defaults are the paper's (start 512, 100 steps). A CPU smoke run needs caps, e.g.::
+Defaults are the paper's (start 512, 100 steps). A CPU smoke run needs caps; with the start
+size equal to the maximum there is no search, only the timed run (two job.py runs less)::
 
-    python eval_train_time.py --presets repl lp2x3 --start-batch-size 2 --max-batch-size 4 \\
+    python eval_train_time.py --presets repl lp2x3 --start-batch-size 4 --max-batch-size 4 \\
         --steps 3 --target-size 32 --memory-limit-gb 8 --test-data smoke/dataset/test_data.npy
 """
 

@@ -76,8 +76,7 @@ def find_run_folders(
         if len(paths) > 1:
             print(f"{preset} seed {seed}: using {paths[0]}, not {', '.join(map(str, paths[1:]))}")
         runs.append(RunFolder(preset, seed, paths[0]))
-    order = {name: i for i, name in enumerate(presets.presets)}
-    return sorted(runs, key=lambda r: (order[r.preset], r.seed))
+    return sorted(runs, key=lambda r: ec.table_order(r.preset, r.seed))
 
 
 def final_checkpoint(run_folder: Path) -> tuple[Path | None, str]:

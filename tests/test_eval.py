@@ -6,8 +6,6 @@ small target sizes; the jitted functions of eval_common are cached per model str
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import equinox as eqx
@@ -345,6 +343,12 @@ def test_inference_timing_with_fake_jobs(tmp_path, monkeypatch, capsys):
     fake.calls.clear()
     assert eval_inference_time.main(args) == 0
     assert fake.calls == []
+
+    # A fixed size (start = maximum) is not searched: the timed run tries it and smaller ones.
+    fixed = [*args[2:], "--results-folder", str(tmp_path / "fixed"), "--start-batch-size", "37", "--max-batch-size", "37"]
+    assert eval_inference_time.main(fixed) == 0
+    assert all("timing_filename" in c for c in fake.calls)
+    assert json.loads((tmp_path / "fixed" / "timing.json").read_text())["largest_inference_batch_sizes"]["repl_oc5"] == 35
 
 
 def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path, monkeypatch, capsys):
