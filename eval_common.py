@@ -11,6 +11,8 @@ Results (nothing pickled; every file written to a temporary name and renamed int
 
     results/output_crop_sumsqs/{preset}_s{seed}.npy   float64 (11, N_test)      eval_mse.py
     results/timing.json                               {key: {preset: ...}}      eval_*_time.py
+        keys largest_{train,inference}_batch_sizes (int), {train,inference}_step_times
+        (list of s, first step included), {train,inference}_target_sizes (T, an addition)
     results/layer_nmse.json                           {train_preset: {padding: {seed: [11]}}}
 
 Evaluation geometry: every test image ``(3, H, W)`` gives four windows of ``T + 2 sr`` pixels
@@ -300,6 +302,16 @@ def fit_target_size(image_shape: Sequence[int], sr_rate: int, requested: int | N
             f"target size {requested} must be a multiple of {sr_rate} no larger than {largest} (windows of T + {2 * sr_rate} pixels in {side}-pixel images)"
         )
     return requested
+
+
+def test_images_and_target_size(args: argparse.Namespace, sr_rate: int) -> tuple[np.ndarray, int]:
+    """The test images and target size of the options of :func:`add_model_eval_arguments`;
+    prints the geometry."""
+    images = load_test_images(args.test_data, args.num_images)
+    target_size = fit_target_size(images.shape, sr_rate, args.target_size)
+    window = target_size + 2 * sr_rate
+    print(f"{len(images)} test images, {window}x{window} windows at the 4 corners, {target_size}x{target_size} targets")
+    return images, target_size
 
 
 def corner_windows(images: np.ndarray, size: int) -> np.ndarray:

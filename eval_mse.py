@@ -50,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = ec.find_trained_models(args.models_folder, args.presets, args.seeds)
         if not models:
             raise ec.EvalError(f"no trained models of the requested presets / seeds in {args.models_folder}")
-        images = ec.load_test_images(args.test_data, args.num_images)
-        target_size = ec.fit_target_size(images.shape, ec.sr_rate_of(models[0].preset), args.target_size)
+        images, target_size = ec.test_images_and_target_size(args, ec.sr_rate_of(models[0].preset))
         shape = (ec.NUM_MASKS, len(images))
 
         def is_done(model: ec.TrainedModel) -> bool:
