@@ -604,7 +604,9 @@ def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], w
                 out_ax.set_title(f"{preset} (seed {seed})", fontsize=7)
                 dev_ax.set_title("|tiled − untiled|", fontsize=7)
             else:
-                out_ax.text(0.5, 0.5, "no model", ha="center", va="center", transform=out_ax.transAxes, fontsize=7)
+                out_ax.text(0.5, 0.5, f"no {COMPARED_PRESETS[padding_name][crop]}\nmodel", ha="center", va="center",
+                            transform=out_ax.transAxes, fontsize=7, color="0.4")
+                out_ax.axis("off")
                 dev_ax.set_visible(False)
         for ax in axes[row]:
             ax.set_xticks([])
@@ -773,7 +775,7 @@ def make_mse_vs_throughput(ctx: Context) -> list[Path]:
     panels = [(c, label) for c, label in panels if table[c].notna().any()]
     if not panels:
         raise MissingResults(f"no timings in {ctx.timing_path} (run eval_train_time.py and eval_inference_time.py)")
-    rows = [("mse", "Test MSE"), ("outer_shell_mse", "Outermost-shell MSE")]
+    rows = [("mse", "Test MSE (predicted area)"), ("outer_shell_mse", "Outermost-shell MSE")]
     fig, axes = plt.subplots(2, len(panels), figsize=(3.4 * len(panels), 5.0), squeeze=False)
     for r, (y_column, y_label) in enumerate(rows):
         for c, (x_column, x_label) in enumerate(panels):
