@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import paths_config
 import presets
@@ -324,8 +325,16 @@ def _step_list(text: str) -> list[str]:
     return names
 
 
+class _Parser(argparse.ArgumentParser):
+    """Raises ``UsageError`` where argparse would print its usage and exit, so that ``main``
+    reports a bad command line in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reproduce.py", description="Run the paper's workflow in order, skipping finished work.",
         epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.")
     parser.add_argument("--presets", help="comma-separated presets, or 'all' (default: all)")
@@ -340,11 +349,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UsageError(message)
-
-
 def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     """The workflow and the steps to run; ``UsageError`` for a bad command line."""
     argv = list(argv)
@@ -352,14 +356,15 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     if "--" in argv:
         split = argv.index("--")
         argv, job_args = argv[:split], argv[split + 1:]
-    parser = make_parser()
-    parser.__class__ = _Parser
-    args = parser.parse_args(argv)
+    args = make_parser().parse_args(argv)
     if args.fast and not args.smoke:
         raise UsageError("--fast needs --smoke")
     scale = (FAST_SMOKE if args.fast else SMOKE) if args.smoke else PAPER
-    chosen_presets = slurm_train.parse_presets(args.presets) if args.presets else scale.presets
-    chosen_seeds = slurm_train.parse_seeds(args.seeds) if args.seeds else scale.seeds
+    try:
+        chosen_presets = slurm_train.parse_presets(args.presets) if args.presets else scale.presets
+        chosen_seeds = slurm_train.parse_seeds(args.seeds) if args.seeds else scale.seeds
+    except slurm_train.UsageError as e:
+        raise UsageError(str(e)) from None
     train_steps = args.train_steps if args.train_steps is not None else scale.train_steps
     if train_steps is None:
         train_steps = presets.hpars["train_steps"]
@@ -390,14 +395,22 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     return workflow, steps
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+@contextlib.contextmanager
+def process_environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` set to ``env`` for the duration (modules such as slurm_train read their
+    folders from paths_config, which reads os.environ), then restored."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
-        workflow, steps = parse_command_line(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"reproduce.py: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    os.environ.update(workflow.env)  # for the modules that read their folders from paths_config
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
+    """Run ``steps`` in order; the exit status."""
     start = time.monotonic()
     print(f"{len(workflow.runs)} training runs of {len(workflow.presets)} presets, {workflow.train_steps} steps each; "
           f"steps: {', '.join(steps)}")
@@ -411,6 +424,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     graphs = workflow.paths["graphs_folder"]
     print(f"\ndone in {time.monotonic() - start:.0f} s; figures and tables in {graphs}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        workflow, steps = parse_command_line(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"reproduce.py: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with process_environment(workflow.env):
+            return run_steps(workflow, steps)
+    except KeyboardInterrupt:
+        print("reproduce.py: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

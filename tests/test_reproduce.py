@@ -1,0 +1,123 @@
+"""Tests of reproduce.py: the plan of commands, skipping finished work, bad command lines.
+
+The workflow itself runs in CI through .ci/smoke.sh (reproduce.py --smoke --fast).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import reproduce
+
+
+def dry_run(capsys, *args: str) -> str:
+    assert reproduce.main(["--dry-run", *args]) == 0
+    return capsys.readouterr().out
+
+
+def commands(output: str) -> list[str]:
+    return [line[2:] for line in output.splitlines() if line.startswith("$ ")]
+
+
+def test_smoke_plan_runs_every_step_in_its_own_folder(tmp_path, capsys):
+    root = tmp_path / "smoke"
+    out = dry_run(capsys, "--smoke", "--smoke-root", str(root))
+    assert [line[4:].split(" (")[0] for line in out.splitlines() if line.startswith("=== ")] == list(reproduce.STEPS)
+    lines = commands(out)
+    scripts = [Path(line.split()[1]).name for line in lines]
+    assert scripts[0] == "download_dataset.py" and "--metax-url" in lines[0]
+    assert scripts.count("job.py") == 12  # six presets, two seeds
+    assert scripts[-1] == "-m" and "nbconvert" in lines[-1] and str(root / "plots") in lines[-1]
+    for name in ("export_trained_models.py", "eval_mse.py", "eval_train_time.py", "eval_inference_time.py",
+                 "eval_layer_nmse.py", "bilinear_test.py"):
+        assert name in scripts
+    job = next(line for line in lines if "job.py" in line)
+    assert "preset=lp1x1cs seed=0 resume_checkpoint=-1 train_steps=30" in job and "batch_size=4" in job
+    layer_nmse = next(line for line in lines if "eval_layer_nmse.py" in line)
+    assert "--presets lp2x3_oc5 --seeds 0 1" in layer_nmse
+    assert not root.exists()  # a dry run makes nothing
+    assert "LPPAD_RESULTS_FOLDER" not in os.environ  # the environment is restored
+
+
+def test_fast_smoke_and_step_selection(tmp_path, capsys):
+    out = dry_run(capsys, "--smoke", "--fast", "--smoke-root", str(tmp_path), "--skip", "download,export",
+                  "--only", "train,export,notebook")
+    assert "steps: train, notebook" in out
+    lines = commands(out)
+    assert [line.split()[2] for line in lines[:2]] == ["preset=zero-repl", "preset=lp2x3_oc5"]
+    assert len(lines) == 3 and "train_steps=10" in lines[0]
+
+
+def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LPPAD_TRAIN_RUNS_FOLDER", str(tmp_path / "runs"))
+    monkeypatch.setenv("LPPAD_RESULTS_FOLDER", str(tmp_path / "results"))
+    out = dry_run(capsys, "--only", "train", "--presets", "lp6x7,repl", "--seeds", "0-1", "--train-steps", "1000",
+                  "--", "batch_size=32")
+    lines = commands(out)
+    assert len(lines) == 4
+    assert lines[0].endswith("job.py preset=lp6x7 seed=0 resume_checkpoint=-1 train_steps=1000 batch_size=32")
+    # Without --seeds, the paper's plan: seeds 0..11, but 0..2 for lp6x7.
+    out = dry_run(capsys, "--only", "train", "--presets", "lp6x7,repl")
+    assert len(commands(out)) == 15 and "train_steps=1500000" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--presets", "nope"], "unknown preset 'nope'"),
+    (["--seeds", "3-1"], "bad --seeds range"),
+    (["--only", "train,plot"], "unknown step(s) plot"),
+    (["--fast"], "--fast needs --smoke"),
+    (["--train-steps", "0"], "--train-steps must be 1 or more"),
+    (["--", "seed=3"], "reproduce.py sets"),
+    (["--", "batch_size=big"], "after --: batch_size"),
+    (["--", "nonsense=1"], "unknown name 'nonsense'"),
+    (["--no-such-option"], "unrecognized arguments"),
+])
+def test_bad_command_lines(capsys, args, message):
+    assert reproduce.main(args) == reproduce.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce.py: error: ") and message in err and err.count("\n") == 1
+
+
+def write_checkpoint(run_folder: Path, step: int) -> None:
+    folder = run_folder / f"{step:08d}"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.json").write_text("{}")
+
+
+def test_training_skips_finished_exported_and_diverged_runs(tmp_path, capsys):
+    workflow, _ = reproduce.parse_command_line(["--smoke", "--smoke-root", str(tmp_path)])
+    runs = tmp_path / "runs"
+    write_checkpoint(runs / "lp2x3_s0", 30)  # finished
+    write_checkpoint(runs / "lp2x3_s1", 20)  # unfinished: resume
+    write_checkpoint(runs / "zero_el1_s0", 30)  # finished under the preset's older name
+    (runs / "repl_s0").mkdir(parents=True)
+    (runs / "repl_s0" / "exception.txt").write_text("training loss is NaN at step 12\n")
+    (runs / "repl_s1").mkdir(parents=True)
+    (runs / "repl_s1" / "exception.txt").write_text("something else went wrong\n")  # not a result: retry
+    models = tmp_path / "results" / "trained_models"
+    models.mkdir(parents=True)
+    (models / "lp1x1cs_s1.eqx").write_bytes(b"")
+    with reproduce.process_environment(workflow.env):
+        reasons = {run: reproduce.training_skip_reason(workflow, *run) for run in workflow.runs}
+    assert reasons[("lp2x3", 0)] == "finished" and reasons[("zero_oc1", 0)] == "finished"
+    assert reasons[("lp1x1cs", 1)] == "exported model exists"
+    assert reasons[("repl", 0)].startswith("diverged earlier")
+    assert reasons[("lp2x3", 1)] is None and reasons[("repl", 1)] is None and reasons[("lp1x1cs", 0)] is None
+    workflow.dry_run = True
+    with reproduce.process_environment(workflow.env):
+        reproduce.step_train(workflow)
+    out = capsys.readouterr().out
+    assert "lp2x3 seed 0: skipped, finished" in out and out.count("$ ") == 8
+
+
+def test_notebook_skips(tmp_path):
+    notebook = {"cells": [
+        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": ["font: x\n", "skipped tiled outputs: no\n"]}]},
+        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": "main table: wrote a\nskipped b: c\n"}]},
+        {"cell_type": "markdown", "source": "skipped"},
+    ]}
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert reproduce.notebook_skips(path) == ["skipped tiled outputs: no", "skipped b: c"]
