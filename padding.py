@@ -155,6 +155,41 @@ def _safe_div_bwd(residuals, g):
 _safe_div.defvjp(_safe_div_fwd, _safe_div_bwd)
 
 
+# Below this size the Cholesky factorization and the substitutions are unrolled into scalar
+# arithmetic, which vmap turns into vector operations across the whole batch of systems;
+# XLA:CPU's LAPACK calls cost several microseconds each for every small matrix of a batch.
+_UNROLLED_SOLVE_MAX_SIZE = 12
+
+
+def _cholesky(a: jax.Array):
+    """Lower Cholesky factor of a (n, n): an array, or for small n rows of scalars."""
+    n = a.shape[0]
+    if n > _UNROLLED_SOLVE_MAX_SIZE:
+        return jnp.linalg.cholesky(a)
+    lower: list[list[jax.Array]] = [[] for _ in range(n)]
+    for j in range(n):
+        pivot = jnp.sqrt(a[j, j] - sum(lower[j][k] * lower[j][k] for k in range(j)))
+        lower[j].append(pivot)
+        for i in range(j + 1, n):
+            lower[i].append((a[i, j] - sum(lower[i][k] * lower[j][k] for k in range(j))) / pivot)
+    return lower
+
+
+def _cho_solve(factor, v: jax.Array) -> jax.Array:
+    """Solve ``(F F^T) x = v`` for the factor F of `_cholesky`; v: (n, k) -> (n, k)."""
+    if not isinstance(factor, list):
+        y = jax.lax.linalg.triangular_solve(factor, v, left_side=True, lower=True)
+        return jax.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True, transpose_a=True)
+    n = len(factor)
+    y: list[jax.Array] = []
+    for i in range(n):  # forward substitution, one row of right-hand sides at a time
+        y.append((v[i] - sum(factor[i][k] * y[k] for k in range(i))) / factor[i][i])
+    x: list[jax.Array] = [None] * n
+    for i in reversed(range(n)):  # back substitution with F^T
+        x[i] = (y[i] - sum(factor[k][i] * x[k] for k in range(i + 1, n))) / factor[i][i]
+    return jnp.stack(x)
+
+
 @jax.custom_vjp
 def _psd_solve(a: jax.Array, v: jax.Array) -> jax.Array:
     """Solve ``a @ c = v`` for a symmetric positive (semi)definite ``a`` by Cholesky.
@@ -167,17 +202,12 @@ def _psd_solve(a: jax.Array, v: jax.Array) -> jax.Array:
     return _psd_solve_fwd(a, v)[0]
 
 
-def _cho_solve(factor: jax.Array, v: jax.Array) -> jax.Array:
-    y = jax.lax.linalg.triangular_solve(factor, v, left_side=True, lower=True)
-    return jax.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True, transpose_a=True)
-
-
 def _finite_or_zero(x: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(x), x, 0)
 
 
 def _psd_solve_fwd(a, v):
-    factor = jnp.linalg.cholesky(a)
+    factor = _cholesky(a)
     c = _finite_or_zero(_cho_solve(factor, v))
     return c, (factor, c)
 
@@ -290,6 +320,16 @@ def _autocorrelation(a: jax.Array, lags: tuple[tuple[int, int], ...], correlate_
     return lag_sums(a, lags) * jnp.asarray(scale, a.dtype)
 
 
+def _select(values: jax.Array, index: np.ndarray) -> jax.Array:
+    """``values[index]`` for a static index. For small systems this is a product with a one-hot
+    matrix, whose gradient is a matrix product too, where a gather's is a scatter-add, slow on
+    XLA:CPU; for large ones the one-hot matrix would cost more than the scatter."""
+    if index.size > 512:
+        return values[index]
+    one_hot = np.arange(values.shape[0])[:, None] == index.reshape(1, -1)
+    return (values @ jnp.asarray(one_hot, values.dtype)).reshape(index.shape)
+
+
 def _autocorrelation_coefs(
     a: jax.Array, length: int, width: int, correlate_method: str, cholesky_stab: float
 ) -> jax.Array:
@@ -302,8 +342,8 @@ def _autocorrelation_coefs(
     lags, mat_index, rhs_index = _normal_equations(length, width)
     r = _autocorrelation(a, lags, correlate_method)
     n = length * width
-    matrices = r[mat_index] + jnp.asarray(cholesky_stab, a.dtype) * jnp.eye(n, dtype=a.dtype)
-    coefs = jax.vmap(_psd_solve)(matrices, r[rhs_index])  # (2, n, K): column q solves position q
+    matrices = _select(r, mat_index) + jnp.asarray(cholesky_stab, a.dtype) * jnp.eye(n, dtype=a.dtype)
+    coefs = jax.vmap(_psd_solve)(matrices, _select(r, rhs_index))  # (2, n, K): column q solves position q
     return jnp.swapaxes(coefs, 1, 2).reshape(2, width, length, width)
 
 
@@ -418,9 +458,9 @@ def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
     half = width // 2
     n = carry.shape[1]
     centered = coefs[half]
-    inner = sum(
-        jnp.sum(centered[:, k, None] * carry[:, k : n - width + 1 + k], axis=0) for k in range(width)
-    )
+    # Shifted by zero-filling pads rather than slices, which XLA:CPU fuses into one loop.
+    inner = sum(jnp.sum(centered[:, k, None] * _shifted(carry, 0, k), axis=0) for k in range(width))
+    inner = inner[: n - width + 1]
     if half == 0:
         return inner
     left = jnp.sum(coefs[:half] * carry[None, :, :width], axis=(1, 2))
