@@ -1,10 +1,10 @@
 """Figures and tables of the paper (SPEC 9), made from the results folder and trained models.
 
-``make_figures_and_tables.ipynb`` calls ``make_all`` piece by piece; each ``make_*`` function
-here writes one figure (PDF and PNG) or one table (CSV, Markdown, LaTeX) into the graphs
-folder and returns the paths it wrote. A piece whose inputs are missing raises
-``MissingResults``; ``run`` prints the reason and moves on, so partial results give the
-figures they can.
+``make_figures_and_tables.ipynb`` calls ``run`` for each entry of ``STEPS`` (``make_all`` does
+all of them); each ``make_*`` function here writes one figure (PDF and PNG) or one table (CSV,
+Markdown, LaTeX) into the graphs folder and returns the paths it wrote. A piece whose inputs
+are missing or unreadable raises ``MissingResults`` (or eval_common's ``EvalError``); ``run``
+prints the reason and moves on, so partial results give the figures they can.
 
 Inputs (SPEC 7 and 8; folders from ``paths_config``, overridable by ``LPPAD_*`` variables):
 
@@ -896,7 +896,7 @@ def run(name: str, ctx: Context) -> list[Path]:
             # Mean-of-empty and similar warnings carry no news here: NaN cells are shown empty.
             warnings.simplefilter("ignore", RuntimeWarning)
             written = STEPS[name](ctx)
-    except MissingResults as e:
+    except (MissingResults, eval_common.EvalError) as e:
         print(f"skipped {name}: {e}")
         return []
     print(f"{name}: wrote {', '.join(str(p) for p in written)}")

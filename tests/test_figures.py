@@ -296,3 +296,18 @@ def test_context_from_environment():
 def test_output_size_follows_the_test_images(results):
     # eval_mse.py's default for 104-pixel images: the largest multiple of 4 with 8 pixels to spare.
     assert dataclasses.replace(results, output_size=None).evaluated_output_size() == 96
+
+
+def test_unreadable_results_are_skipped_with_a_reason(tmp_path, capsys):
+    ctx = write_synthetic_results(tmp_path, with_models=False)
+    (ctx.sumsqs_folder / "repl_s0.npy").write_bytes(b"not an array")
+    assert figures.run("main table", ctx) == []
+    assert "skipped main table:" in capsys.readouterr().out
+
+
+def test_committed_notebook_runs_every_step_and_has_no_outputs():
+    notebook = json.loads((Path(__file__).parent.parent / "make_figures_and_tables.ipynb").read_text(encoding="utf-8"))
+    code = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None
+               for cell in notebook["cells"] if cell["cell_type"] == "code")
+    assert [f"figures.run({name!r}, ctx);" for name in figures.STEPS] == code[1:]
