@@ -70,6 +70,7 @@ class Scale:
     train_steps: int | None = None  # None: the paper's 1.5M
     job_args: tuple[str, ...] = ()
     synthetic_files: int = 0  # > 0: make this many synthetic .nc files and serve them locally
+    synthetic_size: int = 128  # their height and width
     convert_args: tuple[str, ...] = ()
     model_eval_args: tuple[str, ...] = ()
     train_time_args: tuple[str, ...] = ()
@@ -81,13 +82,15 @@ PAPER = Scale()
 # outputs), batch 4. Timing uses the training shape and batch size, so its job.py runs find
 # their compiled steps in the compilation cache that the training runs filled.
 _SMOKE_TRAINING = ("image_shape=[3,64,64]", "batch_size=4")
+_SMOKE_SIZE = 128
 SMOKE = Scale(
     presets=("lp1x1cs", "lp2x3", "repl", "zero-repl", "zero_oc1", "lp2x3_oc5"),
     seeds=(0, 1),
     train_steps=30,
     job_args=_SMOKE_TRAINING + ("test_image_save_interval=10", "checkpoint_steps=[10,20,30]"),
     synthetic_files=48,
-    convert_args=("--num-train", "40", "--num-test", "8", "--image-size", "128", "--no-progress"),
+    synthetic_size=_SMOKE_SIZE,
+    convert_args=("--num-train", "40", "--num-test", "8", "--image-size", str(_SMOKE_SIZE), "--no-progress"),
     model_eval_args=("--num-images", "8", "--batch-size", "8"),
     train_time_args=("--start-batch-size", "4", "--max-batch-size", "4", "--steps", "3", "--target-size", "64"),
     inference_time_args=("--start-batch-size", "4", "--max-batch-size", "4", "--steps", "3", "--cooldown", "0",
@@ -168,7 +171,8 @@ def metax_source(workflow: Workflow) -> Iterator[list[str]]:
     if not all((source / name).exists() for name in halves):
         print(f"making {count} synthetic .nc files in {source}")
         if not workflow.dry_run:
-            files = make_synthetic_dataset.make_synthetic_dataset(source / "nc", count, 128, seed=0, progress=False)
+            files = make_synthetic_dataset.make_synthetic_dataset(
+                source / "nc", count, workflow.scale.synthetic_size, seed=0, progress=False)
             for name, numbers in halves.items():
                 make_synthetic_dataset.zip_files([files[n] for n in numbers], source / name)
     if workflow.dry_run:
@@ -194,10 +198,12 @@ def step_convert(workflow: Workflow) -> None:
 
 
 def training_skip_reason(workflow: Workflow, preset: str, seed: int) -> str | None:
-    """Why a training run needs no work, or None."""
-    if (Path(workflow.paths["trained_models_folder"]) / f"{preset}_s{seed}.eqx").exists():
-        return "exported model exists"
+    """Why a training run needs no work, or None. A run folder decides; without one, a model
+    in the trained-models folder (a published one) counts as done."""
     # slurm_train finds the run folders through paths_config, so in os.environ (see main).
+    if not any(folder.is_dir() for folder in slurm_train.run_folders((preset, seed))):
+        exported = Path(workflow.paths["trained_models_folder"]) / f"{preset}_s{seed}.eqx"
+        return "exported model exists" if exported.exists() else None
     if slurm_train.is_finished((preset, seed), workflow.train_steps):
         return "finished"
     for folder in slurm_train.run_folders((preset, seed)):
