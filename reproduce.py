@@ -312,13 +312,17 @@ STEP_FUNCTIONS: dict[str, Callable[[Workflow], None]] = {
 
 def smoke_env(root: Path) -> dict[str, str]:
     """The environment of a smoke run: every folder under ``root``, a persistent compilation
-    cache (the runs of a preset share their compiled steps) and the CPU."""
+    cache (the runs of a preset share their compiled steps), the CPU, and Jupyter's and
+    matplotlib's state files under ``root`` too (CI may have no writable home folder)."""
     env = {f"{paths_config.ENV_PREFIX}{key.upper()}": str(root / name) for key, name in SMOKE_FOLDERS.items()}
     env.update({
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "JUPYTER_RUNTIME_DIR": str(root / "jupyter_runtime"),
+        "IPYTHONDIR": str(root / "ipython"),
+        "MPLCONFIGDIR": str(root / "matplotlib"),
     })
     return env
 
