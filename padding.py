@@ -16,7 +16,6 @@ Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions
 from __future__ import annotations
 
 import functools
-import math
 from fractions import Fraction
 from typing import Any, Mapping
 
@@ -24,7 +23,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 import scipy.signal
 
 __all__ = [
