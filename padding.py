@@ -16,6 +16,7 @@ Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions
 from __future__ import annotations
 
 import functools
+import inspect
 from fractions import Fraction
 from typing import Any, Mapping
 
@@ -105,6 +106,11 @@ def _check_lp_options(length: Any, width: Any, apodization: Any, correlate_metho
             f"correlate_method={correlate_method!r} needs width=1 and length 1 or 2, "
             f"got length={length}, width={width}"
         )
+
+
+def _check_num_predictors(num_predictors: Any) -> None:
+    if int(num_predictors) != num_predictors or num_predictors < 1:
+        raise ValueError(f"num_predictors must be an int >= 1, got {num_predictors!r}")
 
 
 def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int, width: int) -> None:
@@ -577,8 +583,7 @@ def make_extr_pad_weights(max_num_padding: int, num_predictors: int) -> np.ndarr
     Column s holds the weights of the samples (farthest first) for the point s + 1 steps beyond
     the edge sample, from the polynomial of degree num_predictors - 1 through them.
     """
-    if int(num_predictors) != num_predictors or num_predictors < 1:
-        raise ValueError(f"num_predictors must be an int >= 1, got {num_predictors!r}")
+    _check_num_predictors(num_predictors)
     if int(max_num_padding) != max_num_padding or max_num_padding < 0:
         raise ValueError(f"max_num_padding must be an int >= 0, got {max_num_padding!r}")
     positions = range(-num_predictors + 1, 1)
@@ -615,8 +620,7 @@ def extr_pad(x: jax.Array, num_padding: NumPadding, num_predictors: int) -> jax.
     """
     num_padding = _check_num_padding(num_padding)
     _check_rank(x, 2, "x")
-    if int(num_predictors) != num_predictors or num_predictors < 1:
-        raise ValueError(f"num_predictors must be an int >= 1, got {num_predictors!r}")
+    _check_num_predictors(num_predictors)
     (top, bottom), (left, right) = num_padding
     widened = _extr_pad_columns(jnp.asarray(x), left, right, int(num_predictors))
     return _extr_pad_columns(widened.T, top, bottom, int(num_predictors)).T
@@ -631,24 +635,27 @@ def extr_pad_channels(data: jax.Array, num_padding: NumPadding, **kwargs: Any) -
 # ----------------------------------------------------------------------------------------------
 # The layer.
 
-_LP_OPTIONS = ("length", "width", "apodization", "correlate_method", "cholesky_stab")
+# The options of mode "lp" and their defaults, read off `linear_prediction_pad` so they cannot drift.
+_LP_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(linear_prediction_pad).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
 
 
 def _check_mode_options(mode: Any, options: Mapping[str, Any]) -> None:
     if mode not in PADDING_MODES:
         raise ValueError(f"mode must be one of {PADDING_MODES}, got {mode!r}")
     if mode == "lp":
-        unknown = sorted(set(options) - set(_LP_OPTIONS))
+        unknown = sorted(set(options) - set(_LP_DEFAULTS))
         if unknown:
             raise ValueError(f"padding_method_kwargs has unknown lp option(s) {unknown}")
-        merged = {"length": 2, "width": 3, "apodization": "tukey", "correlate_method": "fft", **options}
+        merged = {**_LP_DEFAULTS, **options}
         _check_lp_options(merged["length"], merged["width"], merged["apodization"], merged["correlate_method"])
     elif mode == "extr":
         if "num_predictors" not in options:
             raise ValueError("padding_method_kwargs needs num_predictors for mode 'extr'")
-        n = options["num_predictors"]
-        if int(n) != n or n < 1:
-            raise ValueError(f"num_predictors must be an int >= 1, got {n!r}")
+        _check_num_predictors(options["num_predictors"])
 
 
 class Padding2dLayer(eqx.Module):
