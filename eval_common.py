@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -53,14 +52,25 @@ import presets
 import rvsr
 import train_utils
 from io_utils import atomic_path, atomic_write_json
+from presets import table_order
+from run_layout import (
+    LAYER_NMSE_FILENAME,
+    OUTPUT_CROP_SUMSQS_FOLDER,
+    TIMING_FILENAME,
+    LayoutError,
+    TrainedModel,
+    find_trained_models,
+    model_stem,
+    output_crop_sumsqs_path,
+    parse_model_stem,
+    read_loss_history,
+    write_loss_history,
+)
 from padding import make_padding_layer
 
 NUM_MASKS = rvsr.MAX_OUTPUT_CROP + 1  # masks k = 0..10, one per output crop
 NUM_CORNERS = 4
 DEFAULT_TARGET_SIZE = 192
-OUTPUT_CROP_SUMSQS_FOLDER = "output_crop_sumsqs"
-TIMING_FILENAME = "timing.json"
-LAYER_NMSE_FILENAME = "layer_nmse.json"
 LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")
 LAYER_NMSE_PADDINGS = ("zero", "repl", "lp2x3", "extr3")
 NUM_FEATURE_MAPS = 11  # input, head, 7 body blocks, body output, model output
@@ -68,7 +78,6 @@ JOB_SCRIPT = Path(__file__).resolve().parent / "job.py"
 JOB_EXIT_OUT_OF_MEMORY = 3
 PROBE_STEPS = 5  # steps of a batch-size probe; only whether it runs matters
 
-_MODEL_STEM = re.compile(r"^(?P<preset>.+)_s(?P<seed>\d+)$")
 
 
 class EvalError(Exception):
@@ -83,7 +92,7 @@ def run_script(prog: str, body: Callable[[], None]) -> int:
     """Run a script's ``body``; an ``EvalError`` becomes one line on stderr and exit status 1."""
     try:
         body()
-    except EvalError as e:
+    except (EvalError, LayoutError) as e:
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     return 0
@@ -150,64 +159,6 @@ def add_model_eval_arguments(parser: argparse.ArgumentParser, default_presets: S
 # Trained models in the published layout
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-    """One published model: ``{folder}/{preset}_s{seed}.eqx`` and its loss histories."""
-
-    preset: str
-    seed: int
-    folder: Path
-
-    @property
-    def name(self) -> str:
-        return model_stem(self.preset, self.seed)
-
-    @property
-    def weights_path(self) -> Path:
-        return self.folder / f"{self.name}.eqx"
-
-    def history_path(self, kind: str) -> Path:
-        """``kind`` "train" or "test": ``{name}_{kind}_loss.parquet``."""
-        return self.folder / f"{self.name}_{kind}_loss.parquet"
-
-
-def model_stem(preset: str, seed: int) -> str:
-    """``{preset}_s{seed}``, the file name stem of a model and of its results."""
-    return f"{preset}_s{seed}"
-
-
-def parse_model_stem(stem: str) -> tuple[str, int] | None:
-    """``(name, seed)`` of a ``{name}_s{seed}`` stem, or None."""
-    match = _MODEL_STEM.match(stem)
-    return None if match is None else (match["preset"], int(match["seed"]))
-
-
-def find_trained_models(
-    folder: str | os.PathLike, only_presets: Iterable[str] | None = None, only_seeds: Iterable[int] | None = None
-) -> list[TrainedModel]:
-    """The models ``{preset}_s{seed}.eqx`` in ``folder``, in preset-table order then by seed,
-    optionally only those of ``only_presets`` / ``only_seeds``. Files of unknown presets are ignored."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvalError(f"no trained models folder {folder} (export models with export_trained_models.py)")
-    wanted_presets = None if only_presets is None else set(only_presets)
-    wanted_seeds = None if only_seeds is None else set(only_seeds)
-    found = []
-    for path in folder.glob("*.eqx"):
-        parsed = parse_model_stem(path.stem)
-        if parsed is None or parsed[0] not in presets.presets:
-            continue
-        preset, seed = parsed
-        if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
-            found.append(TrainedModel(preset, seed, folder))
-    return sorted(found, key=lambda m: table_order(m.preset, m.seed))
-
-
-def table_order(preset: str, seed: int = 0) -> tuple[int, int]:
-    """Sort key: the preset's position in the presets table, then the seed."""
-    return list(presets.presets).index(preset), seed
-
-
 def read_hidden_channels(path: str | os.PathLike) -> int:
     """The hidden channel count of an RVSR weights file (SPEC 3 format).
 
@@ -239,33 +190,6 @@ def load_trained_model(model: TrainedModel, output_crop: int) -> tuple[rvsr.RVSR
         return rvsr.load_rvsr(model.weights_path, model_hpars, hpars["sr_rate"], output_crop=output_crop)
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot load {model.weights_path}: {e}") from e
-
-
-def write_loss_history(path: str | os.PathLike, kind: str, steps: Sequence[int], losses: Sequence[float]) -> None:
-    """Write a published loss history: columns ``step`` int32 and ``{kind}_loss`` float16
-    (``kind`` "train" or "test"), brotli-compressed Parquet, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(
-        {
-            "step": pa.array(np.asarray(steps, dtype=np.int32)),
-            f"{kind}_loss": pa.array(np.asarray(losses, dtype=np.float16)),
-        }
-    )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="brotli")
-
-
-def read_loss_history(path: str | os.PathLike, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps int32 (n,), losses float16 (n,))`` of a published loss history file."""
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-        return table.column("step").to_numpy(), table.column(f"{kind}_loss").to_numpy()
-    except (OSError, KeyError, ValueError) as e:  # pyarrow's errors derive from these
-        raise EvalError(f"{path}: not a {kind} loss history ({e})") from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,10 +420,6 @@ def layer_nmse(
 
 # ----------------------------------------------------------------------------------------------
 # Results store and units of work
-
-
-def output_crop_sumsqs_path(results_folder: str | os.PathLike, preset: str, seed: int) -> Path:
-    return Path(results_folder) / OUTPUT_CROP_SUMSQS_FOLDER / f"{model_stem(preset, seed)}.npy"
 
 
 def save_array(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -126,6 +126,11 @@ presets: dict[str, dict] = {
 """Preset name -> overrides of the default hyperparameters (merged with ``merge_hpars``)."""
 
 
+def table_order(preset: str, seed: int = 0) -> tuple[int, int]:
+    """Sort key of runs, models and table rows: the preset's position in ``presets``, then the seed."""
+    return list(presets).index(preset), seed
+
+
 def merge_hpars(base: dict, overrides: dict) -> dict:
     """A deep copy of ``base`` updated by ``overrides``; nested dicts merge key by key.
 

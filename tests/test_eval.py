@@ -120,7 +120,7 @@ def test_find_models_and_hidden_channels(published, tmp_path):
     np.save(bad, np.zeros((2, 2)))
     with pytest.raises(ec.EvalError, match="not an RVSR weights file"):
         ec.read_hidden_channels(bad)
-    with pytest.raises(ec.EvalError, match="no trained models folder"):
+    with pytest.raises(ec.LayoutError, match="no trained models folder"):
         ec.find_trained_models(tmp_path / "missing")
 
 
