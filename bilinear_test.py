@@ -1,4 +1,4 @@
-"""Check that bilinear upscaling pads implicitly by edge replication (SPEC 8).
+"""Check that bilinear upscaling pads implicitly by edge replication (arXiv:2502.12300).
 
 For a random 48x48 image, compare bilinear x4 upscaling with the same after explicit 1-pixel
 replication padding (50x50 -> 200x200) and cropping 4 output pixels per side. Equal results

@@ -1,4 +1,5 @@
-"""Largest inference batch size and inference step times per preset (SPEC 8).
+"""Largest inference batch size and inference step times per preset (arXiv:2502.12300, the
+inference columns of its main table).
 
 Per preset, with the inference-form model (``job.py ... inference_steps=N`` on uniform random
 inputs): the largest batch size that runs (from ``--start-batch-size`` doubling until the first
@@ -20,16 +21,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import eval_common as ec
+import timing_search
+from cli import run_script
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ec.add_timing_arguments(parser, start=8192, steps=1000, cooldown=30.0)
+    timing_search.add_timing_arguments(parser, start=8192, steps=1000, cooldown=30.0)
     args = parser.parse_args(argv)
-    options = ec.TimingOptions("inference", args.start_batch_size, args.max_batch_size, args.steps, args.cooldown,
-                               args.target_size, args.seed)  # fmt: skip
-    return ec.run_script("eval_inference_time.py", lambda: ec.run_timing(options, args))
+    options = timing_search.TimingOptions("inference", args.start_batch_size, args.max_batch_size, args.steps,
+                                          args.cooldown, args.target_size, args.seed)  # fmt: skip
+    return run_script("eval_inference_time.py", lambda: timing_search.run_timing(options, args))
 
 
 if __name__ == "__main__":

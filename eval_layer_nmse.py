@@ -1,4 +1,5 @@
-"""Feature-map padding NMSE per layer (SPEC 8).
+"""Feature-map padding NMSE per layer (arXiv:2502.12300, its figure of padding NMSE per
+feature map).
 
 Models trained as ``zero_oc5`` and ``lp2x3_oc5`` are loaded as output crop 10 models (no
 padding anywhere, every value valid). For the four corner windows of each test image and each
@@ -16,12 +17,16 @@ centered square of ``T / 4 - 20`` pixels instead of 28.
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-import eval_common as ec
+import eval_models
 import rvsr
+from cli import UserError, print_table, run_script
+from eval_geometry import layer_nmse_center_size
+from eval_models import LAYER_NMSE_PADDINGS, LAYER_NMSE_PRESETS, NUM_FEATURE_MAPS
+from results_store import model_units, nested_get, read_json, run_units, update_json
+from run_layout import TrainedModel, find_trained_models, layer_nmse_path
 
 
 def print_summary(nmse: dict) -> None:
@@ -31,35 +36,36 @@ def print_summary(nmse: dict) -> None:
         for padding, by_seed in by_padding.items():
             rows.append([preset, padding, len(by_seed), *(float(v) for v in np.mean(list(by_seed.values()), axis=0))])
     print("Feature-map padding NMSE (#0 input ... #10 output), mean over seeds:")
-    ec.print_table(["train preset", "padding", "seeds", *(f"#{i}" for i in range(ec.NUM_FEATURE_MAPS))], rows)
+    print_table(["train preset", "padding", "seeds", *(f"#{i}" for i in range(NUM_FEATURE_MAPS))], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ec.add_model_eval_arguments(parser, default_presets=ec.LAYER_NMSE_PRESETS)
+    eval_models.add_model_eval_arguments(parser, default_presets=LAYER_NMSE_PRESETS)
     args = parser.parse_args(argv)
-    path = Path(args.results_folder) / ec.LAYER_NMSE_FILENAME
+    path = layer_nmse_path(args.results_folder)
 
     def body() -> None:
-        models = ec.find_trained_models(args.models_folder, args.presets, args.seeds)
+        models = find_trained_models(args.models_folder, args.presets, args.seeds)
         if not models:
-            raise ec.EvalError(f"no trained models of {', '.join(args.presets)} in {args.models_folder}")
-        images, target_size = ec.test_images_and_target_size(args, ec.sr_rate_of(models[0].preset))
-        ec.layer_nmse_center_size(target_size, ec.sr_rate_of(models[0].preset))  # too small: fail before any work
+            raise UserError(f"no trained models of {', '.join(args.presets)} in {args.models_folder}")
+        sr_rate = eval_models.sr_rate_of(models[0].preset)
+        images, target_size = eval_models.test_images_and_target_size(args, sr_rate)
+        layer_nmse_center_size(target_size, sr_rate)  # too small: fail before any work
 
-        def is_done(model: ec.TrainedModel) -> bool:
-            stored = ec.read_json(path)
-            return all(ec.nested_get(stored, (model.preset, p, str(model.seed))) is not None for p in ec.LAYER_NMSE_PADDINGS)
+        def is_done(model: TrainedModel) -> bool:
+            stored = read_json(path)
+            return all(nested_get(stored, (model.preset, p, str(model.seed))) is not None for p in LAYER_NMSE_PADDINGS)
 
-        def run(model: ec.TrainedModel) -> None:
-            net, state = ec.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
-            nmse = ec.layer_nmse(net, state, images, target_size, ec.sr_rate_of(model.preset), args.batch_size, model.name)
-            ec.update_json(path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(ec.LAYER_NMSE_PADDINGS)})
+        def run(model: TrainedModel) -> None:
+            net, state = eval_models.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
+            nmse = eval_models.layer_nmse(net, state, images, target_size, sr_rate, args.batch_size, model.name)
+            update_json(path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(LAYER_NMSE_PADDINGS)})
 
-        ec.run_units(ec.model_units(models, is_done, run), "eval_layer_nmse", args.overwrite)
-        print_summary(ec.read_json(path))
+        run_units(model_units(models, is_done, run), "eval_layer_nmse", args.overwrite)
+        print_summary(read_json(path))
 
-    return ec.run_script("eval_layer_nmse.py", body)
+    return run_script("eval_layer_nmse.py", body)
 
 
 if __name__ == "__main__":

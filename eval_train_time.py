@@ -1,4 +1,5 @@
-"""Largest training batch size and training step times per preset (SPEC 8).
+"""Largest training batch size and training step times per preset (arXiv:2502.12300, the
+training columns of its main table).
 
 Per preset: the largest batch size that trains (``job.py ... save=False train_steps=5`` on the
 test set as training data; from ``--start-batch-size`` doubling until the first out-of-memory
@@ -19,28 +20,30 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import eval_common as ec
 import paths_config
+import timing_search
+from cli import run_script
+from eval_models import load_test_images
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ec.add_timing_arguments(parser, start=512, steps=100, cooldown=0.0)
+    timing_search.add_timing_arguments(parser, start=512, steps=100, cooldown=0.0)
     parser.add_argument("--test-data", default=paths_config.test_data_path(),
                         help="images to train on, the test set (default: %(default)s)")
     args = parser.parse_args(argv)
 
     def body() -> None:
-        images = ec.load_test_images(args.test_data)
+        images = load_test_images(args.test_data)
         # Each training batch draws distinct images, so the data caps the batch size.
         max_batch_size = min(args.max_batch_size, len(images))
         if max_batch_size < args.max_batch_size:
             print(f"Batch sizes capped at the {len(images)} images of {args.test_data}")
-        options = ec.TimingOptions("train", args.start_batch_size, max_batch_size, args.steps, args.cooldown,
-                                   args.target_size, args.seed, str(args.test_data))  # fmt: skip
-        ec.run_timing(options, args)
+        options = timing_search.TimingOptions("train", args.start_batch_size, max_batch_size, args.steps, args.cooldown,
+                                              args.target_size, args.seed, str(args.test_data))  # fmt: skip
+        timing_search.run_timing(options, args)
 
-    return ec.run_script("eval_train_time.py", body)
+    return run_script("eval_train_time.py", body)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Tests of the evaluations (eval_common and the eval_*.py scripts) on tiny data and models.
+"""Tests of the evaluations (eval_geometry, eval_models, results_store, timing_search and the
+eval_*.py scripts) on tiny data and models.
 
 Compiling RVSR is slow on CPU, so the tests share a few tiny models (4 hidden channels) in
 the published layout, three small test images (104 x 104, room for 96 x 96 targets) and
-small target sizes; the jitted functions of eval_common are cached per model structure.
+small target sizes; the jitted functions of eval_models are cached per model structure.
 """
 
 import json
@@ -16,13 +17,18 @@ import pytest
 
 import bilinear_test
 import data_utils
-import eval_common as ec
+import cli
+import eval_geometry as geo
+import eval_models as em
 import eval_inference_time
 import eval_layer_nmse
 import eval_mse
 import eval_train_time
 import presets
+import results_store
+import run_layout
 import rvsr
+import timing_search as ts
 
 HIDDEN = 4
 SR = 4
@@ -75,7 +81,7 @@ def mse_args(published: Path, results: Path, data: Path, *extra: str) -> list[st
 
 def test_corner_windows():
     images = np.arange(2 * 3 * 7 * 9).reshape(2, 3, 7, 9)
-    windows = ec.corner_windows(images, 4)
+    windows = geo.corner_windows(images, 4)
     assert windows.shape == (8, 3, 4, 4)
     for i in range(2):
         expected = [images[i, :, :4, :4], images[i, :, :4, 5:], images[i, :, 3:, :4], images[i, :, 3:, 5:]]
@@ -86,42 +92,42 @@ def test_corner_windows():
 def test_shell_masks_and_sums_match_direct_computation():
     rng = np.random.default_rng(1)
     for size in (192, 24):
-        masks = ec.shell_masks(size, SR)
+        masks = geo.shell_masks(size, SR)
         assert masks.shape == (11, size, size)
         maps = rng.uniform(0, 1, (3, size, size))
-        sums = ec.shell_sums(maps, masks)
+        sums = geo.shell_sums(maps, masks)
         for k in range(11):
             lo, hi = 4 * k, size - 4 * k
             expected = maps[:, lo:hi, lo:hi].sum(axis=(1, 2)) if hi > lo else np.zeros(3)
             np.testing.assert_allclose(sums[:, k], expected, rtol=1e-12)
-            assert ec.mask_areas(size, SR)[k] == max(hi - lo, 0) ** 2 == masks[k].sum()
+            assert geo.mask_areas(size, SR)[k] == max(hi - lo, 0) ** 2 == masks[k].sum()
     # The paper's sizes: the region [4k, 192 - 4k) is what a model with output crop k predicts.
-    assert ec.mask_areas(192, SR)[[0, 1, 5, 10]].tolist() == [192**2, 184**2, 152**2, 112**2]
+    assert geo.mask_areas(192, SR)[[0, 1, 5, 10]].tolist() == [192**2, 184**2, 152**2, 112**2]
 
 
 def test_target_size_fits_the_images():
-    assert ec.fit_target_size((1000, 3, 512, 512), SR) == 192
-    assert ec.fit_target_size((5, 3, 104, 104), SR) == 96
-    assert ec.fit_target_size((5, 3, 104, 104), SR, 24) == 24
+    assert geo.fit_target_size((1000, 3, 512, 512), SR) == 192
+    assert geo.fit_target_size((5, 3, 104, 104), SR) == 96
+    assert geo.fit_target_size((5, 3, 104, 104), SR, 24) == 24
     for bad in (100, 26):  # too large for 104-pixel images / not a multiple of 4
-        with pytest.raises(ec.EvalError, match="target size"):
-            ec.fit_target_size((5, 3, 104, 104), SR, bad)
-    assert ec.layer_nmse_center_size(192, SR) == 28
-    with pytest.raises(ec.EvalError, match="too small"):
-        ec.layer_nmse_center_size(88, SR)
+        with pytest.raises(cli.UserError, match="target size"):
+            geo.fit_target_size((5, 3, 104, 104), SR, bad)
+    assert geo.layer_nmse_center_size(192, SR) == 28
+    with pytest.raises(cli.UserError, match="too small"):
+        geo.layer_nmse_center_size(88, SR)
 
 
 def test_find_models_and_hidden_channels(published, tmp_path):
-    found = ec.find_trained_models(published)
+    found = run_layout.find_trained_models(published)
     assert [(m.preset, m.seed) for m in found] == [("lp2x3_oc5", 0), ("zero_oc5", 0), ("repl", 0), ("repl", 1)]
-    assert [m.name for m in ec.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
-    assert ec.read_hidden_channels(found[0].weights_path) == HIDDEN
+    assert [m.name for m in run_layout.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
+    assert em.read_hidden_channels(found[0].weights_path) == HIDDEN
     bad = tmp_path / "repl_s0.eqx"
     np.save(bad, np.zeros((2, 2)))
-    with pytest.raises(ec.EvalError, match="not an RVSR weights file"):
-        ec.read_hidden_channels(bad)
-    with pytest.raises(ec.LayoutError, match="no trained models folder"):
-        ec.find_trained_models(tmp_path / "missing")
+    with pytest.raises(cli.UserError, match="not an RVSR weights file"):
+        em.read_hidden_channels(bad)
+    with pytest.raises(run_layout.LayoutError, match="no trained models folder"):
+        run_layout.find_trained_models(tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,6 +160,30 @@ def test_eval_mse_matches_direct_computation(published, test_data, tmp_path, cap
     np.testing.assert_allclose(sums, expected, rtol=2e-4, atol=1e-9)
     out = capsys.readouterr().out
     assert "repl" in out and "k=10" in out
+    # The result describes itself: the geometry it was made with, beside the array.
+    metadata = json.loads((tmp_path / "output_crop_sumsqs" / "repl_s0.json").read_text())
+    assert metadata == {"target_size": 24, "sr_rate": 4, "num_images": 3, "output_crops": list(range(11))}
+
+
+def test_sumsqs_metadata_round_trip_and_checks(tmp_path):
+    meta = results_store.SumsqsMetadata(target_size=32, sr_rate=4, num_images=2)
+    sums = np.arange(22, dtype=np.float64).reshape(11, 2)
+    results_store.save_sumsqs(tmp_path, "repl_oc1", 3, sums, meta)
+    loaded = results_store.load_sumsqs_results(tmp_path)[("repl_oc1", 3)]
+    np.testing.assert_array_equal(loaded.sumsqs, sums)
+    assert loaded.metadata == meta
+    assert results_store.is_sumsqs_stored(tmp_path, "repl_oc1", 3, meta)
+    assert not results_store.is_sumsqs_stored(tmp_path, "repl_oc1", 4, meta)
+    with pytest.raises(cli.UserError, match="--overwrite"):  # same shape, another target size
+        results_store.is_sumsqs_stored(tmp_path, "repl_oc1", 3, results_store.SumsqsMetadata(24, 4, 2))
+    with pytest.raises(ValueError, match="metadata"):
+        results_store.save_sumsqs(tmp_path, "repl", 0, sums, results_store.SumsqsMetadata(32, 4, 5))
+    # Older results have no JSON: loaded with metadata None; a malformed JSON is an error.
+    results_store.sumsqs_metadata_path(tmp_path, "repl_oc1", 3).unlink()
+    assert results_store.load_sumsqs_results(tmp_path)[("repl_oc1", 3)].metadata is None
+    results_store.sumsqs_metadata_path(tmp_path, "repl_oc1", 3).write_text('{"target_size": 32}')
+    with pytest.raises(cli.UserError, match="not eval_mse.py metadata"):
+        results_store.load_sumsqs_results(tmp_path)
 
 
 def test_perfect_prediction_gives_zero_error(published, tmp_path):
@@ -170,7 +200,7 @@ def test_eval_mse_resumes_after_interruption(published, test_data, tmp_path, mon
     assert eval_mse.main(mse_args(published, tmp_path / "whole", test_data, *args)) == 0
 
     calls = []
-    original = ec.output_crop_sumsqs
+    original = em.output_crop_sumsqs
 
     def interrupted_at_second_model(*a, **k):
         calls.append(k["desc"])
@@ -178,11 +208,12 @@ def test_eval_mse_resumes_after_interruption(published, test_data, tmp_path, mon
             raise KeyboardInterrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(ec, "output_crop_sumsqs", interrupted_at_second_model)
+    monkeypatch.setattr(em, "output_crop_sumsqs", interrupted_at_second_model)
     with pytest.raises(KeyboardInterrupt):
         eval_mse.main(mse_args(published, tmp_path / "parts", test_data, *args))
     stored = sorted(p.name for p in (tmp_path / "parts" / "output_crop_sumsqs").iterdir())
-    assert stored == ["repl_s0.npy"]  # the interrupted unit left nothing, not even a partial file
+    # The interrupted unit left nothing, not even a partial file or its metadata.
+    assert stored == ["repl_s0.json", "repl_s0.npy"]
 
     calls.clear()
     assert eval_mse.main(mse_args(published, tmp_path / "parts", test_data, *args)) == 0
@@ -206,6 +237,11 @@ def test_eval_mse_bad_input(published, test_data, tmp_path, capsys):
     (tmp_path / "output_crop_sumsqs").mkdir()
     np.save(tmp_path / "output_crop_sumsqs" / "repl_s0.npy", np.zeros((11, 5)))
     assert "--overwrite" in error_line(mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"))
+    # Nor one of another target size (same shape: only the metadata tells them apart).
+    assert eval_mse.main(mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0", "--overwrite")) == 0
+    capsys.readouterr()
+    other_size = [*mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"), "--target-size", "16"]
+    assert "--overwrite" in error_line(other_size)
     with pytest.raises(SystemExit):
         eval_mse.main(["--presets", "nonsense"])
 
@@ -220,7 +256,7 @@ def test_ring_padding_errors_on_a_ramp():
     y, x = np.mgrid[0:10, 0:10].astype(np.float64)
     field = np.stack([0.5 * y + 0.25 * x, -0.1 * y + 2.0]).astype(np.float32)  # (2, 10, 10)
     paddings = ("zero", "repl", "extr3", "lp2x3")
-    errors, deviations = jax.jit(lambda f: ec.ring_padding_errors(f, 6, paddings))(field)
+    errors, deviations = jax.jit(lambda f: em.ring_padding_errors(f, 6, paddings))(field)
     true = field[:, 1:9, 1:9]
     ring = np.ones((8, 8), bool)
     ring[1:-1, 1:-1] = False
@@ -244,14 +280,14 @@ def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch)
     stored = json.loads((tmp_path / "layer_nmse.json").read_text())
     assert sorted(stored) == ["lp2x3_oc5", "zero_oc5"]
     for by_padding in stored.values():
-        assert list(by_padding) == list(ec.LAYER_NMSE_PADDINGS)
+        assert list(by_padding) == list(em.LAYER_NMSE_PADDINGS)
         for by_seed in by_padding.values():
             assert list(by_seed) == ["0"] and len(by_seed["0"]) == 11 and np.all(np.isfinite(by_seed["0"]))
 
     # Zero and repl padding checked directly on the model's feature maps.
-    model, state = ec.load_trained_model(ec.TrainedModel("zero_oc5", 0, published), output_crop=10)
-    windows = ec.corner_windows(np.load(test_data)[:2], 104)
-    inputs, _ = ec.inputs_and_targets(windows, SR)
+    model, state = em.load_trained_model(run_layout.TrainedModel("zero_oc5", 0, published), output_crop=10)
+    windows = geo.corner_windows(np.load(test_data)[:2], 104)
+    inputs, _ = em.inputs_and_targets(windows, SR)
     sums = np.zeros((3, 11))  # zero errors, repl errors, deviations
     outs, intermediates = eqx.filter_jit(jax.vmap(lambda x: model(x, state, get_intermediates=True)[::2]))(inputs)
     for i, x in enumerate(inputs):
@@ -269,7 +305,7 @@ def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch)
     np.testing.assert_allclose(stored["zero_oc5"]["repl"]["0"], sums[1] / sums[2], rtol=1e-3)
 
     # A rerun skips the stored models.
-    monkeypatch.setattr(ec, "layer_nmse", lambda *a, **k: pytest.fail("recomputed a stored model"))
+    monkeypatch.setattr(em, "layer_nmse", lambda *a, **k: pytest.fail("recomputed a stored model"))
     assert eval_layer_nmse.main(args) == 0
     assert json.loads((tmp_path / "layer_nmse.json").read_text()) == stored
 
@@ -286,13 +322,13 @@ def test_largest_batch_size_search():
             tried.append(size)
             return size <= limit
 
-        return ec.largest_batch_size(runs, start, maximum), tried
+        return ts.largest_batch_size(runs, start, maximum), tried
 
     assert search(700, 512, 8192) == (700, [512, 1024, 768, 640, 704, 672, 688, 696, 700, 702, 701])
     assert search(300, 512, 8192)[0] == 300  # the start fails: bisect below it
     assert search(10**6, 512, 2000) == (2000, [512, 1024, 2000])  # capped
     assert search(1, 4, 100) == (1, [4, 2, 1])
-    with pytest.raises(ec.EvalError, match="batch size 1"):
+    with pytest.raises(cli.UserError, match="batch size 1"):
         search(0, 4, 100)
 
 
@@ -304,24 +340,24 @@ class FakeJob:
         self.limit, self.timed_limit, self.fail_preset = limit, timed_limit or limit, fail_preset
         self.calls: list[dict] = []
 
-    def __call__(self, args: list[str]) -> ec.JobResult:
+    def __call__(self, args: list[str]) -> ts.JobResult:
         values = dict(arg.split("=", 1) for arg in args)
         self.calls.append(values)
         if values["preset"] == self.fail_preset:
-            return ec.JobResult(1, "job.py: error: test data file not found: x.npy")
+            return ts.JobResult(1, "job.py: error: test data file not found: x.npy")
         batch = int(values["batch_size"])
         timed = "timing_filename" in values
         if batch > (self.timed_limit if timed else self.limit):
-            return ec.JobResult(3, "job.py: out of memory: RESOURCE_EXHAUSTED")
+            return ts.JobResult(3, "job.py: out of memory: RESOURCE_EXHAUSTED")
         if timed:
             steps = int(values.get("train_steps") or values["inference_steps"])
             Path(values["timing_filename"]).write_text(json.dumps({"step_times": [2.0] + [0.5] * (steps - 1)}))
-        return ec.JobResult(0, "")
+        return ts.JobResult(0, "")
 
 
 def test_inference_timing_with_fake_jobs(tmp_path, monkeypatch, capsys):
     fake = FakeJob(limit=37, timed_limit=35)
-    monkeypatch.setattr(ec, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
+    monkeypatch.setattr(ts, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
     args = ["--results-folder", str(tmp_path), "--presets", "zero-repl", "repl_oc5", "--start-batch-size", "8",
             "--steps", "4", "--cooldown", "1.5", "--target-size", "48"]  # fmt: skip
     assert eval_inference_time.main(args) == 0
@@ -334,9 +370,10 @@ def test_inference_timing_with_fake_jobs(tmp_path, monkeypatch, capsys):
     assert {c["cooldown"] for c in timed_calls} == {"1.5"} and {c["inference_steps"] for c in timed_calls} == {"4"}
     assert all(c["image_shape"] == "[3,48,48]" for c in fake.calls)
     # Throughput: batch x (T - 8 oc)^2 / mean time without the first step.
-    rows = {row[0]: row for row in ec.timing_summary_rows(timing, "inference")}
-    assert rows["zero-repl"][3] == pytest.approx(35 * 48**2 / 0.5)
-    assert rows["repl_oc5"][3] == pytest.approx(35 * (48 - 8 * 5) ** 2 / 0.5)
+    rows = {t.preset: t for t in ts.throughputs(timing, "inference")}
+    assert rows["zero-repl"].throughput == pytest.approx(35 * 48**2 / 0.5)
+    assert rows["repl_oc5"].throughput == pytest.approx(35 * (48 - 8 * 5) ** 2 / 0.5)
+    assert rows["repl_oc5"].batch_size == 35 and rows["repl_oc5"].mean_step_time == 0.5
     assert "throughput" in capsys.readouterr().out
 
     # A rerun skips the presets done.
@@ -353,7 +390,7 @@ def test_inference_timing_with_fake_jobs(tmp_path, monkeypatch, capsys):
 
 def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path, monkeypatch, capsys):
     fake = FakeJob(limit=2)
-    monkeypatch.setattr(ec, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
+    monkeypatch.setattr(ts, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
     args = ["--results-folder", str(tmp_path), "--presets", "repl", "lp2x3", "--start-batch-size", "1",
             "--steps", "3", "--test-data", str(test_data), "--target-size", "24"]  # fmt: skip
 
@@ -362,7 +399,7 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
             raise KeyboardInterrupt
         return FakeJob.__call__(fake, values_args)
 
-    monkeypatch.setattr(ec, "subprocess_job_runner", lambda memory_limit_gb=None: interrupt_at_lp2x3)
+    monkeypatch.setattr(ts, "subprocess_job_runner", lambda memory_limit_gb=None: interrupt_at_lp2x3)
     with pytest.raises(KeyboardInterrupt):
         eval_train_time.main(args)
     timing = json.loads((tmp_path / "timing.json").read_text())
@@ -371,7 +408,7 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
     probe = next(c for c in fake.calls if "timing_filename" not in c)
     assert (probe["save"], probe["train_steps"], probe["train_data_path"]) == ("False", "5", str(test_data))
 
-    monkeypatch.setattr(ec, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
+    monkeypatch.setattr(ts, "subprocess_job_runner", lambda memory_limit_gb=None: fake)
     fake.calls.clear()
     assert eval_train_time.main(args) == 0
     assert {c["preset"] for c in fake.calls} == {"lp2x3"}
@@ -396,9 +433,9 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
 def test_real_job_out_of_memory_is_detected(tmp_path):
     """job.py under an address-space limit: a batch too large exits 3, which the search
     reads as "too large"."""
-    runner = ec.subprocess_job_runner(memory_limit_gb=3)
-    options = ec.TimingOptions("inference", 1, 1, 2, 0.0, target_size=32)
-    result = runner(ec.timing_job_args("zero-repl", 10**6, 2, options))
+    runner = ts.subprocess_job_runner(memory_limit_gb=3)
+    options = ts.TimingOptions("inference", 1, 1, 2, 0.0, target_size=32)
+    result = runner(ts.timing_job_args("zero-repl", 10**6, 2, options))
     assert result.returncode == 3 and "out of memory" in result.message
 
 

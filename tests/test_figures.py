@@ -1,6 +1,6 @@
-"""Tests of figures.py on small synthetic results written here (SPEC 8 formats)."""
+"""Tests of figures.py and the pure modules it draws from (results_tables, theory), on small
+synthetic results written here in the formats of the evaluation scripts."""
 
-import dataclasses
 import json
 import math
 import shutil
@@ -11,14 +11,20 @@ import matplotlib
 matplotlib.use("Agg")
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-import eval_common
+import eval_geometry
+import eval_models
 import figures
 import presets
+import results_store
+import results_tables as rt
+import run_layout
 import rvsr
+import theory
 
 SEEDS = (0, 1, 2)
 OUTPUT_SIZE = 96  # evaluated outputs of the synthetic results (the paper's are 192)
@@ -39,8 +45,8 @@ def smooth_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray
 
 def synthetic_sumsqs(rng: np.random.Generator, preset: str, num_images: int) -> np.ndarray:
     """Sums of squares (11, N) whose shell MSEs fall inwards and depend on the padding."""
-    oc = figures.preset_output_crop(preset)
-    counts = eval_common.mask_areas(OUTPUT_SIZE, 4)
+    oc = eval_models.output_crop_of(preset)
+    counts = eval_geometry.mask_areas(OUTPUT_SIZE, 4)
     ring_counts = counts - np.append(counts[1:], 0.0)
     edge_penalty = {"zero": 3.0, "repl": 2.0}.get(preset.split("_")[0].split("-")[0], 1.5)
     shell_mse = 0.002 * (1 + (edge_penalty - 1) * np.exp(-np.arange(11) / 1.5))
@@ -54,13 +60,13 @@ def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Con
     """A results tree like the workflow's, small and fast to plot; returns its Context."""
     rng = np.random.default_rng(0)
     ctx = figures.Context(root / "results", root / "results" / "trained_models", root / "plots",
-                          root / "dataset" / "test_data.npy", OUTPUT_SIZE)
+                          root / "dataset" / "test_data.npy")
     ctx.test_data_path.parent.mkdir(parents=True)
     np.save(ctx.test_data_path, smooth_images(rng, NUM_TEST, IMAGE_SIZE))
-    ctx.sumsqs_folder.mkdir(parents=True)
+    metadata = results_store.SumsqsMetadata(OUTPUT_SIZE, 4, NUM_TEST)
     for preset in MSE_PRESETS:
         for seed in SEEDS:
-            np.save(ctx.sumsqs_folder / f"{preset}_s{seed}.npy", synthetic_sumsqs(rng, preset, NUM_TEST))
+            results_store.save_sumsqs(ctx.results_folder, preset, seed, synthetic_sumsqs(rng, preset, NUM_TEST), metadata)
     timing = {"largest_train_batch_sizes": {}, "train_step_times": {},
               "largest_inference_batch_sizes": {}, "inference_step_times": {}}
     for i, preset in enumerate(MSE_PRESETS):
@@ -68,11 +74,11 @@ def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Con
         timing["train_step_times"][preset] = [5.0] + list(0.1 + 0.01 * i + rng.uniform(0, 0.001, 4))
         timing["largest_inference_batch_sizes"][preset] = 16
         timing["inference_step_times"][preset] = [3.0] + list(0.02 + 0.002 * i + rng.uniform(0, 0.001, 4))
-    (ctx.results_folder / "timing.json").write_text(json.dumps(timing))
+    run_layout.timing_path(ctx.results_folder).write_text(json.dumps(timing))
     layer_nmse = {p: {pad: {str(s): list(rng.uniform(0.5, 2.0) * np.geomspace(0.5, 0.01, 11) * (1 + 0.1 * s))
-                            for s in SEEDS} for pad in figures.LAYER_NMSE_PADDINGS}
-                  for p in figures.LAYER_NMSE_PRESETS}
-    (ctx.results_folder / "layer_nmse.json").write_text(json.dumps(layer_nmse))
+                            for s in SEEDS} for pad in eval_models.LAYER_NMSE_PADDINGS}
+                  for p in eval_models.LAYER_NMSE_PRESETS}
+    run_layout.layer_nmse_path(ctx.results_folder).write_text(json.dumps(layer_nmse))
     ctx.trained_models_folder.mkdir(parents=True)
     if with_models:
         # All presets share the oc 0 weight layout, so one random model serves them all.
@@ -109,43 +115,43 @@ def test_theory_nmse_closed_forms():
     sigma = 1.3
     k1 = math.exp(-1 / (2 * sigma**2))
     k2 = math.exp(-4 / (2 * sigma**2))
-    assert figures.one_step_nmse("zero", sigma) == pytest.approx(1.0)
-    assert figures.one_step_nmse("repl", sigma) == pytest.approx(2 - 2 * k1)
-    assert figures.one_step_nmse("extr2", sigma) == pytest.approx(6 - 8 * k1 + 2 * k2)
-    assert figures.one_step_nmse("lp1x1cs", sigma) == pytest.approx(1 - k1**2)
+    assert theory.one_step_nmse("zero", sigma) == pytest.approx(1.0)
+    assert theory.one_step_nmse("repl", sigma) == pytest.approx(2 - 2 * k1)
+    assert theory.one_step_nmse("extr2", sigma) == pytest.approx(6 - 8 * k1 + 2 * k2)
+    assert theory.one_step_nmse("lp1x1cs", sigma) == pytest.approx(1 - k1**2)
     # Optimal predictors improve with order and beat the fixed ones of the same order.
-    lp = [figures.one_step_nmse(m, sigma) for m in ("lp1x1cs", "lp2x1", "lp3x1")]
+    lp = [theory.one_step_nmse(m, sigma) for m in ("lp1x1cs", "lp2x1", "lp3x1")]
     assert lp[0] > lp[1] > lp[2] > 0
-    assert lp[0] <= figures.one_step_nmse("repl", sigma) and lp[1] <= figures.one_step_nmse("extr2", sigma)
+    assert lp[0] <= theory.one_step_nmse("repl", sigma) and lp[1] <= theory.one_step_nmse("extr2", sigma)
     # White noise: nothing beats predicting the mean; extr3 amplifies the noise 1 + 9 + 9 + 1 times.
-    assert figures.one_step_nmse("lp3x1", 0.05) == pytest.approx(1.0)
-    assert figures.one_step_nmse("extr3", 0.05) == pytest.approx(20.0)
+    assert theory.one_step_nmse("lp3x1", 0.05) == pytest.approx(1.0)
+    assert theory.one_step_nmse("extr3", 0.05) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="unknown"):
-        figures.one_step_nmse("lp2x3", sigma)
+        theory.one_step_nmse("lp2x3", sigma)
 
 
 def test_bootstrap_ci():
     values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
-    low, high = figures.bootstrap_ci(values)
+    low, high = rt.bootstrap_ci(values)
     assert low < values.mean() < high
     assert values.min() <= low and high <= values.max()
-    assert figures.bootstrap_ci(values) == (low, high)  # reproducible
-    assert all(math.isnan(v) for v in figures.bootstrap_ci([1.0]))
+    assert rt.bootstrap_ci(values) == (low, high)  # reproducible
+    assert all(math.isnan(v) for v in rt.bootstrap_ci([1.0]))
 
 
 def test_crop_and_shell_mse():
     # Squared error 2 at every output pixel: every crop and shell has MSE 2.
-    areas = eval_common.mask_areas(OUTPUT_SIZE, 4)
-    crop_mse, shell_mse = figures.crop_and_shell_mse(np.repeat(2 * areas[:, None], 3, axis=1), OUTPUT_SIZE)
+    areas = eval_geometry.mask_areas(OUTPUT_SIZE, 4)
+    crop_mse, shell_mse = eval_geometry.crop_and_shell_mse(np.repeat(2 * areas[:, None], 3, axis=1), OUTPUT_SIZE, 4)
     np.testing.assert_allclose(crop_mse, 2.0)
     np.testing.assert_allclose(shell_mse, 2.0)
     # Error only in the outermost shell: crop 1 and inwards have none.
     sumsqs = np.zeros((11, 2))
     sumsqs[0] = areas[0] - areas[1]
-    crop_mse, shell_mse = figures.crop_and_shell_mse(sumsqs, OUTPUT_SIZE)
+    crop_mse, shell_mse = eval_geometry.crop_and_shell_mse(sumsqs, OUTPUT_SIZE, 4)
     assert shell_mse[0] == 1.0 and not shell_mse[1:].any() and not crop_mse[1:].any()
     # Outputs of 64 pixels have no crops beyond 7: NaN, not an error.
-    crop_mse, shell_mse = figures.crop_and_shell_mse(np.ones((11, 2)), 64)
+    crop_mse, shell_mse = eval_geometry.crop_and_shell_mse(np.ones((11, 2)), 64, 4)
     assert np.isnan(crop_mse[8:]).all() and np.isfinite(crop_mse[:8]).all() and np.isnan(shell_mse[8:]).all()
 
 
@@ -155,19 +161,19 @@ def test_throughput_table():
               "largest_inference_batch_sizes": {"repl_oc5": 4, "zero_oc1": 2},
               "inference_step_times": {"repl_oc5": 0.5, "zero_oc1": [7.0, 0.1, 0.3]},
               "inference_target_sizes": {"zero_oc1": 64}}
-    table = figures.throughput_table(timing)
+    table = rt.throughput_table(timing)
     assert table.loc["repl_oc5", "train_throughput"] == 5.0  # the first (compiling) step left out
     assert table.loc["zero_oc1", "train_throughput"] == 6.0  # a single value is a mean already
     assert table.loc["repl_oc5", "inference_throughput"] == pytest.approx(4 * (192 - 40) ** 2 / 0.5 / 1e6)
     assert table.loc["zero_oc1", "inference_throughput"] == pytest.approx(2 * (64 - 8) ** 2 / 0.2 / 1e6)
-    assert list(figures.throughput_table({}).columns) == ["train_batch", "train_throughput", "inference_batch",
+    assert list(rt.throughput_table({}).columns) == ["train_batch", "train_throughput", "inference_batch",
                                                           "inference_throughput"]
 
 
 def test_common_successful_seeds():
     status = {("a", 0): True, ("a", 1): True, ("b", 0): True, ("b", 1): False, ("b", 2): True}
-    assert figures.common_successful_seeds(status, ["a", "b"]) == [0]
-    assert figures.common_successful_seeds(status, []) == []
+    assert rt.common_successful_seeds(status, ["a", "b"]) == [0]
+    assert rt.common_successful_seeds(status, []) == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +200,7 @@ def test_main_table_baselines(results):
 
 def test_write_table_formats(tmp_path):
     table = pd.DataFrame({"mse": [0.0012345, math.nan], "ok": ["✓", "✗"]}, index=pd.Index(["lp2x3", "zero_oc1"], name="preset"))
-    paths = figures.write_table(table, "t", tmp_path, {"mse": ".4f"})
+    paths = rt.write_table(table, "t", tmp_path, {"mse": ".4f"})
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
     md = paths[1].read_text(encoding="utf-8")
     assert "| lp2x3 | 0.0012 | ✓ |" in md and "| zero_oc1 |  | ✗ |" in md
@@ -227,7 +233,7 @@ def test_every_step_writes_its_files(results, capsys, monkeypatch):
 
 def test_partial_results_skip_with_reasons(tmp_path, capsys):
     ctx = figures.Context(tmp_path / "results", tmp_path / "results" / "trained_models", tmp_path / "plots",
-                          tmp_path / "dataset" / "test_data.npy", OUTPUT_SIZE)
+                          tmp_path / "dataset" / "test_data.npy")
     written = figures.make_all(ctx)
     # The theory figure needs no results; everything else says what is missing.
     assert {p.name for p in written} == {"theory_nmse_vs_blur.pdf", "theory_nmse_vs_blur.png"}
@@ -240,13 +246,13 @@ def test_partial_results_skip_with_reasons(tmp_path, capsys):
 
 def test_results_without_models_or_timing(tmp_path, capsys):
     ctx = write_synthetic_results(tmp_path, with_models=False)
-    (ctx.results_folder / "timing.json").unlink()
+    run_layout.timing_path(ctx.results_folder).unlink()
     figures.setup_matplotlib()
     assert figures.run("main table", ctx)
     assert figures.run("MSE vs throughput", ctx) == []
     assert figures.run("tiled outputs", ctx) == []
     out = capsys.readouterr().out
-    assert "main table without timings" in out
+    assert "without timings" in out
     assert "skipped MSE vs throughput" in out and "skipped tiled outputs: no trained" in out
     main = pd.read_csv(ctx.graphs_folder / "main_table.csv", index_col=0)
     assert main["train_throughput"].isna().all() and main["mse"].notna().all()
@@ -283,24 +289,97 @@ def test_font_fallback(monkeypatch):
 
 
 def test_context_from_environment():
-    env = {"LPPAD_RESULTS_FOLDER": "/r", "LPPAD_GRAPHS_FOLDER": "/g", "LPPAD_DATASET_FOLDER": "/d",
-           "LPPAD_EVAL_TARGET_SIZE": "96"}
+    env = {"LPPAD_RESULTS_FOLDER": "/r", "LPPAD_GRAPHS_FOLDER": "/g", "LPPAD_DATASET_FOLDER": "/d"}
     ctx = figures.Context.from_paths(environ=env)
     assert ctx.trained_models_folder == Path("/r/trained_models") and ctx.graphs_folder == Path("/g")
-    assert ctx.test_data_path == Path("/d/test_data.npy") and ctx.evaluated_output_size() == 96
-    # Without the variable: eval_mse.py's default, 192 without test data.
-    del env["LPPAD_EVAL_TARGET_SIZE"]
-    assert figures.Context.from_paths(environ=env).evaluated_output_size() == 192
+    assert ctx.test_data_path == Path("/d/test_data.npy")
 
 
-def test_output_size_follows_the_test_images(results):
-    # eval_mse.py's default for 104-pixel images: the largest multiple of 4 with 8 pixels to spare.
-    assert dataclasses.replace(results, output_size=None).evaluated_output_size() == 96
+def test_mse_results_use_their_own_metadata(tmp_path, capsys):
+    ctx = write_synthetic_results(tmp_path, with_models=False)
+    # Squared error 2 everywhere, evaluated at T = 64: only the stored metadata says so (the
+    # 104-pixel test images would suggest 96).
+    areas = eval_geometry.mask_areas(64, 4)
+    results_store.save_sumsqs(ctx.results_folder, "repl", 0, np.repeat(2 * areas[:, None], NUM_TEST, axis=1),
+                              results_store.SumsqsMetadata(64, 4, NUM_TEST))
+    table = ctx.mse_table()
+    crops = table.loc[("repl", 0), [f"crop_{k}" for k in range(11)]].to_numpy(np.float64)
+    np.testing.assert_allclose(crops[:8], 2.0)
+    assert np.isnan(crops[8:]).all()  # nothing is left of 64 pixels at crop 8
+    np.testing.assert_allclose(table.loc[("repl", 0), "shell_7"], 2.0)
+    assert "note:" not in capsys.readouterr().out
+    # An older result without its JSON: the size is inferred from the test images, with a note.
+    results_store.sumsqs_metadata_path(ctx.results_folder, "repl", 0).unlink()
+    table = ctx.mse_table()
+    assert "note: repl seed 0 has no metadata JSON" in capsys.readouterr().out
+    assert table.loc[("repl", 0), "crop_0"] == pytest.approx(2.0 * 64**2 / 96**2)  # read as T = 96
+
+
+def test_main_table_says_why_cells_are_blank(tmp_path):
+    ctx = write_synthetic_results(tmp_path, with_models=False)
+    for seed in SEEDS:  # no zero-padding baseline at output crop 1
+        run_layout.output_crop_sumsqs_path(ctx.results_folder, "zero_oc1", seed).unlink()
+    timing = json.loads(run_layout.timing_path(ctx.results_folder).read_text())
+    for key in timing:
+        timing[key].pop("repl_oc5", None)
+    run_layout.timing_path(ctx.results_folder).write_text(json.dumps(timing))
+    figures.setup_matplotlib()
+    csv, md, tex = figures.run("main table", ctx)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.read_text(encoding="utf-8").splitlines()}
+    assert rows["lp2x3_oc1"].count(rt.NO_BASELINE_MARK) == 2
+    assert rt.NO_BASELINE_MARK not in rows["lp2x3"] and rt.NOT_TIMED_MARK in rows["repl_oc5"]
+    text = md.read_text(encoding="utf-8")
+    assert "zero_oc1 (oc 1)" in text and "not timed" in text
+    assert "zero\\_oc1 (oc 1)" in tex.read_text(encoding="utf-8")
+    # Rows compared with the same baseline stand together, grouped by output crop.
+    table = pd.read_csv(csv, index_col=0)
+    assert list(table["oc"]) == sorted(table["oc"])
+    assert list(table.index[table["oc"] == 0]) == ["lp1x1cs", "lp2x3", "zero-repl", "repl"]
+    # Batch sizes are integers in the CSV, an empty field where not timed.
+    lines = {line.split(",")[0]: line.split(",") for line in csv.read_text().splitlines()}
+    column = lines["preset"].index("train_batch")
+    assert lines["repl"][column] == "8" and lines["repl_oc5"][column] == ""
+
+
+def test_shell_bars_centred_and_labelled(results):
+    means, lows, highs = rt.shell_summary(results.mse_table())
+    fig = figures.shell_bars_figure(means.drop(["repl_oc1", "zero_oc1"]), lows, highs)
+    try:
+        texts = [t.get_text() for t in fig.texts]
+        assert any("95 % bootstrap interval" in t for t in texts)
+        crop0, crop1 = fig.axes[0], fig.axes[1]
+        assert crop1.get_title() == "Output crop 1"
+        centres = sorted(p.get_x() + p.get_width() / 2 for p in crop1.patches)
+        np.testing.assert_allclose(centres, np.arange(11), atol=1e-9)  # only lp2x3_oc1: bars on the ticks
+        centres = np.sort([p.get_x() + p.get_width() / 2 for p in crop0.patches]).reshape(11, 3)
+        np.testing.assert_allclose(centres.mean(axis=1), np.arange(11), atol=1e-9)  # three bars around each tick
+    finally:
+        plt.close(fig)
+
+
+def test_mse_vs_throughput_labels_inside_axes(results):
+    figures.setup_matplotlib()
+    fig = figures.mse_vs_throughput_figure(figures.main_table(results))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        labels = 0
+        for ax in fig.axes:
+            box = ax.get_window_extent(renderer)
+            for text in ax.texts:
+                labels += 1
+                extent = text.get_window_extent(renderer)
+                assert box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5, text.get_text()
+                assert box.y0 - 0.5 <= extent.y0 and extent.y1 <= box.y1 + 0.5, text.get_text()
+                assert text.get_fontfamily() == plt.rcParams["font.family"]
+        assert labels == 4 * len(MSE_PRESETS)
+    finally:
+        plt.close(fig)
 
 
 def test_unreadable_results_are_skipped_with_a_reason(tmp_path, capsys):
     ctx = write_synthetic_results(tmp_path, with_models=False)
-    (ctx.sumsqs_folder / "repl_s0.npy").write_bytes(b"not an array")
+    run_layout.output_crop_sumsqs_path(ctx.results_folder, "repl", 0).write_bytes(b"not an array")
     assert figures.run("main table", ctx) == []
     assert "skipped main table:" in capsys.readouterr().out
 
