@@ -22,11 +22,11 @@ import numpy as np
 
 import eval_models
 import rvsr
-from cli import UserError, print_table, run_script
+from cli import print_table, run_script
 from eval_geometry import layer_nmse_center_size
 from eval_models import LAYER_NMSE_PADDINGS, LAYER_NMSE_PRESETS, NUM_FEATURE_MAPS
 from results_store import model_units, nested_get, read_json, run_units, update_json
-from run_layout import TrainedModel, find_trained_models, layer_nmse_path
+from run_layout import TrainedModel, layer_nmse_path
 
 
 def print_summary(nmse: dict) -> None:
@@ -46,12 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = layer_nmse_path(args.results_folder)
 
     def body() -> None:
-        models = find_trained_models(args.models_folder, args.presets, args.seeds)
-        if not models:
-            raise UserError(f"no trained models of {', '.join(args.presets)} in {args.models_folder}")
-        sr_rate = eval_models.sr_rate_of(models[0].preset)
-        images, target_size = eval_models.test_images_and_target_size(args, sr_rate)
-        layer_nmse_center_size(target_size, sr_rate)  # too small: fail before any work
+        chosen = eval_models.select_models_and_images(args)
+        layer_nmse_center_size(chosen.target_size, chosen.sr_rate)  # too small: fail before any work
 
         def is_done(model: TrainedModel) -> bool:
             stored = read_json(path)
@@ -59,10 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def run(model: TrainedModel) -> None:
             net, state = eval_models.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
-            nmse = eval_models.layer_nmse(net, state, images, target_size, sr_rate, args.batch_size, model.name)
+            nmse = eval_models.layer_nmse(net, state, chosen.images, chosen.target_size, chosen.sr_rate, args.batch_size,
+                                          model.name)  # fmt: skip
             update_json(path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(LAYER_NMSE_PADDINGS)})
 
-        run_units(model_units(models, is_done, run), "eval_layer_nmse", args.overwrite)
+        run_units(model_units(chosen.models, is_done, run), "eval_layer_nmse", args.overwrite)
         print_summary(read_json(path))
 
     return run_script("eval_layer_nmse.py", body)

@@ -10,6 +10,7 @@ and mask geometry is in ``eval_geometry``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
@@ -27,7 +28,7 @@ import train_utils
 from cli import UserError, non_negative_int, positive_int, preset_name
 from eval_geometry import DEFAULT_TARGET_SIZE, NUM_CORNERS, corner_windows, fit_target_size, layer_nmse_center_size, shell_masks, shell_sums
 from padding import make_padding_layer
-from run_layout import TrainedModel
+from run_layout import TrainedModel, find_trained_models
 
 LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")  # the models of the paper's feature-map NMSE figure
 LAYER_NMSE_PADDINGS = ("zero", "repl", "lp2x3", "extr3")
@@ -114,14 +115,31 @@ def load_test_images(path: str | os.PathLike, num_images: int | None = None) -> 
     return images
 
 
-def test_images_and_target_size(args: argparse.Namespace, sr_rate: int) -> tuple[np.ndarray, int]:
-    """The test images and target size of the options of :func:`add_model_eval_arguments`;
-    prints the geometry."""
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What an evaluation runs on: ``models`` (table order), the test ``images`` ``(N, 3, H,
+    W)``, the target size ``T`` of their windows and the sr rate."""
+
+    models: list[TrainedModel]
+    images: np.ndarray
+    target_size: int
+    sr_rate: int
+
+
+def select_models_and_images(args: argparse.Namespace) -> Selection:
+    """The models and test images chosen by the options of :func:`add_model_eval_arguments`;
+    prints the geometry. ``UserError`` when there is nothing to evaluate."""
+    models = find_trained_models(args.models_folder, args.presets, args.seeds)
+    if not models:
+        wanted = " ".join(args.presets) if args.presets else "any preset"
+        seeds = f" seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
+        raise UserError(f"no trained models of {wanted}{seeds} in {args.models_folder}")
+    sr_rate = sr_rate_of(models[0].preset)  # 4 for every preset
     images = load_test_images(args.test_data, args.num_images)
     target_size = fit_target_size(images.shape, sr_rate, args.target_size)
     window = target_size + 2 * sr_rate
     print(f"{len(images)} test images, {window}x{window} windows at the 4 corners, {target_size}x{target_size} targets")
-    return images, target_size
+    return Selection(models, images, target_size, sr_rate)
 
 
 @eqx.filter_jit

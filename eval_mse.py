@@ -25,9 +25,9 @@ import numpy as np
 import eval_models
 import results_store
 import results_tables
-from cli import UserError, print_table, run_script
+from cli import print_table, run_script
 from eval_geometry import NUM_MASKS, crop_and_shell_mse
-from run_layout import TrainedModel, find_trained_models
+from run_layout import TrainedModel
 
 
 def evaluate_model(model: TrainedModel, images: np.ndarray, metadata: results_store.SumsqsMetadata,
@@ -58,21 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        models = find_trained_models(args.models_folder, args.presets, args.seeds)
-        if not models:
-            raise UserError(f"no trained models of the requested presets / seeds in {args.models_folder}")
-        sr_rate = eval_models.sr_rate_of(models[0].preset)
-        images, target_size = eval_models.test_images_and_target_size(args, sr_rate)
-        metadata = results_store.SumsqsMetadata(target_size, sr_rate, len(images))
+        chosen = eval_models.select_models_and_images(args)
+        metadata = results_store.SumsqsMetadata(chosen.target_size, chosen.sr_rate, len(chosen.images))
 
         def is_done(model: TrainedModel) -> bool:
             return results_store.is_sumsqs_stored(args.results_folder, model.preset, model.seed, metadata)
 
         def run(model: TrainedModel) -> None:
-            evaluate_model(model, images, metadata, args.batch_size, args.results_folder)
+            evaluate_model(model, chosen.images, metadata, args.batch_size, args.results_folder)
 
-        results_store.run_units(results_store.model_units(models, is_done, run), "eval_mse", args.overwrite)
-        print_summary(args.results_folder, args.test_data, sorted({m.preset for m in models}))
+        results_store.run_units(results_store.model_units(chosen.models, is_done, run), "eval_mse", args.overwrite)
+        print_summary(args.results_folder, args.test_data, sorted({m.preset for m in chosen.models}))
 
     return run_script("eval_mse.py", body)
 

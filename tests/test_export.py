@@ -145,6 +145,6 @@ def test_published_models_evaluate_without_run_folders(runs, tmp_path):
     args = ["--models-folder", str(results / "trained_models"), "--results-folder", str(results),
             "--test-data", str(tmp_path / "test.npy"), "--target-size", "24"]  # fmt: skip
     assert eval_mse.main(args) == 0
-    assert sorted(p.name for p in (results / "output_crop_sumsqs").iterdir()) == ["repl_oc1_s3.npy"]
+    assert sorted(p.name for p in (results / "output_crop_sumsqs").iterdir()) == ["repl_oc1_s3.json", "repl_oc1_s3.npy"]
     sums = ec.load_output_crop_sumsqs(results)["repl_oc1"][3]
     assert sums.shape == (11, 2) and np.all(np.isfinite(sums)) and np.all(sums[0] > 0)
