@@ -76,6 +76,29 @@ def mse_args(published: Path, results: Path, data: Path, *extra: str) -> list[st
 
 
 # ----------------------------------------------------------------------------------------------
+# Command lines
+
+
+def test_run_script_turns_user_errors_into_one_line(capsys):
+    class ScriptError(cli.UserError):  # any module may derive its own
+        pass
+
+    def fails(error: Exception):
+        def body() -> None:
+            raise error
+
+        return body
+
+    assert cli.run_script("x.py", lambda: None) == 0
+    assert cli.run_script("x.py", fails(ScriptError("bad\n   input"))) == 1
+    assert capsys.readouterr().err == "x.py: error: bad input\n"
+    assert cli.run_script("x.py", fails(run_layout.LayoutError("no folder"))) == 1
+    assert capsys.readouterr().err == "x.py: error: no folder\n"
+    with pytest.raises(KeyError):  # a bug is not an expected failure: it keeps its traceback
+        cli.run_script("x.py", fails(KeyError("k")))
+
+
+# ----------------------------------------------------------------------------------------------
 # Geometry
 
 
