@@ -528,22 +528,26 @@ def shell_bars_figure(means: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFra
         for offset, (padding_name, preset) in zip(bar_offsets(len(shown), width), shown):
             mean = means.loc[preset].to_numpy(np.float64)
             bounds = np.vstack([lows.loc[preset].to_numpy(np.float64), highs.loc[preset].to_numpy(np.float64)])
-            error = np.abs(bounds - mean)
-            ax.bar(shells + offset, mean, width, color=PADDING_COLORS[padding_name], label=preset,
-                   yerr=np.where(np.isfinite(error), error, 0), error_kw={"lw": 0.8, "capsize": 1.5})  # fmt: skip
+            ax.bar(shells + offset, mean, width, color=PADDING_COLORS[padding_name], label=preset)
+            # No interval exists with fewer than two seeds: no error bar rather than one of zero length.
+            known = np.isfinite(bounds).all(axis=0)
+            ax.errorbar(shells[known] + offset, mean[known], yerr=np.abs(bounds - mean)[:, known], fmt="none",
+                        ecolor="k", elinewidth=0.8, capsize=1.5)  # fmt: skip
         ax.set_title(f"Output crop {crop}")
         ax.set_ylabel("Test MSE")
         ax.grid(True, axis="y", alpha=0.3)
         if crop > 0:
             ax.text((crop - 1) / 2, 0.5, "cropped away", transform=ax.get_xaxis_transform(), ha="center",
                     va="center", fontsize=7, color="0.4")  # fmt: skip
-        ax.legend(frameon=False, ncol=3, fontsize=7)
+    axes[0, 0].set_ylim(0, axes[0, 0].get_ylim()[1] * 1.2)  # room for the legends above the bars (shared y)
+    for ax in axes[:, 0]:
+        ax.legend(frameon=False, ncol=3, fontsize=7, loc="upper right")
     axes[-1, 0].set_xticks(shells)
     axes[-1, 0].set_xticklabels([str(k) for k in shells[:-1]] + ["10\n(centre)"])
     axes[-1, 0].set_xlabel(f"Output shell ({SR_RATE} pixels wide, 0 = outermost)")
     fig.tight_layout()
-    fig.text(0.5, 0.0, f"Bars: mean over seeds. Error bars: {CI_TEXT}s of that mean (seeds resampled).",
-             ha="center", va="top", fontsize=7)  # fmt: skip
+    fig.text(0.5, 0.0, f"Bars: mean over seeds. Error bars: {CI_TEXT}s of that mean (seeds resampled; none "
+             "where fewer than two seeds).", ha="center", va="top", fontsize=7)  # fmt: skip
     return fig
 
 
