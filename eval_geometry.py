@@ -1,4 +1,5 @@
-"""Evaluation geometry: test windows, output-crop masks and the MSEs over them.
+"""Evaluation geometry: test windows, output-crop masks and the MSEs over them, and the
+output crop and sr rate of each preset.
 
 The evaluation of arXiv:2502.12300 (its test MSE per output crop and shell): every test image
 ``(3, H, W)`` gives four windows of ``T + 2 sr`` pixels at its corners (200x200 of 512x512
@@ -17,12 +18,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import presets
 from cli import UserError
 from rvsr import MAX_OUTPUT_CROP
 
 NUM_MASKS = MAX_OUTPUT_CROP + 1  # masks k = 0..10, one per output crop
 NUM_CORNERS = 4
 DEFAULT_TARGET_SIZE = 192  # the paper's evaluated outputs: 192x192 of 200x200 windows
+
+
+def sr_rate_of(preset: str) -> int:
+    """The super-resolution factor of ``preset`` (4 for all of the paper's)."""
+    return presets.get_preset_hpars(preset)["sr_rate"]
+
+
+def output_crop_of(preset: str) -> int:
+    """The output crop ``oc`` that ``preset`` is trained with: its outputs are mask ``oc``."""
+    return presets.get_preset_hpars(preset)["model_hpars"]["output_crop"]
 
 
 def fit_target_size(image_shape: Sequence[int], sr_rate: int, requested: int | None = None) -> int:

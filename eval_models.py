@@ -26,7 +26,16 @@ import presets
 import rvsr
 import train_utils
 from cli import UserError, non_negative_int, positive_int, preset_name
-from eval_geometry import DEFAULT_TARGET_SIZE, NUM_CORNERS, corner_windows, fit_target_size, layer_nmse_center_size, shell_masks, shell_sums
+from eval_geometry import (
+    DEFAULT_TARGET_SIZE,
+    NUM_CORNERS,
+    corner_windows,
+    fit_target_size,
+    layer_nmse_center_size,
+    shell_masks,
+    shell_sums,
+    sr_rate_of,
+)
 from padding import make_padding_layer
 from run_layout import TrainedModel, find_trained_models
 
@@ -73,16 +82,6 @@ def read_hidden_channels(path: str | os.PathLike) -> int:
     if first.ndim != 4 or first.shape[1:] != (3, 3, 3):
         raise UserError(f"{path}: not an RVSR weights file (first array has shape {first.shape})")
     return int(first.shape[0])
-
-
-def sr_rate_of(preset: str) -> int:
-    """The super-resolution factor of ``preset`` (4 for all of the paper's)."""
-    return presets.get_preset_hpars(preset)["sr_rate"]
-
-
-def output_crop_of(preset: str) -> int:
-    """The output crop ``oc`` that ``preset`` is trained with."""
-    return presets.get_preset_hpars(preset)["model_hpars"]["output_crop"]
 
 
 def load_trained_model(model: TrainedModel, output_crop: int) -> tuple[rvsr.RVSR, eqx.nn.State]:

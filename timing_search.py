@@ -32,7 +32,7 @@ import numpy as np
 import paths_config
 import presets
 from cli import UserError, non_negative_float, non_negative_int, positive_int, preset_name, print_table
-from eval_geometry import DEFAULT_TARGET_SIZE, output_side
+from eval_geometry import DEFAULT_TARGET_SIZE, output_crop_of, output_side, sr_rate_of
 from results_store import Unit, nested_get, read_json, run_units, update_json
 from run_layout import timing_path as results_timing_path
 
@@ -92,12 +92,11 @@ def throughputs(timing: Mapping[str, Any], mode: str) -> list[Throughput]:
         size = nested_get(timing, (size_key, preset))
         if size is None or preset not in presets.presets:
             continue
-        hpars = presets.get_preset_hpars(preset)
         if mode == "train":
             value = train_throughput(size, times)
         else:
             target = nested_get(timing, (target_key, preset), DEFAULT_TARGET_SIZE)
-            value = inference_throughput(size, times, hpars["model_hpars"]["output_crop"], target, hpars["sr_rate"])
+            value = inference_throughput(size, times, output_crop_of(preset), target, sr_rate_of(preset))
         rows.append(Throughput(preset, int(size), mean_step_time(times), value))
     return sorted(rows, key=lambda row: presets.table_order(row.preset))
 

@@ -45,7 +45,7 @@ def smooth_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray
 
 def synthetic_sumsqs(rng: np.random.Generator, preset: str, num_images: int) -> np.ndarray:
     """Sums of squares (11, N) whose shell MSEs fall inwards and depend on the padding."""
-    oc = eval_models.output_crop_of(preset)
+    oc = eval_geometry.output_crop_of(preset)
     counts = eval_geometry.mask_areas(OUTPUT_SIZE, 4)
     ring_counts = counts - np.append(counts[1:], 0.0)
     edge_penalty = {"zero": 3.0, "repl": 2.0}.get(preset.split("_")[0].split("-")[0], 1.5)
