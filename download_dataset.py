@@ -1,6 +1,6 @@
 """Download the paper's Sentinel-2 dataset (DOI 10.23729/32a321ac-9012-4f17-a849-a4e7ed6b6c8c).
 
-Steps (SPEC section 6):
+Steps:
 
 1. Ask the Metax API for the dataset record; its description names a machine-downloadable
    mirror on a line ``There is a machine-downloadable mirror of the dataset at: <URL>``.
