@@ -12,12 +12,17 @@ Safe to interrupt and rerun: a download continues from where it stopped (an HTTP
 request on ``<temp folder>/dataset_download/<name>.part``; a server that ignores Range makes
 it start over), and a zip that was verified and extracted is recorded by a small JSON marker
 in ``<dataset folder>/.download_state/``, so a rerun skips it. Delete that folder to force a
-fresh download. A checksum mismatch deletes the corrupt download; extraction goes through a
-temporary folder, so the dataset folder only ever receives complete files from verified zips.
+fresh download. Within a run, a failed transfer is retried and resumed the same way: one that
+stalls (no bytes for ``--timeout`` seconds) or ends before the bytes it announced keeps what
+arrived; one that brings more bytes than announced (Content-Length, Content-Range, the size
+Metax lists) is discarded whole. A checksum mismatch deletes the corrupt download; extraction
+goes through a temporary folder, so the dataset folder only ever receives complete files from
+verified zips.
 
 Usage::
 
     python download_dataset.py [--metax-url URL] [--dataset-folder DIR] [--temp-folder DIR]
+                               [--timeout S] [--retries N] [--retry-wait S]
 """
 
 import argparse
@@ -418,13 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metax-url", default=DEFAULT_METAX_URL, help="Metax API base URL (default: %(default)s)")
     parser.add_argument("--dataset-folder", default=paths["dataset_folder"], help="where the files go (default: %(default)s)")
     parser.add_argument("--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or for the next bytes; a transfer silent for "
+                             "longer is retried from where it stopped (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=3, help="retries after a transient failure (default: %(default)s)")
     parser.add_argument("--retry-wait", type=float, default=2.0,
                         help="seconds before the first retry, doubled for each next one (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.retries < 0 or args.retry_wait < 0 or args.timeout <= 0:
-        parser.error("--retries and --retry-wait must be non-negative and --timeout positive")
+    if args.retries < 0 or not 0 <= args.retry_wait < float("inf") or not 0 < args.timeout < float("inf"):
+        parser.error("--retries and --retry-wait must be non-negative and --timeout positive (finite numbers)")
     try:
         download_dataset(args.metax_url, Path(args.dataset_folder), Path(args.temp_folder),
                          args.timeout, args.retries, args.retry_wait)
