@@ -13,6 +13,7 @@ difference exceeds the tolerance.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,7 +26,9 @@ def jax_difference(image: np.ndarray) -> float:
     """The JAX (``jax.image.resize``, float64) max abs difference for ``image`` ``(48, 48)``."""
     import jax
 
-    with jax.enable_x64(True):  # float64 only inside: importers keep their float32 default
+    # jax.enable_x64 in newer JAX; jax.experimental.enable_x64 in JAX 0.4.35 (removed in 0.12).
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
+    with enable_x64(True):  # float64 only inside: importers keep their float32 default
         import jax.numpy as jnp
 
         x = jnp.asarray(image, dtype=jnp.float64)

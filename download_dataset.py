@@ -1,6 +1,6 @@
 """Download the paper's Sentinel-2 dataset (DOI 10.23729/32a321ac-9012-4f17-a849-a4e7ed6b6c8c).
 
-Steps (SPEC section 6):
+Steps:
 
 1. Ask the Metax API for the dataset record; its description names a machine-downloadable
    mirror on a line ``There is a machine-downloadable mirror of the dataset at: <URL>``.
@@ -12,12 +12,17 @@ Safe to interrupt and rerun: a download continues from where it stopped (an HTTP
 request on ``<temp folder>/dataset_download/<name>.part``; a server that ignores Range makes
 it start over), and a zip that was verified and extracted is recorded by a small JSON marker
 in ``<dataset folder>/.download_state/``, so a rerun skips it. Delete that folder to force a
-fresh download. A checksum mismatch deletes the corrupt download; extraction goes through a
-temporary folder, so the dataset folder only ever receives complete files from verified zips.
+fresh download. Within a run, a failed transfer is retried and resumed the same way: one that
+stalls (no bytes for ``--timeout`` seconds) or ends before the bytes it announced keeps what
+arrived; one that brings more bytes than announced (Content-Length, Content-Range, the size
+Metax lists) is discarded whole. A checksum mismatch deletes the corrupt download; extraction
+goes through a temporary folder, so the dataset folder only ever receives complete files from
+verified zips.
 
 Usage::
 
     python download_dataset.py [--metax-url URL] [--dataset-folder DIR] [--temp-folder DIR]
+                               [--timeout S] [--retries N] [--retry-wait S]
 """
 
 import argparse
@@ -212,9 +217,50 @@ def _content_range_total(response: requests.Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _announced_body_size(response: requests.Response, offset: int, expected_size: int | None) -> tuple[int | None, bool]:
+    """``(limit, exact)``: how many body bytes a response for the file from ``offset`` on may
+    carry. ``exact`` when the server announced the number (Content-Length, the span of a
+    Content-Range); else ``limit`` is what the listed file size leaves (or None when nothing is
+    known). Announcements that contradict each other or the listed size are a TransientError:
+    the response is not used."""
+    announced = {}
+    length = response.headers.get("Content-Length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise TransientError(f"unusable Content-Length {length!r}")
+        announced["Content-Length"] = int(length)
+    if response.status_code == 206:
+        match = re.fullmatch(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+        if not match or int(match.group(2)) < int(match.group(1)):
+            raise TransientError(f"unusable Content-Range {response.headers.get('Content-Range')!r}")
+        announced["Content-Range"] = int(match.group(2)) - int(match.group(1)) + 1
+        total = match.group(3)
+        if expected_size is not None and total != "*" and int(total) != expected_size:
+            raise TransientError(f"the server gives the file size as {total} bytes, Metax as {expected_size}")
+    if len(set(announced.values())) > 1:
+        raise TransientError("the server's Content-Length and Content-Range disagree "
+                             f"({announced['Content-Length']} and {announced['Content-Range']} bytes)")
+    remaining = None if expected_size is None else expected_size - offset
+    if announced:
+        size = next(iter(announced.values()))
+        if remaining is not None and size > remaining:
+            raise TransientError(f"the server announces {size} bytes from byte {offset} on, "
+                                 f"but the file has {expected_size} bytes")
+        return size, True
+    return remaining, False
+
+
 def _download_once(session: requests.Session, url: str, part: Path, expected_size: int | None,
                    timeout: float, label: str) -> None:
-    """One attempt to complete ``part`` from ``url``, resuming from its current size."""
+    """One attempt to complete ``part`` from ``url``, resuming from its current size.
+
+    ``timeout`` bounds the wait for the connection and for every read, so a transfer that
+    stalls (no bytes for ``timeout`` seconds) fails and is resumed by the next attempt. A
+    response that ends before the bytes it announced keeps what arrived (the next attempt
+    resumes after it); one that brings more bytes than it announced (or than the file has) is
+    not trusted at all: its bytes are removed again and the next attempt resumes from where
+    this one started.
+    """
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
         part.unlink()  # longer than the real file: cannot be a prefix of it
@@ -245,18 +291,30 @@ def _download_once(session: requests.Session, url: str, part: Path, expected_siz
                 if offset:
                     print(f"{label}: the server does not resume downloads; starting the file over", file=sys.stderr)
                 offset, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else expected_size
-            with open(part, mode) as file, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                unit_divisor=1024, desc=label, mininterval=1.0) as bar:
+            limit, exact = _announced_body_size(response, offset, expected_size)
+            received = 0
+            with open(part, mode) as file, tqdm(total=None if limit is None else offset + limit, initial=offset,
+                                                unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                                                mininterval=1.0) as bar:
                 for chunk in response.iter_content(CHUNK_BYTES):
+                    received += len(chunk)
+                    if limit is not None and received > limit:
+                        # Which of the bytes are wrong is unknown: drop all of this response.
+                        file.truncate(offset)
+                        announced = "announced" if exact else "the file has left"
+                        raise TransientError(f"the server sent more than the {limit} bytes {announced}; "
+                                             "the bytes of this response were discarded")
                     file.write(chunk)
                     bar.update(len(chunk))
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+        # A read timeout (a stalled transfer) arrives here as a ConnectionError.
         raise TransientError(f"transfer interrupted ({type(error).__name__})") from None
-    size = part.stat().st_size
-    if total is not None and size != total:
-        raise TransientError(f"transfer incomplete ({size} of {total} bytes)")
+    if limit is not None and received < limit:
+        raise TransientError(f"transfer incomplete ({offset + received} of {offset + limit} bytes)")
+    # A server may answer an open-ended Range with a shorter range: the next attempt continues.
+    file_size = expected_size if expected_size is not None else _content_range_total(response)
+    if file_size is not None and offset + received < file_size:
+        raise TransientError(f"the server sent bytes up to {offset + received} of {file_size}")
 
 
 def download_resumable(session: requests.Session, url: str, part: Path, expected_size: int | None,
@@ -365,13 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metax-url", default=DEFAULT_METAX_URL, help="Metax API base URL (default: %(default)s)")
     parser.add_argument("--dataset-folder", default=paths["dataset_folder"], help="where the files go (default: %(default)s)")
     parser.add_argument("--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or for the next bytes; a transfer silent for "
+                             "longer is retried from where it stopped (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=3, help="retries after a transient failure (default: %(default)s)")
     parser.add_argument("--retry-wait", type=float, default=2.0,
                         help="seconds before the first retry, doubled for each next one (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.retries < 0 or args.retry_wait < 0 or args.timeout <= 0:
-        parser.error("--retries and --retry-wait must be non-negative and --timeout positive")
+    if args.retries < 0 or not 0 <= args.retry_wait < float("inf") or not 0 < args.timeout < float("inf"):
+        parser.error("--retries and --retry-wait must be non-negative and --timeout positive (finite numbers)")
     try:
         download_dataset(args.metax_url, Path(args.dataset_folder), Path(args.temp_folder),
                          args.timeout, args.retries, args.retry_wait)

@@ -4,7 +4,9 @@
 thread and stops it on leaving the ``with`` block. It answers the two Metax requests that
 ``download_dataset.py`` makes and serves the given zips as the mirror, with HTTP Range
 support. Knobs on the yielded ``StandIn`` inject the failures a real download meets: HTTP
-errors, a transfer cut off halfway, a server that ignores Range, a wrong checksum.
+errors, a transfer cut off halfway (the server closes early), a transfer that stalls halfway
+for a while, a response with more bytes than it announces, a server that ignores Range, a
+wrong checksum.
 
 Example::
 
@@ -16,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,10 +43,22 @@ class StandIn:
     status_for: dict[str, int] = field(default_factory=dict)  # mirror name -> HTTP error to answer
     metax_status: int | None = None  # an HTTP error for every Metax request
     cut_next: dict[str, int] = field(default_factory=dict)  # name -> how many next transfers to cut halfway
+    # name -> how many next transfers send half the body, then nothing for stall_seconds, then the rest
+    stall_next: dict[str, int] = field(default_factory=dict)
+    stall_seconds: float = 2.0
+    # name -> how many next transfers insert extra_bytes in the middle of the body. The announced
+    # size (Content-Length, Content-Range) stays that of the true body; with extra_framing
+    # "chunked" the body goes in chunked transfer coding (which takes precedence over
+    # Content-Length, so a client receives every byte), with "close" it has no Content-Length and
+    # ends where the server closes the connection.
+    extra_next: dict[str, int] = field(default_factory=dict)
+    extra_bytes: bytes = b"\x00 extra bytes the server did not announce \x00"
+    extra_framing: str = "chunked"
     honour_range: bool = True
     mirror_line: bool = True  # whether the description names the mirror
     log: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header) per request
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on shutdown: ends stalls
 
     @property
     def mirror_url(self) -> str:
@@ -122,9 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
         with stand_in.lock:
             status = stand_in.status_for.get(name)
             content = stand_in.files.get(name)
-            cut = stand_in.cut_next.get(name, 0) > 0
-            if cut:
-                stand_in.cut_next[name] -= 1
+            # One fault per transfer, in this order: set cut_next and extra_next to 1 each to
+            # have the first transfer cut and its resumption carry surplus bytes.
+            cut = _take_one(stand_in.cut_next, name)
+            stall = not cut and _take_one(stand_in.stall_next, name)
+            extra = not (cut or stall) and _take_one(stand_in.extra_next, name)
         if status:
             self._send(status, b"injected error", "text/plain")
             return
@@ -139,23 +156,54 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(content)}"})
                 return
         body = content[start:]
+        half = len(body) // 2
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
+        if not (extra and stand_in.extra_framing == "close"):
+            self.send_header("Content-Length", str(len(body)))
+        if extra and stand_in.extra_framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
         self.end_headers()
+        self.close_connection = True
         if cut:
             # Promise the whole body, send half, hang up: what a dropped connection looks like.
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body)
+            self.wfile.write(body[:half])
+        elif stall:
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            stand_in.stopping.wait(stand_in.stall_seconds)
+            self.wfile.write(body[half:])  # the client may have given up: see _Server.handle_error
+        elif extra:
+            sent = body[:half] + stand_in.extra_bytes + body[half:]
+            if stand_in.extra_framing == "chunked":
+                for piece in (sent[:half], sent[half:]):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.wfile.write(sent)
+        else:
+            self.wfile.write(body)
+
+
+def _take_one(counts: dict[str, int], name: str) -> bool:
+    """Whether ``counts`` asks for one more faulty transfer of ``name``; counts it down."""
+    if counts.get(name, 0) > 0:
+        counts[name] -= 1
+        return True
+    return False
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     stand_in: StandIn
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hung up (after a stall or a surplus it detected) is part of the test;
+        # anything else is printed as usual.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextlib.contextmanager
@@ -170,6 +218,7 @@ def serve_stand_in(zips: Mapping[str, bytes | Path], algorithm: str = "SHA-256")
     try:
         yield server.stand_in
     finally:
+        server.stand_in.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

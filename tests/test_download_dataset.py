@@ -163,11 +163,13 @@ def test_interrupted_transfer_resumes_in_next_run(zips, folders, tmp_path, capsy
     assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
 
 
-def test_interrupted_transfer_resumes_within_run_without_listed_sizes(zips, folders, tmp_path):
+@pytest.mark.parametrize("list_sizes", [True, False])
+def test_early_close_resumes_within_run(zips, folders, tmp_path, list_sizes):
+    # The server announces the whole body (Content-Length) but closes after half of it, twice.
     dataset, _ = folders
     size = len(zips["part_b.zip"])
     with serve_stand_in(zips) as stand_in:
-        stand_in.list_sizes = False  # the Content-Length alone must reveal the cut
+        stand_in.list_sizes = list_sizes  # without: the Content-Length alone must reveal the cut
         stand_in.cut_next["part_b.zip"] = 2
         assert run(stand_in, folders, "--retries", "2") == 0
         ranges = stand_in.mirror_requests("part_b.zip")
@@ -175,6 +177,101 @@ def test_interrupted_transfer_resumes_within_run_without_listed_sizes(zips, fold
         starts = [int(r.removeprefix("bytes=").removesuffix("-")) for r in ranges[1:]]
         assert 0 < starts[0] <= size // 2 < starts[1] < size
     assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+
+
+def test_stalled_transfer_times_out_and_resumes(zips, folders, tmp_path, capsys):
+    # Half the body, then silence for far longer than --timeout: the read times out, the bytes
+    # that arrived are kept, and the retry asks for the rest with a Range request.
+    dataset, temp = folders
+    size = len(zips["part_a.zip"])
+    with serve_stand_in(zips) as stand_in:
+        stand_in.stall_seconds = 30
+        stand_in.stall_next["part_a.zip"] = 1
+        assert run(stand_in, folders, "--timeout", "0.5", "--retries", "1") == 0
+        ranges = stand_in.mirror_requests("part_a.zip")
+        assert len(ranges) == 2 and ranges[0] is None
+        start = int(ranges[1].removeprefix("bytes=").removesuffix("-"))
+        assert size // 2 - 1000 < start <= size // 2
+    assert "part_a.zip" in capsys.readouterr().err  # the retry is reported
+    assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+    assert not list((temp / download_dataset.DOWNLOAD_SUBFOLDER).iterdir())
+
+
+def test_stall_shorter_than_timeout_is_waited_out(zips, folders, tmp_path):
+    dataset, _ = folders
+    with serve_stand_in(zips) as stand_in:
+        stand_in.stall_seconds = 0.5
+        stand_in.stall_next["part_a.zip"] = 1
+        assert run(stand_in, folders, "--timeout", "5", "--retries", "0") == 0
+        assert stand_in.mirror_requests("part_a.zip") == [None]
+    assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+
+
+def test_stalled_transfer_without_retries_keeps_the_bytes_for_the_next_run(zips, folders, tmp_path, capsys):
+    dataset, temp = folders
+    part = temp / download_dataset.DOWNLOAD_SUBFOLDER / "part_a.zip.part"
+    with serve_stand_in(zips) as stand_in:
+        stand_in.stall_seconds = 30
+        stand_in.stall_next["part_a.zip"] = 1
+        assert run(stand_in, folders, "--timeout", "0.3", "--retries", "0") == 1
+        assert_one_line_error(capsys, "part_a.zip", "interrupted", "rerun to continue")
+        kept = part.stat().st_size
+        assert 0 < kept <= len(zips["part_a.zip"]) // 2
+        assert run(stand_in, folders, "--timeout", "0.3", "--retries", "0") == 0
+        assert stand_in.mirror_requests("part_a.zip") == [None, f"bytes={kept}-"]
+    assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+@pytest.mark.parametrize("list_sizes", [True, False])
+def test_surplus_bytes_are_discarded_and_the_transfer_resumed(zips, folders, tmp_path, capsys, framing, list_sizes):
+    # The first transfer is cut; its resumption (206, Content-Range and, with chunked framing,
+    # Content-Length announcing the rest) inserts bytes in the middle. Those bytes must not
+    # reach the file: the whole response is dropped and the same range asked for again.
+    dataset, temp = folders
+    with serve_stand_in(zips) as stand_in:
+        stand_in.list_sizes = list_sizes
+        stand_in.extra_framing = framing
+        stand_in.cut_next["part_a.zip"] = 1
+        stand_in.extra_next["part_a.zip"] = 1
+        assert run(stand_in, folders, "--retries", "2") == 0
+        ranges = stand_in.mirror_requests("part_a.zip")
+        assert len(ranges) == 3 and ranges[0] is None and ranges[1] is not None
+        assert ranges[2] == ranges[1]
+    err = capsys.readouterr().err
+    assert "more than the" in err and "discarded" in err
+    assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+    assert not list((temp / download_dataset.DOWNLOAD_SUBFOLDER).iterdir())
+
+
+def test_surplus_bytes_in_a_full_transfer_are_discarded(zips, folders, tmp_path, capsys):
+    # A plain 200 answer with more bytes than its Content-Length (chunked framing) or than the
+    # size Metax lists (no Content-Length): dropped, and the file fetched again from the start.
+    dataset, _ = folders
+    with serve_stand_in(zips) as stand_in:
+        for framing in ("chunked", "close"):
+            stand_in.extra_framing = framing
+            stand_in.extra_next["part_b.zip"] = 1
+            stand_in.log.clear()
+            assert run(stand_in, folders, "--retries", "1") == 0
+            assert stand_in.mirror_requests("part_b.zip") == [None, None], framing
+            (dataset / download_dataset.STATE_FOLDER / "part_b.zip.json").unlink()  # fetch again
+    assert "more than the" in capsys.readouterr().err
+    assert nc_files(dataset) == expected_nc_files(zips, tmp_path)
+
+
+def test_surplus_bytes_with_no_size_known_fail_the_checksum(zips, folders, capsys):
+    # Nothing announces a size (no Content-Length, no Content-Range, none listed by Metax): only
+    # the checksum can reveal the surplus, and it does; nothing of the file is kept.
+    dataset, temp = folders
+    with serve_stand_in(zips) as stand_in:
+        stand_in.list_sizes = False
+        stand_in.extra_framing = "close"
+        stand_in.extra_next["part_a.zip"] = 1
+        assert run(stand_in, folders) == 1
+        assert_one_line_error(capsys, "checksum mismatch", "part_a.zip")
+        assert nc_files(dataset) == {}
+        assert not (temp / download_dataset.DOWNLOAD_SUBFOLDER / "part_a.zip.part").exists()
 
 
 def test_server_ignoring_range_restarts_the_file(zips, folders, tmp_path, capsys):
@@ -240,3 +337,14 @@ def test_malformed_metax_url_is_a_clear_error(folders, capsys):
                                   "--temp-folder", str(temp)])
     assert code == 1
     assert_one_line_error(capsys, "metax.example")
+
+
+@pytest.mark.parametrize("option", [["--timeout", "0"], ["--timeout", "nan"], ["--timeout", "inf"],
+                                    ["--retry-wait", "-1"], ["--retries", "-1"]])
+def test_bad_options_are_one_line_usage_errors(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        download_dataset.main(option)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "error:" in last and "--timeout positive" in last

@@ -1,5 +1,6 @@
 """Tests of padding.py against SPEC section 2 and the reference vectors of section 12."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from padding import (
 )
 
 DATA = Path(__file__).parent / "data"
+
+# float64 inside a `with` block: jax.enable_x64 in newer JAX, jax.experimental.enable_x64 in the
+# oldest supported versions (0.4.35), which lack the former; JAX 0.12 lacks the latter.
+enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
 
 # Every method of the paper plus the covariance variants the paper's code offers.
 ALL_METHODS = {
@@ -144,7 +149,7 @@ def padded_shape(channels: int) -> tuple[int, int, int]:
 def test_gradient_matches_finite_differences(method):
     """Central differences along random directions, float64, on the random channel."""
     rng = np.random.default_rng(2)
-    with jax.enable_x64(True):
+    with enable_x64(True):
         run = probe(method, np.float64)
         x = probe_input(np.float64)
         cotangent = np.zeros(padded_shape(len(x)))
@@ -163,7 +168,7 @@ def test_gradient_matches_finite_differences(method):
 
 @pytest.mark.parametrize("method", list(ALL_METHODS))
 def test_interior_is_returned_unchanged(method):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         x = probe_input(np.float64)
         _, out, _ = probe(method, np.float64)(x, np.ones(padded_shape(len(x))))
     (top, _), (left, _) = PROBE_PADDING
@@ -174,7 +179,7 @@ def test_interior_is_returned_unchanged(method):
 @pytest.mark.parametrize("method", [m for m in ALL_METHODS if m != "zero"])
 def test_mean_is_restored(method):
     """Adding a constant to a channel adds it to every padded pixel; a constant pads as itself."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         x = probe_input(np.float64)
         _, out, _ = probe(method, np.float64)(x, np.ones(padded_shape(len(x))))
     out = np.asarray(out)
@@ -186,7 +191,7 @@ def test_mean_is_restored(method):
 @pytest.mark.parametrize("method", list(ALL_METHODS))
 def test_finite_output_and_gradient_on_hard_inputs(method, dtype):
     """Constant, all-zero, tiny, huge and alternating channels: no NaN or inf, in value or gradient."""
-    with jax.enable_x64(dtype == np.float64):
+    with enable_x64(dtype == np.float64):
         x = probe_input(dtype)
         value, out, grad = probe(method, dtype)(x, np.ones(padded_shape(len(x)), dtype))
     assert out.dtype == dtype and grad.dtype == dtype
@@ -199,7 +204,7 @@ def test_finite_output_and_gradient_on_hard_inputs(method, dtype):
 def test_stabilised_gradient_on_oscillating_data(method):
     """Complex poles, inside and outside the unit circle: the gradient is the true one."""
     layer = layer_for(method, ((2, 2), (2, 2)))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         images = jnp.asarray(oscillating_images(np.random.default_rng(3), 8))
         cotangent = jnp.asarray(np.random.default_rng(4).normal(size=(8, 18, 19)))
         check_grads(jax.jit(lambda x: jnp.sum(layer(x) * cotangent)), (images,), order=1, modes=["rev"], eps=1e-6)
@@ -214,13 +219,13 @@ def _poles(a1, a2):
     [(0.5, 0.3), (1.5, -0.9), (2.5, -1.2), (-0.8, -1.5), (3.0, -2.2), (0.2, 1.5), (-2.2, -0.5)],
 )
 def test_stabilise_reflects_poles_into_unit_circle(a1, a2):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         b1, b2 = (float(v) for v in padding._stabilise((jnp.float64(a1), jnp.float64(a2))))
     before = _poles(a1, a2)
     expected = np.where(np.abs(before) > 1, 1 / before, before)
     np.testing.assert_allclose(np.sort_complex(_poles(b1, b2)), np.sort_complex(expected), atol=1e-9)
     # the derivative of the branch taken, checked against finite differences
-    with jax.enable_x64(True):
+    with enable_x64(True):
         check_grads(lambda a1, a2: sum(padding._stabilise((a1, a2))), (jnp.float64(a1), jnp.float64(a2)), order=1, eps=1e-7)
 
 
@@ -284,7 +289,7 @@ def _ar_rows(rng, a1, a2, shape, burn_in=50):
 def test_covariance_method_recovers_ar_coefficients(a1, a2, correlate_method):
     length = 1 if a2 == 0.0 else 2
     field = _ar_rows(np.random.default_rng(7), a1, a2, (200, 300))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         coefs = np.asarray(padding._covariance_coefs(jnp.asarray(field), length, correlate_method))
     horizontal = coefs[1, 0, :, 0]  # right (or horizontal) set, farthest predictor first
     expected = [a1] if length == 1 else [a2, a1]
@@ -296,7 +301,7 @@ def test_covariance_method_recovers_ar_coefficients(a1, a2, correlate_method):
 @pytest.mark.parametrize("axis", [0, 1])
 def test_covariance_statistics_are_plain_sums(axis):
     a = np.random.default_rng(8).normal(size=(5, 6))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         forward, backward = np.asarray(padding._covariance_stats(jnp.asarray(a), 2, axis))
     b = a if axis == 1 else a.T
     x0, x1, x2 = b[:, 2:], b[:, 1:-1], b[:, :-2]
@@ -318,7 +323,7 @@ def test_lag_sums_match_definition(lag_sums, shape):
     """Also odd FFT widths, where an inverse transform without the output size goes wrong."""
     a = np.random.default_rng(9).normal(size=shape)
     lags = tuple((dy, dx) for dy in range(4) for dx in range(-3, 4) if dy > 0 or dx >= 0)
-    with jax.enable_x64(True):
+    with enable_x64(True):
         sums = np.asarray(lag_sums(jnp.asarray(a), lags))
     np.testing.assert_allclose(sums, [_lag_sum(a, dy, dx) for dy, dx in lags], atol=1e-11)
 
@@ -327,7 +332,7 @@ def test_lag_sums_match_definition(lag_sums, shape):
 def test_autocorrelation_scale(correlate_method, scale):
     a = np.random.default_rng(10).normal(size=(7, 11))
     lags = ((0, 0), (1, -2), (0, 3))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         r = np.asarray(padding._autocorrelation(jnp.asarray(a), lags, correlate_method))
     np.testing.assert_allclose(r * scale(7, 11, 3), [_lag_sum(a, dy, dx) for dy, dx in lags], atol=1e-11)
 
@@ -371,7 +376,7 @@ def test_smallest_valid_input(method):
 def test_float64_in_float64_out_and_matches_float32():
     x = np.random.default_rng(12).normal(size=(2, 12, 13))
     layer = layer_for("lp2x3", ((2, 2), (2, 2)))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         out64 = layer(jnp.asarray(x))
         assert out64.dtype == jnp.float64
     out32 = layer(jnp.asarray(x, jnp.float32))
