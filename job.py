@@ -154,10 +154,11 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     return values
 
 
-def job_hpars(args: dict[str, Any]) -> dict:
-    """The hyperparameters of a parsed command line."""
+def job_hpars(args: dict[str, Any], paths: dict | None = None) -> dict:
+    """The hyperparameters of a parsed command line; folders from ``paths`` (default: the
+    default folders; ``main`` passes ``paths_config.get_paths()``)."""
     args = dict(args)
-    job = get_preset_hpars(args.pop("preset"), args.pop("seed", None))
+    job = get_preset_hpars(args.pop("preset"), args.pop("seed", None), paths=paths)
     job.update(args)
     return job
 
@@ -173,8 +174,10 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    import paths_config  # the environment (LPPAD_*) is read here, at the command line only
+
     try:
-        job = job_hpars(parse_args(argv))
+        job = job_hpars(parse_args(argv), paths_config.get_paths())
     except UsageError as e:
         print(f"job.py: error: {e} ({USAGE})", file=sys.stderr)
         return EXIT_USAGE

@@ -92,8 +92,10 @@ def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
     checkpoint = tmp_path / "run" / "00000001"
     assert sorted(p.name for p in checkpoint.iterdir()) == sorted(train_utils.CHECKPOINT_FILES)
     info = json.loads((checkpoint / "checkpoint.json").read_text())
-    assert info["step"] == 1 and info["hpars"]["preset"] == "lp1x1cs"
+    assert info["step"] == 1 and info["config"]["preset"] == "lp1x1cs" and info["options"]["train_steps"] == 1
+    assert set(info["config"]) == set(presets.CONFIG_KEYS) and "folder" not in info["config"]
     assert info["history_rows"] == {"train": 1, "test": 2}
+    assert sorted(info["files"]) == ["model.eqx", "model_state.eqx", "opt_state.eqx"]
     # The .eqx files are plain consecutive .npy records: readable without pickle, nothing more.
     with open(checkpoint / "model.eqx", "rb") as f:
         records = []
@@ -206,13 +208,16 @@ def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths):
     assert loss == pytest.approx(last_test_loss, rel=1e-6)
 
 
-def test_nan_loss_stops_with_exception_file(tmp_path, data_paths):
-    nan_data = tmp_path / "nan.npy"
-    np.save(nan_data, np.full((4, 3, 208, 208), np.nan, dtype=np.float32))
-    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(nan_data))
-    with pytest.raises(train_utils.TrainingDivergedError, match="NaN at step 1"):
+def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch):
+    # Finite data that the model turns into a NaN loss: a NaN learning rate.
+    monkeypatch.setattr(train_utils, "_compiled_steps", train_utils._compiled_steps.__wrapped__)
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths)
+    hpars["learning_rate_schedule"] = {**hpars["learning_rate_schedule"], "init_value": float("nan")}
+    with pytest.raises(train_utils.TrainingDivergedError, match="NaN at step 2"):
         train_utils.train(hpars)
-    assert "NaN at step 1" in (tmp_path / "run" / "exception.txt").read_text()
+    assert "NaN at step 2" in (tmp_path / "run" / "exception.txt").read_text()
+    outcome = json.loads((tmp_path / "run" / "exception.json").read_text())
+    assert outcome == {"kind": "diverged", "step": 2, "message": "training loss is NaN at step 2"}
     assert train_utils.list_checkpoints(tmp_path / "run") == []
 
 
@@ -222,6 +227,7 @@ def test_huge_loss_stops_only_after_warmup(tmp_path):
     with pytest.raises(train_utils.TrainingDivergedError, match="exceeds"):
         train_utils._check_losses(hpars, [(101, 1e9, 0.01)])
     assert "step 101" in (tmp_path / "exception.txt").read_text()
+    assert json.loads((tmp_path / "exception.json").read_text())["kind"] == "diverged"
 
 
 def test_missing_data_is_a_clear_error(tmp_path, data_paths):
