@@ -1,13 +1,14 @@
 """Export final weights and loss histories out of training runs (the published layout of the
 paper's repository, Niemitalo et al. 2025, arXiv:2502.12300; file names in ``run_layout``).
 
-For each run folder ``runs/{name}_s{seed}`` whose name is a preset or a preset's compat name
-(``zero_el1_s3`` is ``zero_oc1`` seed 3), write into ``results/trained_models/``:
+For each run folder (``run_layout.find_run_folders``: a preset's name or its older compat name
+and the seed, e.g. ``zero_el1_s3`` is ``zero_oc1`` seed 3), write into
+``results/trained_models/`` the files of ``run_layout.TrainedModel``:
 
-- ``{preset}_s{seed}.eqx``: the weights of the final checkpoint (the one at the run's
-  ``train_steps``) in the published format (``rvsr.save_rvsr_weights``);
-- ``{preset}_s{seed}_train_loss.parquet``: ``step`` int32, ``train_loss`` float16;
-- ``{preset}_s{seed}_test_loss.parquet``: ``step`` int32, ``test_loss`` float16;
+- the weights (``.eqx``) of the final checkpoint (the one at the run's ``train_steps``) in
+  the published format (``rvsr.save_rvsr_weights``);
+- the train and test loss histories (``_train_loss.parquet``, ``_test_loss.parquet``):
+  ``step`` int32 and ``train_loss`` / ``test_loss`` float16;
 
 both Parquet files brotli-compressed. The seed is the run folder's own. A run without a final
 checkpoint (unfinished or diverged) gets its histories only. A newest checkpoint that fails its

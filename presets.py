@@ -242,7 +242,7 @@ def merge_hpars(base: dict, overrides: dict) -> dict:
 
 
 def run_folder(preset: str, seed: int, paths: dict | None = None) -> str:
-    """``{train_runs_folder}/{preset}_s{seed}`` (``run_layout.run_folder``) as a string."""
+    """The run folder of ``preset`` and ``seed`` in ``train_runs_folder`` (``run_layout.run_folder``), as a string."""
     paths = paths_config.default_paths() if paths is None else paths
     return str(run_layout.run_folder(paths["train_runs_folder"], preset, seed))
 
@@ -250,7 +250,7 @@ def run_folder(preset: str, seed: int, paths: dict | None = None) -> str:
 def get_preset_hpars(preset: str, seed: int | None = None, *, paths: dict | None = None) -> dict:
     """The full hyperparameters of ``preset`` for ``seed`` (default: the default seed 0).
 
-    Sets ``preset``, ``seed`` and ``folder = runs/{preset}_s{seed}``; folders come from
+    Sets ``preset``, ``seed`` and ``folder`` (``run_folder``); folders come from
     ``paths`` (default: ``paths_config``'s defaults; command lines pass
     ``paths_config.get_paths()`` to honour ``LPPAD_*``). Raises ``KeyError`` for an unknown
     preset.

@@ -223,6 +223,17 @@ def list_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and is_checkpoint_folder_name(p.name))
 
 
+def complete_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
+    """Steps of the checkpoint folders that have their ``checkpoint.json`` (what a cheap
+    look, e.g. a status table, counts as written; loading verifies the rest)."""
+    return [step for step in list_checkpoint_steps(folder) if (checkpoint_folder(folder, step) / "checkpoint.json").is_file()]
+
+
+def is_run_finished(runs_folder: str | os.PathLike, preset: str, seed: int, train_steps: int) -> bool:
+    """Whether the run has its final checkpoint (in its folder or under its older name)."""
+    return any(train_steps in complete_checkpoint_steps(f) for f in run_folder_candidates(runs_folder, preset, seed))
+
+
 # ----------------------------------------------------------------------------------------------
 # A run's outcome
 

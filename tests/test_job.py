@@ -139,7 +139,7 @@ def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     ]  # fmt: skip
     assert job.main(args) == 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.isdigit()) == ["00000001", "00000002"]
-    stored = json.loads((tmp_path / "run" / "00000002" / "checkpoint.json").read_text())["hpars"]
+    stored = json.loads((tmp_path / "run" / "00000002" / "checkpoint.json").read_text())["config"]
     assert (stored["preset"], stored["seed"], stored["image_shape"]) == ("zero-repl", 1, [3, 16, 16])
     capsys.readouterr()
 
