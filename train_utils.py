@@ -1,4 +1,5 @@
-"""The trainer of SPEC 5: jitted training steps, test loss, histories, checkpoints, timing.
+"""The trainer of the paper's RVSR runs (Niemitalo et al. 2025, arXiv:2502.12300): jitted
+training steps, test loss, histories, checkpoints, timing.
 
 ``run_job(hpars)`` is what ``job.py`` calls; it trains (``train``) or, with
 ``inference_steps`` set, times the inference-form model (``time_inference``). The pieces are
@@ -10,17 +11,28 @@ small functions that evaluation and export scripts reuse:
 - ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``compiled_steps(hpars)``
   (both, cached per configuration), ``evaluate_test_loss(model, state, test_data, hpars)``
 - ``init_train_state(hpars, optimizer)``, ``save_checkpoint(...)``, ``load_checkpoint(path)``,
-  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``
+  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``,
+  ``newest_usable_checkpoint(hpars)``
 
 SIGUSR1 or SIGTERM during training writes a checkpoint of the current step and raises
 ``TrainingInterrupted`` (job.py exits with 128 + the signal number).
 
-A run folder ``{folder}`` holds ``train_history.csv`` (step, loss, learning_rate),
-``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs), ``exception.txt``
-(why training stopped, if it did) and one checkpoint folder ``{step:08d}/`` per saved step with
-``model.eqx``, ``model_state.eqx``, ``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and
-``checkpoint.json`` (step, random number generator states, history lengths, hyperparameters).
-Nothing is pickled, so loading a checkpoint never executes code.
+A run folder (names in ``run_layout``) holds ``train_history.csv`` (step, loss,
+learning_rate), ``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs),
+``exception.json`` and ``exception.txt`` (why training stopped, if it did) and one checkpoint
+folder ``{step:08d}/`` per saved step with ``model.eqx``, ``model_state.eqx``,
+``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and ``checkpoint.json``: step, random
+number generator states, history lengths, the experiment ``config`` and run ``options``
+(``presets.split_hpars``), and the size and SHA-256 of each array file, plus a SHA-256 of
+checkpoint.json's own other fields (format 2). Nothing is pickled, so loading a checkpoint
+never executes code.
+
+Faults: a checkpoint is written into a temporary folder, fsynced and renamed into place, so a
+kill or a full disk leaves the earlier checkpoints as they were. ``resume_checkpoint=-1``
+resumes from the newest checkpoint that fully loads (JSON, checksums, arrays, the history rows
+it counts), saying which newer ones it skipped and why; when there are checkpoints but none
+loads it stops without changing anything (``protect_existing=False`` starts over). Format 1
+checkpoints (no checksums) still load: every array must deserialise with nothing left over.
 """
 
 from __future__ import annotations
@@ -213,7 +225,7 @@ def make_train_step(hpars: dict, optimizer: optax.GradientTransformation) -> Cal
     """A jitted ``step(model, state, opt_state, batch, key) -> (model, state, opt_state, key,
     loss, learning_rate)`` on a batch of full images ``(B, 3, H, W)``.
 
-    Keys as SPEC 5: ``key, k1 = split(key)`` for the random crop, ``key, k2 = split(key)``
+    Keys in the paper's code's order: ``key, k1 = split(key)`` for the random crop, ``key, k2 = split(key)``
     for the model call; the returned ``key`` is the running key. ``learning_rate`` is the one
     this update used.
     """
@@ -313,7 +325,8 @@ class TrainState:
 
 
 def init_train_state(hpars: dict, optimizer: optax.GradientTransformation) -> TrainState:
-    """Step 0 of a run; random keys in the order of SPEC 5."""
+    """Step 0 of a run; random keys in the paper's code's order (numpy generator first, then
+    the model's initialisation key)."""
     key = jax.random.PRNGKey(hpars["seed"])
     key, sub = jax.random.split(key)
     rng = np.random.default_rng(seed=np.array(sub))

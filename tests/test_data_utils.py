@@ -177,7 +177,7 @@ def test_random_crop_offsets_and_content():
         for i in range(b):
             t, l = tops[k, i], lefts[k, i]
             np.testing.assert_array_equal(crops[k, i], batch[i, :, t : t + h, l : l + w])
-        # ... drawn as SPEC 4 specifies, from the two halves of the key.
+        # ... drawn as the paper's code does, from the two halves of the key.
         ky, kx = jax.random.split(keys[k])
         np.testing.assert_array_equal(tops[k], np.asarray(jax.random.randint(ky, (b,), 0, ny - h + 1)))
         np.testing.assert_array_equal(lefts[k], np.asarray(jax.random.randint(kx, (b,), 0, nx - w + 1)))

@@ -73,7 +73,7 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
     assert "zero-repl_s5" in log and "histories only (newest checkpoint is step 1 of 4)" in log
     assert "lp2x3_s1" in log and "histories only (no checkpoint)" in log
 
-    # Parquet: the column names and dtypes of SPEC 7, brotli-compressed, values as in the CSVs.
+    # Parquet: the column names and dtypes of the published layout, brotli-compressed, values as in the CSVs.
     for kind, column, expected in (("train", "train_loss", [0.5, 0.25]), ("test", "test_loss", [0.75, 0.25])):
         path = out / f"repl_oc1_s3_{kind}_loss.parquet"
         table = pq.read_table(path)

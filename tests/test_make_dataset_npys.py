@@ -48,7 +48,7 @@ def convert(folder: Path, *extra: str, split: bool = True) -> int:
 
 
 def expected_image(path: Path) -> np.ndarray:
-    """The SPEC's rule, computed with netCDF4 directly (not the code under test): (3, CROP, CROP)."""
+    """The conversion rule, computed with netCDF4 directly (not the code under test): (3, CROP, CROP)."""
     with netCDF4.Dataset(path) as nc:
         nc.set_auto_maskandscale(False)
         raw = np.stack([nc.variables[band][0, :CROP, :CROP] for band in ("B04", "B03", "B02")])
