@@ -128,6 +128,21 @@ def test_missing_data_exits_nonzero(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("dtype, bad_value, complaint", [
+    (np.float16, 0.0, "has dtype float16; expected float32"),
+    (np.float32, np.nan, "image 1 holds NaN or infinite values"),
+])
+def test_bad_data_exits_with_one_line(tmp_path, dtype, bad_value, complaint):
+    images = np.zeros((3, 3, 208, 208), dtype)
+    images[1, 2, 3, 4] = bad_value
+    np.save(tmp_path / "train.npy", images)
+    result = run_job("preset=zero-repl", f"folder={tmp_path / 'run'}", f"train_data_path={tmp_path / 'train.npy'}",
+                     f"test_data_path={tmp_path / 'train.npy'}", "batch_size=2")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and complaint in result.stderr and str(tmp_path / "train.npy") in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     rng = np.random.default_rng(1)
     for name in ("train", "test"):

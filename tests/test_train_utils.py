@@ -244,3 +244,34 @@ def test_inference_timing(tmp_path, data_paths):
     assert len(times) == 3 and all(t > 0 for t in times)
     assert json.loads(timing.read_text())["mode"] == "inference"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, array, message", [
+    ("nan_in_image_4", None, "train data {path}: image 4 holds NaN or infinite values"),
+    ("float64", np.zeros((4, 3, 208, 208), np.float64), "has dtype float64; expected float32"),
+    ("uint16", np.zeros((4, 3, 208, 208), np.uint16), "has dtype uint16; expected float32"),
+    ("too_small", np.zeros((4, 3, 20, 208), np.float32), "has shape (4, 3, 20, 208); expected (N, 3, >=24, >=24)"),
+    ("no_channels", np.zeros((4, 208, 208), np.float32), "has shape (4, 208, 208)"),
+])
+def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path, data_paths, name, array, message):
+    path = tmp_path / f"{name}.npy"
+    if array is None:
+        array = np.load(data_paths["train"]).copy()
+        array[4, 1, 100, 7] = np.inf if "inf" in name else np.nan
+    np.save(path, array)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("kept")
+    with pytest.raises(train_utils.DataError) as error:
+        train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_data_path=str(path), protect_existing=False))
+    assert message.format(path=path) in str(error.value) and "\n" not in str(error.value)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_non_finite_test_data_is_refused_too(tmp_path, data_paths):
+    array = np.load(data_paths["test"]).copy()
+    array[0, 0, 0, 0] = -np.inf
+    np.save(tmp_path / "test.npy", array)
+    with pytest.raises(train_utils.DataError, match="test data .*: image 0 holds NaN or infinite"):
+        train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, test_data_path=str(tmp_path / "test.npy")))
+    assert not (tmp_path / "run").exists()
