@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets
+from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets, split_hpars
 
 __all__ = [
     "CHECKPOINT_STEPS",
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     import train_utils  # heavy (JAX); imported only to run a job
 
     try:
-        train_utils.run_job(job)
+        train_utils.run_job(*split_hpars(job))
     except train_utils.JobError as e:
         print(f"job.py: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR

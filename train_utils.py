@@ -855,13 +855,25 @@ def _stop_signals_caught() -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def train(hpars: dict) -> TrainState:
-    """Train per ``hpars`` (a dict from ``presets.get_preset_hpars`` plus overrides) and
-    return the final state. With ``save`` the run folder gets histories, sample images and
-    checkpoints; with ``timing_filename`` the time of every step is written there."""
+def _merged(config: dict, options: dict | None) -> dict:
+    """One dict of the experiment config and the run options (``presets.split_hpars``'s
+    inverse); a single full dict passes through."""
+    if options is None:
+        return config
+    overlap = set(config) & set(options)
+    if overlap:
+        raise JobError(f"bad hyperparameters: {sorted(overlap)} given both as config and as run options")
+    return {**config, **options}
+
+
+def train(config: dict, options: dict | None = None) -> TrainState:
+    """Train the experiment ``config`` with run ``options`` (``presets.split_hpars``; or one
+    full dict from ``presets.get_preset_hpars`` plus overrides as ``config``) and return the
+    final state. With ``save`` the run folder gets histories, sample images and checkpoints;
+    with ``timing_filename`` the time of every step is written there."""
     from tqdm import tqdm
 
-    hpars = _resolve_batch_size(hpars)
+    hpars = _resolve_batch_size(_merged(config, options))
     validate_hpars(hpars)
     shape, sr, batch_size = tuple(hpars["image_shape"]), hpars["sr_rate"], hpars["batch_size"]
     save, folder = hpars["save"], Path(hpars["folder"]) if hpars["folder"] else None
@@ -976,12 +988,12 @@ def write_timing(hpars: dict, mode: str, step_times: list[float]) -> None:
     )
 
 
-def time_inference(hpars: dict) -> list[float]:
+def time_inference(config: dict, options: dict | None = None) -> list[float]:
     """Time ``inference_steps`` forward passes of the inference-form model on batches
     ``(batch_size, 3, h / sr, w / sr)``: uniform random inputs in [-1, 1], or low-res center
     crops of ``inference_data_path`` when set. Only the model call is timed. Returns the
     times (seconds) and writes them to ``timing_filename`` when set."""
-    hpars = _resolve_batch_size(hpars)
+    hpars = _resolve_batch_size(_merged(config, options))
     validate_hpars(hpars)
     _, height, width = hpars["image_shape"]
     sr, batch_size, num_steps = hpars["sr_rate"], hpars["batch_size"], hpars["inference_steps"]
@@ -1016,9 +1028,10 @@ def time_inference(hpars: dict) -> list[float]:
     return step_times
 
 
-def run_job(hpars: dict) -> TrainState | list[float]:
+def run_job(config: dict, options: dict | None = None) -> TrainState | list[float]:
     """What ``python job.py`` does: ``time_inference`` when ``inference_steps`` is set, else
-    ``train``."""
+    ``train`` (arguments as ``train``)."""
+    hpars = _merged(config, options)
     if hpars.get("inference_steps"):
         return time_inference(hpars)
     return train(hpars)

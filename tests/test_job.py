@@ -166,14 +166,14 @@ def test_job_main_trains_then_protects_folder(tmp_path, capsys):
 def test_exit_status_of_stopped_and_out_of_memory_runs(monkeypatch, capsys):
     import train_utils
 
-    def stopped(hpars):
+    def stopped(config, options=None):
         raise train_utils.TrainingInterrupted(signal.SIGUSR1, 7)
 
     monkeypatch.setattr(train_utils, "run_job", stopped)
     assert job.main(["preset=repl"]) == 128 + signal.SIGUSR1
     assert capsys.readouterr().err == "job.py: stopped by SIGUSR1 at step 7; checkpoint written\n"
 
-    def out_of_memory(hpars):
+    def out_of_memory(config, options=None):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
 
     monkeypatch.setattr(train_utils, "run_job", out_of_memory)

@@ -132,6 +132,17 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_paths):
     assert (tmp_path / "parts/train_history.csv").read_text() == (tmp_path / "whole/train_history.csv").read_text()
 
 
+def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths):
+    whole = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "one", data_paths))
+    config, options = presets.split_hpars(tiny_hpars("lp1x1cs", tmp_path / "two", data_paths))
+    assert "folder" in options and "train_steps" in options and "model_hpars" in config and "folder" not in config
+    apart = train_utils.train(config, options)
+    for a, b in zip(model_leaves(apart.model), model_leaves(whole.model)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(train_utils.JobError, match="both as config and as run options"):
+        train_utils.train(config, {**options, "seed": 1})
+
+
 def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
     train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=2))
     other = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=3, resume_checkpoint=-1, batch_size=3)
