@@ -178,6 +178,14 @@ def history_csv_path(folder: str | os.PathLike, kind: str) -> Path:
     return Path(folder) / RUN_HISTORY_FILENAMES[kind]
 
 
+def sample_image_path(folder: str | os.PathLike, index: int, kind: str, step: int | None = None) -> Path:
+    """A sample PNG of test image ``index`` in ``{folder}/test_images/``: the low-res input
+    and the target once (``test{index:03d}_{kind}.png``), the prediction per step
+    (``{step:08d}_test{index:03d}_prediction.png``)."""
+    name = f"test{index:03d}_{kind}.png" if step is None else f"{step:08d}_test{index:03d}_{kind}.png"
+    return Path(folder) / TEST_IMAGES_FOLDER / name
+
+
 def slurm_job_map_path(runs_folder: str | os.PathLike) -> Path:
     return Path(runs_folder) / SLURM_JOB_MAP_FILENAME
 

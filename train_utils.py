@@ -662,17 +662,16 @@ def _srgb_image(x: np.ndarray) -> np.ndarray:
 
 def save_sample_images(folder: Path, step: int, samples: dict[int, tuple[np.ndarray, ...]]) -> None:
     """PNGs in ``{folder}/test_images/``: low-res input and target once per test image, the
-    prediction per step (``{step:08d}_test{index:03d}_prediction.png``)."""
+    prediction per step (names: ``run_layout.sample_image_path``)."""
     from PIL import Image  # only needed when images are written
 
-    images_folder = folder / TEST_IMAGES_FOLDER
-    images_folder.mkdir(exist_ok=True)
+    (folder / TEST_IMAGES_FOLDER).mkdir(exist_ok=True)
     for index, (inputs, targets, prediction) in samples.items():
         for name, image in (("input", inputs), ("target", targets)):
-            path = images_folder / f"test{index:03d}_{name}.png"
+            path = run_layout.sample_image_path(folder, index, name)
             if not path.exists():
                 Image.fromarray(_srgb_image(image)).save(path)
-        Image.fromarray(_srgb_image(prediction)).save(images_folder / f"{step:08d}_test{index:03d}_prediction.png")
+        Image.fromarray(_srgb_image(prediction)).save(run_layout.sample_image_path(folder, index, "prediction", step))
 
 
 # ----------------------------------------------------------------------------------------------
