@@ -814,8 +814,8 @@ def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
     """The state to continue from (a checkpoint per ``resume_checkpoint``, else step 0) and
     the histories cut back to that state. Everything that can refuse the run is read and
     checked before the run folder is touched."""
-    if hpars["save"] and hpars["folder"]:
-        _restore_replaced_checkpoints(Path(hpars["folder"]))
+    if hpars["save"] and hpars["folder"] and hpars["resume_checkpoint"] is not None:
+        _restore_replaced_checkpoints(Path(hpars["folder"]))  # a repair: the same data, back in place
     resume = _select_checkpoint(hpars)
     if resume is None:
         ts, history_rows = init_train_state(hpars, make_optimizer(hpars)), {"train": 0, "test": 0}
@@ -959,6 +959,11 @@ def train(config: dict, options: dict | None = None) -> TrainState:
     except Exception as e:
         # Record why the run stopped, for the status and success tables; the error propagates.
         _record_outcome(hpars, "failed", ts.step, f"training failed at step {ts.step}: {_one_line(e)}")
+        if isinstance(e, OSError):  # a full disk or I/O error writing histories or images
+            raise JobError(
+                f"training stopped at step {ts.step}: {_one_line(e)}; the checkpoints are intact: fix the cause "
+                "and rerun with resume_checkpoint=-1"
+            ) from e
         raise
     finally:
         progress.close()

@@ -360,3 +360,21 @@ def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, env):
     for run, path in expected.items():
         np.testing.assert_array_equal(np.load(got[run]), np.load(path))
     assert not list((parts / run_layout.OUTPUT_CROP_SUMSQS_FOLDER).glob("*.partial-*"))
+
+
+def test_full_disk_while_appending_history_is_one_clear_error(tmp_path, data, monkeypatch, uninterrupted):
+    folder = tmp_path / "run"
+    append = train_utils.CsvHistory.append
+
+    def fill_disk_after_step_14(self, rows):
+        if rows and rows[-1][0] > 14:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return append(self, rows)
+
+    monkeypatch.setattr(train_utils.CsvHistory, "append", fill_disk_after_step_14)
+    with pytest.raises(train_utils.JobError, match="No space left on device.*checkpoints are intact"):
+        train_utils.train(tiny_hpars(folder, data))
+    assert train_utils.list_checkpoints(folder) == [4, 8, 12]
+    monkeypatch.setattr(train_utils.CsvHistory, "append", append)
+    train_utils.train(tiny_hpars(folder, data))
+    assert_same_run(folder, uninterrupted)
