@@ -1,10 +1,12 @@
 """Train one preset and seed: ``python job.py preset=lp2x3 seed=0 [name=value ...]``.
 
-Names (as in the paper's code; README "Training"): seed, resume_checkpoint, folder, train_data_path, test_data_path,
-train_steps, batch_size (an int, or ``max`` for the largest size found by the timing
-evaluations), protect_existing, save (True/False), checkpoint_steps (``[1,2,3]``),
-timing_filename, inference_steps, inference_data_path, cooldown; and for smoke runs
-image_shape (``[3,96,96]``) and test_image_save_interval. ``None`` clears an optional value.
+Names (those of the paper's code; README "Training"): seed, resume_checkpoint, folder,
+train_data_path, test_data_path, train_steps, batch_size (an int, or ``max`` for the largest
+size found by the timing evaluations), protect_existing, save (True/False), checkpoint_steps
+(``[1,2,3]``), timing_filename, inference_steps, inference_data_path, cooldown; and for smoke
+runs image_shape (``[3,96,96]``) and test_image_save_interval. ``None`` clears an optional
+value. ``resume_checkpoint=-1`` resumes from the newest checkpoint that fully loads, and
+stops without changing anything when checkpoints exist but none does.
 
 Exit status: 0 done, 1 a clear one-line error (missing data, existing run folder,
 diverged training, ...), 2 a bad command line, 3 out of memory, 128 + N when signal N

@@ -234,7 +234,9 @@ def list_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
 def complete_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
     """Steps of the checkpoint folders that have their ``checkpoint.json`` (what a cheap
     look, e.g. a status table, counts as written; loading verifies the rest)."""
-    return [step for step in list_checkpoint_steps(folder) if (checkpoint_folder(folder, step) / "checkpoint.json").is_file()]
+    return [
+        step for step in list_checkpoint_steps(folder) if (checkpoint_folder(folder, step) / "checkpoint.json").is_file()
+    ]
 
 
 def is_run_finished(runs_folder: str | os.PathLike, preset: str, seed: int, train_steps: int) -> bool:

@@ -407,7 +407,9 @@ def runs_with_folders(runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Run
     return found
 
 
-def collect_status(selected: list[Run] | None, train_steps: int, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[RunStatus]:
+def collect_status(
+    selected: list[Run] | None, train_steps: int, runs_folder: str | Path = DEFAULT_RUNS_FOLDER
+) -> list[RunStatus]:
     """Statuses of the selected runs, or else of every run that was submitted or has a folder.
     ``train_steps`` is the final step of runs that this script did not submit."""
     submissions = latest_submissions(load_job_map(runs_folder))
