@@ -179,3 +179,21 @@ def test_exit_status_of_stopped_and_out_of_memory_runs(monkeypatch, capsys):
     monkeypatch.setattr(train_utils, "run_job", out_of_memory)
     assert job.main(["preset=repl"]) == 3
     assert capsys.readouterr().err.startswith("job.py: out of memory: RESOURCE_EXHAUSTED")
+
+
+def test_preset_padding_settings_match_the_papers_methods():
+    """presets.py cannot import padding.py (it would import JAX into ``import job``), so its lp
+    and extr settings repeat padding.PAPER_METHODS; this keeps the two from drifting apart."""
+    import padding
+
+    checked = 0
+    for name in presets.presets:
+        method = name.split("_oc")[0]
+        if method not in padding.PAPER_METHODS:
+            continue  # zero-repl, zero-zero: the mode alone
+        mode, kwargs = padding.PAPER_METHODS[method]
+        model_hpars = presets.get_preset_hpars(name)["model_hpars"]
+        assert model_hpars["conv_padding_method"] == mode, name
+        assert {k: model_hpars["padding_method_kwargs"].get(k) for k in kwargs} == kwargs, name
+        checked += 1
+    assert checked == 20
