@@ -147,3 +147,17 @@ def preprocess_batch_for_superresolution_task(
     inputs = low[:, :, 1:-1, 1:-1]
     targets = crop[:, :, sr_rate:-sr_rate, sr_rate:-sr_rate]
     return inputs, targets
+
+
+def first_non_finite_image(data: np.ndarray, chunk_bytes: int = 256 << 20) -> int | None:
+    """The index of the first image of ``data`` ``(N, ...)`` holding a NaN or infinity, or None.
+
+    Reads ``data`` (typically memory-mapped) a chunk of about ``chunk_bytes`` at a time, so a
+    28 GB training set is checked without holding it in memory."""
+    per_image = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
+    chunk = max(1, chunk_bytes // per_image)
+    for start in range(0, len(data), chunk):
+        finite = np.isfinite(np.asarray(data[start : start + chunk])).reshape(min(chunk, len(data) - start), -1).all(axis=1)
+        if not finite.all():
+            return start + int(np.argmin(finite))
+    return None

@@ -1,17 +1,21 @@
-"""Export final weights and loss histories out of training runs (SPEC 7).
+"""Export final weights and loss histories out of training runs (the published layout of the
+paper's repository, Niemitalo et al. 2025, arXiv:2502.12300; file names in ``run_layout``).
 
-For each run folder ``runs/{name}_s{seed}`` whose name is a preset or a preset's compat name
-(``zero_el1_s3`` is ``zero_oc1`` seed 3), write into ``results/trained_models/``:
+For each run folder (``run_layout.find_run_folders``: a preset's name or its older compat name
+and the seed, e.g. ``zero_el1_s3`` is ``zero_oc1`` seed 3), write into
+``results/trained_models/`` the files of ``run_layout.TrainedModel``:
 
-- ``{preset}_s{seed}.eqx``: the weights of the final checkpoint (the one at the run's
-  ``train_steps``) in the published format (SPEC 3, ``rvsr.save_rvsr_weights``);
-- ``{preset}_s{seed}_train_loss.parquet``: ``step`` int32, ``train_loss`` float16;
-- ``{preset}_s{seed}_test_loss.parquet``: ``step`` int32, ``test_loss`` float16;
+- the weights (``.eqx``) of the final checkpoint (the one at the run's ``train_steps``) in
+  the published format (``rvsr.save_rvsr_weights``);
+- the train and test loss histories (``_train_loss.parquet``, ``_test_loss.parquet``):
+  ``step`` int32 and ``train_loss`` / ``test_loss`` float16;
 
 both Parquet files brotli-compressed. The seed is the run folder's own. A run without a final
-checkpoint (unfinished or diverged) gets its histories only. Files are written atomically and
-existing exports are kept unless ``--overwrite``; only a history that the run has since
-extended (an earlier export of an unfinished run) is replaced by the longer one.
+checkpoint (unfinished or diverged) gets its histories only. A newest checkpoint that fails its
+checksums is an error for that run (the other runs are still exported; exit status 1), never
+a silent fallback to an older one. Files are written atomically and existing exports are kept
+unless ``--overwrite``; only a history that the run has since extended (an earlier export of
+an unfinished run) is replaced by the longer one.
 
 Usage::
 
@@ -22,70 +26,34 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import eval_common as ec
 import paths_config
-import presets
+import run_layout
 import rvsr
 import train_utils
 from io_utils import atomic_path
+from run_layout import RunFolder, find_run_folders, preset_of_folder_name
 
-HISTORY_FILES = {"train": train_utils.TRAIN_HISTORY_FILENAME, "test": train_utils.TEST_HISTORY_FILENAME}
-
-
-@dataclasses.dataclass(frozen=True)
-class RunFolder:
-    preset: str
-    seed: int
-    path: Path
-
-
-def preset_of_folder_name(name: str) -> str | None:
-    """The preset whose name or compat name is ``name``, or None."""
-    if name in presets.presets:
-        return name
-    return next((p for p, overrides in presets.presets.items() if overrides.get("compat_preset") == name), None)
-
-
-def find_run_folders(
-    runs_folder: str | Path, only_presets: Iterable[str] | None = None, only_seeds: Iterable[int] | None = None
-) -> list[RunFolder]:
-    """The run folders of known presets in ``runs_folder``, in preset-table order then by seed.
-    Where a run exists under both names, the preset name wins (with a note)."""
-    runs_folder = Path(runs_folder)
-    if not runs_folder.is_dir():
-        raise ec.EvalError(f"no runs folder {runs_folder}")
-    wanted_presets = None if only_presets is None else set(only_presets)
-    wanted_seeds = None if only_seeds is None else set(only_seeds)
-    candidates: dict[tuple[str, int], list[Path]] = {}
-    for path in sorted(p for p in runs_folder.iterdir() if p.is_dir()):
-        parsed = ec.parse_model_stem(path.name)
-        preset = None if parsed is None else preset_of_folder_name(parsed[0])
-        if preset is None:
-            continue
-        seed = parsed[1]
-        if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
-            candidates.setdefault((preset, seed), []).append(path)
-    runs = []
-    for (preset, seed), paths in candidates.items():
-        paths.sort(key=lambda p: p.name != ec.model_stem(preset, seed))  # the preset's own name first
-        if len(paths) > 1:
-            print(f"{preset} seed {seed}: using {paths[0]}, not {', '.join(map(str, paths[1:]))}")
-        runs.append(RunFolder(preset, seed, paths[0]))
-    return sorted(runs, key=lambda r: ec.table_order(r.preset, r.seed))
+__all__ = ["RunFolder", "find_run_folders", "preset_of_folder_name", "final_checkpoint", "export_run", "main"]
 
 
 def final_checkpoint(run_folder: Path) -> tuple[Path | None, str]:
     """``(checkpoint, note)``: the newest checkpoint if it is at the run's ``train_steps``,
-    else ``(None, why not)``."""
-    path = train_utils.latest_checkpoint(run_folder)
-    if path is None:
+    else ``(None, why not)``. ``EvalError`` when the newest checkpoint is damaged (its
+    checkpoint.json or checksums): exporting an older one instead would hide the damage."""
+    steps = train_utils.list_checkpoints(run_folder)
+    if not steps:
         return None, "no checkpoint"
-    info = train_utils.read_checkpoint_info(path)
+    path = run_layout.checkpoint_folder(run_folder, steps[-1])
+    try:
+        info = train_utils.read_checkpoint_info(path)
+        train_utils.verify_checkpoint_files(path, info)
+    except train_utils.CheckpointError as e:
+        raise ec.EvalError(f"{e}; rerun its training with resume_checkpoint=-1 to redo it") from e
     if info["step"] != info["hpars"]["train_steps"]:
         return None, f"newest checkpoint is step {info['step']} of {info['hpars']['train_steps']}"
     return path, f"step {info['step']}"
@@ -128,8 +96,8 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
         with atomic_path(target.weights_path) as tmp:
             rvsr.save_rvsr_weights(train_state.model, tmp)
         written.append("model")
-    for kind, filename in HISTORY_FILES.items():
-        steps, losses = read_history_csv(run.path / filename)
+    for kind in run_layout.LOSS_HISTORY_KINDS:
+        steps, losses = read_history_csv(run_layout.history_csv_path(run.path, kind))
         path = target.history_path(kind)
         if steps and _history_outdated(path, len(steps), overwrite):
             ec.write_loss_history(path, kind, steps, losses)
@@ -152,8 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = find_run_folders(args.runs_folder, args.presets, args.seeds)
         if not runs:
             raise ec.EvalError(f"no run folders of the requested presets / seeds in {args.runs_folder}")
+        failed = []
         for run in runs:
-            print(export_run(run, Path(args.output_folder), args.overwrite))
+            try:
+                print(export_run(run, Path(args.output_folder), args.overwrite))
+            except ec.EvalError as e:  # one damaged run must not stop the others' export
+                print(f"{run.path}: error: {' '.join(str(e).split())}", file=sys.stderr)
+                failed.append(run.path.name)
+        if failed:
+            raise ec.EvalError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")
 
     return ec.run_script("export_trained_models.py", body)
 

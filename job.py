@@ -1,10 +1,12 @@
 """Train one preset and seed: ``python job.py preset=lp2x3 seed=0 [name=value ...]``.
 
-Names (SPEC 5): seed, resume_checkpoint, folder, train_data_path, test_data_path,
-train_steps, batch_size (an int, or ``max`` for the largest size found by the timing
-evaluations), protect_existing, save (True/False), checkpoint_steps (``[1,2,3]``),
-timing_filename, inference_steps, inference_data_path, cooldown; and for smoke runs
-image_shape (``[3,96,96]``) and test_image_save_interval. ``None`` clears an optional value.
+Names (those of the paper's code; README "Training"): seed, resume_checkpoint, folder,
+train_data_path, test_data_path, train_steps, batch_size (an int, or ``max`` for the largest
+size found by the timing evaluations), protect_existing, save (True/False), checkpoint_steps
+(``[1,2,3]``), timing_filename, inference_steps, inference_data_path, cooldown; and for smoke
+runs image_shape (``[3,96,96]``) and test_image_save_interval. ``None`` clears an optional
+value. ``resume_checkpoint=-1`` resumes from the newest checkpoint that fully loads, and
+stops without changing anything when checkpoints exist but none does.
 
 Exit status: 0 done, 1 a clear one-line error (missing data, existing run folder,
 diverged training, ...), 2 a bad command line, 3 out of memory, 128 + N when signal N
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets
+from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets, split_hpars
 
 __all__ = [
     "CHECKPOINT_STEPS",
@@ -154,10 +156,11 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     return values
 
 
-def job_hpars(args: dict[str, Any]) -> dict:
-    """The hyperparameters of a parsed command line."""
+def job_hpars(args: dict[str, Any], paths: dict | None = None) -> dict:
+    """The hyperparameters of a parsed command line; folders from ``paths`` (default: the
+    default folders; ``main`` passes ``paths_config.get_paths()``)."""
     args = dict(args)
-    job = get_preset_hpars(args.pop("preset"), args.pop("seed", None))
+    job = get_preset_hpars(args.pop("preset"), args.pop("seed", None), paths=paths)
     job.update(args)
     return job
 
@@ -173,15 +176,17 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    import paths_config  # the environment (LPPAD_*) is read here, at the command line only
+
     try:
-        job = job_hpars(parse_args(argv))
+        job = job_hpars(parse_args(argv), paths_config.get_paths())
     except UsageError as e:
         print(f"job.py: error: {e} ({USAGE})", file=sys.stderr)
         return EXIT_USAGE
     import train_utils  # heavy (JAX); imported only to run a job
 
     try:
-        train_utils.run_job(job)
+        train_utils.run_job(*split_hpars(job))
     except train_utils.JobError as e:
         print(f"job.py: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,4 +1,4 @@
-"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (SPEC section 6).
+"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (README "Dataset").
 
 Input: the files ``*NNNNNN.nc`` anywhere under the dataset folder (hidden folders skipped),
 sorted by name and numbered consecutively, 10,000 of them. Each holds the variables ``B04``,
@@ -146,8 +146,11 @@ def read_image(path: Path, size: int) -> np.ndarray:
     except Exception as error:  # any reader failure means a malformed file; name it
         raise ConversionError(f"{path}: not a readable netCDF file ({type(error).__name__}: {error})") from None
     image = np.stack(channels).astype(np.float32)
-    if not np.isfinite(image).all():
-        raise ConversionError(f"{path}: contains non-finite values")
+    bad = ~np.isfinite(image)
+    if bad.any():  # caught here, not as a NaN training loss days later
+        band, y, x = np.argwhere(bad)[0]
+        raise ConversionError(f"{path}: {int(bad.sum())} non-finite values (NaN or infinity), the first in "
+                              f"{BANDS[band]} at y={y}, x={x}; is the file damaged?")
     return image
 
 
@@ -158,7 +161,10 @@ def write_images(out_path: Path, files: Sequence[Path], size: int, bar: tqdm) ->
     out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(files), 3, size, size))
     crcs, stats = [], np.empty((len(files), 2, 3))
     for k, path in enumerate(files):
-        image = read_image(path, size)
+        try:
+            image = read_image(path, size)
+        except ConversionError as error:
+            raise ConversionError(f"{out_path.name.split('.partial-')[0]}.npy image {k}: {error}") from None
         out[k] = image
         crcs.append(zlib.crc32(image))
         stats[k] = image.mean(axis=(1, 2), dtype=np.float64), image.var(axis=(1, 2), dtype=np.float64)

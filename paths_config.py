@@ -24,8 +24,15 @@ _DEFAULTS = {
 ENV_PREFIX = "LPPAD_"
 
 
+def default_paths() -> dict[str, str]:
+    """The paths dict without environment overrides (what library code uses when a caller
+    passes no paths)."""
+    return get_paths({})
+
+
 def get_paths(environ: dict | None = None) -> dict[str, str]:
-    """The paths dict with environment overrides applied (pure given ``environ``)."""
+    """The paths dict with environment overrides applied (pure given ``environ``). Called by
+    command-line entry points; library functions take a paths dict instead."""
     environ = os.environ if environ is None else environ
     paths = {key: environ.get(ENV_PREFIX + key.upper(), value) for key, value in _DEFAULTS.items()}
     if paths["trained_models_folder"] is None:
@@ -42,5 +49,3 @@ def test_data_path(paths: dict | None = None) -> str:
     paths = get_paths() if paths is None else paths
     return os.path.join(paths["dataset_folder"], paths["test_data_filename"])
 
-
-paths = get_paths()

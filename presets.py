@@ -1,16 +1,27 @@
-"""Default training hyperparameters and the 22 presets of the paper (SPEC 5).
+"""The experiment plan: default training hyperparameters, the paper's 22 presets and seeds.
 
-Importing this module has no side effects. Everything here is plain JSON-serialisable data
-(checkpoints store the hyperparameters as JSON); the optimizer and learning-rate schedule are
-described by parameters and built by ``train_utils.make_optimizer``.
+Importing this module has no side effects (in particular it reads no environment variables:
+data and run folders come from a ``paths`` dict that the command-line entry points build with
+``paths_config.get_paths()``; without one the default relative folders are used).
+Everything here is plain JSON-serialisable data (checkpoints store it as JSON); the optimizer
+and learning-rate schedule are described by parameters and built by
+``train_utils.make_optimizer``.
 
-Use ``get_preset_hpars(preset, seed)`` for the full hyperparameters of one training run.
+Use ``get_preset_hpars(preset, seed)`` for the full hyperparameters of one training run. They
+fall into two parts (``split_hpars``): the experiment *config* (``CONFIG_KEYS``: what changes
+the results; stored with every checkpoint and compared on resume) and the run *options*
+(``RUN_OPTION_KEYS``: how long, where and how a run goes).
+
+The plan of the paper (Niemitalo et al. 2025, arXiv:2502.12300): every preset with seeds
+0..11 except extr1, extr2 and lp6x7 with seeds 0..2, 237 runs (``plan()``).
 """
 
 import copy
-import os
+import re
+from collections.abc import Sequence
 
 import paths_config
+import run_layout
 
 REPLACE = "<replace>"
 """A dict in a preset that contains this key replaces the default dict whole instead of merging."""
@@ -24,8 +35,9 @@ CHECKPOINT_STEPS: list[int] = (
 
 
 def default_hpars(paths: dict | None = None) -> dict:
-    """The default hyperparameters; data paths come from ``paths`` (default: ``paths_config``)."""
-    paths = paths_config.get_paths() if paths is None else paths
+    """The default hyperparameters; data paths come from ``paths`` (default: the default
+    folders of ``paths_config``, not the environment)."""
+    paths = paths_config.default_paths() if paths is None else paths
     return {
         "preset": None,
         "compat_preset": None,
@@ -72,11 +84,41 @@ def default_hpars(paths: dict | None = None) -> dict:
         "cooldown": 0.0,
         "train_data_path": paths_config.train_data_path(paths),
         "test_data_path": paths_config.test_data_path(paths),
+        # Where batch_size="max" finds the largest batch sizes (results/timing.json).
+        "results_folder": paths["results_folder"],
     }
 
 
 hpars: dict = default_hpars()
-"""Default hyperparameters, with data paths as configured when this module was imported."""
+"""Default hyperparameters, with the default (relative) data folders."""
+
+LABEL_KEYS = ("preset", "compat_preset")
+"""Which experiment a config is; names only, so a run under an older name still resumes."""
+RESULT_KEYS = (
+    "sr_rate",
+    "model_type",
+    "model_hpars",
+    "image_shape",
+    "batch_size",
+    "shuffle_train_data",
+    "optimizer",
+    "learning_rate_schedule",
+    "seed",
+)
+"""Hyperparameters that change the trained model: a resumed run must share them."""
+CONFIG_KEYS = LABEL_KEYS + RESULT_KEYS
+"""The experiment config: stored with every checkpoint, compared on resume (``RESULT_KEYS``)."""
+RUN_OPTION_KEYS = tuple(name for name in hpars if name not in CONFIG_KEYS)
+"""How and where a run goes: folder, train_steps, checkpoint_steps, resume_checkpoint,
+protect_existing, save, timing, data paths, test-loss interval, ... (free to change on resume)."""
+
+
+def split_hpars(hpars: dict) -> tuple[dict, dict]:
+    """``(config, options)`` of a full hyperparameter dict (keys outside both lists are
+    options too, so nothing is dropped)."""
+    config = {name: hpars[name] for name in CONFIG_KEYS if name in hpars}
+    options = {name: value for name, value in hpars.items() if name not in CONFIG_KEYS}
+    return config, options
 
 
 def _lp(length: int, width: int, correlate_method: str, apodization: str | None = "tukey") -> dict:
@@ -131,6 +173,57 @@ def table_order(preset: str, seed: int = 0) -> tuple[int, int]:
     return list(presets).index(preset), seed
 
 
+PAPER_SEEDS = range(12)
+FEW_SEED_PRESETS = {"extr1": range(3), "extr2": range(3), "lp6x7": range(3)}
+"""The paper trained these three presets with seeds 0..2 only."""
+LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")
+"""The models whose feature-map padding NMSE the paper measures (``eval_layer_nmse.py``)."""
+
+Run = tuple[str, int]  # (preset, seed)
+
+
+class PlanError(ValueError):
+    """A ``--presets`` / ``--seeds`` selection that names no valid runs."""
+
+
+def plan(selected_presets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Run]:
+    """Runs in preset-then-seed order. Unset presets: all of them; unset seeds: the paper's
+    seeds of each preset (0..11, or 0..2 for extr1, extr2 and lp6x7): 237 runs in all."""
+    runs = []
+    for preset in presets if selected_presets is None else selected_presets:
+        preset_seeds = FEW_SEED_PRESETS.get(preset, PAPER_SEEDS) if seeds is None else seeds
+        runs.extend((preset, seed) for seed in preset_seeds)
+    return runs
+
+
+def parse_presets(text: str) -> list[str]:
+    """``"lp2x3,repl"`` -> ``["lp2x3", "repl"]``; ``"all"`` is every preset."""
+    if text.strip() == "all":
+        return list(presets)
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in presets:
+            raise PlanError(f"unknown preset {name!r} in --presets; choose from {', '.join(presets)}")
+    if len(set(names)) != len(names):
+        raise PlanError(f"--presets names a preset twice: {text}")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-11"``, ``"0,3,5"`` or ``"0-2,7"`` -> a sorted list of distinct non-negative seeds."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise PlanError(f"bad --seeds part {part!r}; expected seeds like 0-11 or 0,3,5")
+        first = int(match[1])
+        last = first if match[2] is None else int(match[2])
+        if last < first:
+            raise PlanError(f"bad --seeds range {part.strip()!r}: the end is below the start")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
 def merge_hpars(base: dict, overrides: dict) -> dict:
     """A deep copy of ``base`` updated by ``overrides``; nested dicts merge key by key.
 
@@ -149,16 +242,18 @@ def merge_hpars(base: dict, overrides: dict) -> dict:
 
 
 def run_folder(preset: str, seed: int, paths: dict | None = None) -> str:
-    """``{train_runs_folder}/{preset}_s{seed}``."""
-    paths = paths_config.get_paths() if paths is None else paths
-    return os.path.join(paths["train_runs_folder"], f"{preset}_s{seed}")
+    """The run folder of ``preset`` and ``seed`` in ``train_runs_folder`` (``run_layout.run_folder``), as a string."""
+    paths = paths_config.default_paths() if paths is None else paths
+    return str(run_layout.run_folder(paths["train_runs_folder"], preset, seed))
 
 
 def get_preset_hpars(preset: str, seed: int | None = None, *, paths: dict | None = None) -> dict:
     """The full hyperparameters of ``preset`` for ``seed`` (default: the default seed 0).
 
-    Sets ``preset``, ``seed`` and ``folder = runs/{preset}_s{seed}``. Raises ``KeyError`` for
-    an unknown preset.
+    Sets ``preset``, ``seed`` and ``folder`` (``run_folder``); folders come from
+    ``paths`` (default: ``paths_config``'s defaults; command lines pass
+    ``paths_config.get_paths()`` to honour ``LPPAD_*``). Raises ``KeyError`` for an unknown
+    preset.
     """
     if preset not in presets:
         raise KeyError(f"unknown preset {preset!r}; known presets: {', '.join(presets)}")

@@ -20,7 +20,8 @@ result, shown in the success table); the exports and evaluations skip what they 
 before, and an interrupted step continues where it stopped. Without ``--presets`` /
 ``--seeds`` the paper's plan runs: every preset with seeds 0..11 (0..2 for extr1, extr2 and
 lp6x7). Names after ``--`` go to every ``job.py`` training run (e.g. ``batch_size=32``).
-Folders come from ``paths_config`` (``LPPAD_*`` environment variables move them).
+Folders come from ``paths_config`` (``LPPAD_*`` environment variables move them), read once
+in ``main``; the steps get them as the workflow's paths and the scripts as their environment.
 
 ``--smoke`` runs everything offline on a CPU at toy scale in its own folder tree
 (``smoke/``): synthetic .nc files served by a local Metax stand-in, a small split of small
@@ -46,14 +47,14 @@ from typing import NoReturn
 
 import paths_config
 import presets
-import slurm_train
+import run_layout
+from presets import LAYER_NMSE_PRESETS
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
 STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
          "eval_layer_nmse", "bilinear_test", "notebook")
-LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")  # the models eval_layer_nmse.py evaluates
 # job.py names that this script sets itself.
 RESERVED_JOB_NAMES = ("preset", "seed", "resume_checkpoint", "folder", "train_steps")
 SMOKE_FOLDERS = {"temp_folder": "temp", "dataset_folder": "dataset", "train_runs_folder": "runs",
@@ -199,19 +200,19 @@ def step_convert(workflow: Workflow) -> None:
 
 def training_skip_reason(workflow: Workflow, preset: str, seed: int) -> str | None:
     """Why a training run needs no work, or None. A run folder decides; without one, a model
-    in the trained-models folder (a published one) counts as done."""
-    # slurm_train finds the run folders through paths_config, so in os.environ (see main).
-    if not any(folder.is_dir() for folder in slurm_train.run_folders((preset, seed))):
-        exported = Path(workflow.paths["trained_models_folder"]) / f"{preset}_s{seed}.eqx"
+    in the trained-models folder (a published one) counts as done. A run whose trainer
+    recorded the outcome "diverged" is done too (a result); any other outcome is retried."""
+    runs_folder = workflow.paths["train_runs_folder"]
+    folders = run_layout.run_folder_candidates(runs_folder, preset, seed)
+    if not any(folder.is_dir() for folder in folders):
+        exported = run_layout.TrainedModel(preset, seed, Path(workflow.paths["trained_models_folder"])).weights_path
         return "exported model exists" if exported.exists() else None
-    if slurm_train.is_finished((preset, seed), workflow.train_steps):
+    if run_layout.is_run_finished(runs_folder, preset, seed, workflow.train_steps):
         return "finished"
-    for folder in slurm_train.run_folders((preset, seed)):
-        exception = folder / "exception.txt"
-        if exception.is_file():
-            first_line = exception.read_text(errors="replace").strip().splitlines()[:1]
-            if first_line and slurm_train.DIVERGED_MESSAGE.match(first_line[0]):
-                return f"diverged earlier ({first_line[0]})"
+    for folder in folders:
+        outcome = run_layout.read_outcome(folder)
+        if outcome is not None and outcome.kind == "diverged":
+            return f"diverged earlier ({outcome.message})"
     return None
 
 
@@ -371,9 +372,9 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
         raise UsageError("--fast needs --smoke")
     scale = (FAST_SMOKE if args.fast else SMOKE) if args.smoke else PAPER
     try:
-        chosen_presets = slurm_train.parse_presets(args.presets) if args.presets else scale.presets
-        chosen_seeds = slurm_train.parse_seeds(args.seeds) if args.seeds else scale.seeds
-    except slurm_train.UsageError as e:
+        chosen_presets = presets.parse_presets(args.presets) if args.presets else scale.presets
+        chosen_seeds = presets.parse_seeds(args.seeds) if args.seeds else scale.seeds
+    except presets.PlanError as e:
         raise UsageError(str(e)) from None
     train_steps = args.train_steps if args.train_steps is not None else scale.train_steps
     if train_steps is None:
@@ -398,25 +399,11 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     # Absolute folders: the notebook runs in the repository folder, the scripts where we are.
     paths = paths_config.get_paths(env)
     env.update({f"{paths_config.ENV_PREFIX}{key.upper()}": os.path.abspath(paths[key]) for key in FOLDER_KEYS})
-    runs = slurm_train.plan(chosen_presets, chosen_seeds)
+    runs = presets.plan(chosen_presets, chosen_seeds)
     workflow = Workflow(scale, runs, list(dict.fromkeys(p for p, _ in runs)),
                         None if chosen_seeds is None else list(chosen_seeds), train_steps,
                         [*scale.job_args, *job_args], env, args.dry_run)
     return workflow, steps
-
-
-@contextlib.contextmanager
-def process_environment(env: dict[str, str]) -> Iterator[None]:
-    """``os.environ`` set to ``env`` for the duration (modules such as slurm_train read their
-    folders from paths_config, which reads os.environ), then restored."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
@@ -444,8 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reproduce.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with process_environment(workflow.env):
-            return run_steps(workflow, steps)
+        return run_steps(workflow, steps)
     except KeyboardInterrupt:
         print("reproduce.py: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130

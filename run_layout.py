@@ -4,6 +4,13 @@ Training runs (``job.py``, ``slurm_train.py``)::
 
     runs/{preset}_s{seed}/                         one run folder (or its preset's older
                                                    compat name, e.g. runs/zero_el50_s3)
+        train_history.csv, test_history.csv        step,loss,learning_rate / step,test_loss
+        {step:08d}/                                one checkpoint (see ``train_utils``)
+        .partial-{step:08d}-{hex}/                 a checkpoint being written (never read)
+        exception.json                             why training stopped: {"kind", "step", "message"}
+        exception.txt                              the same message as one line of text
+        test_images/                               sample PNGs
+    runs/slurm_jobs.json, runs/slurm_logs/         ``slurm_train.py`` bookkeeping
 
 Published models (``export_trained_models.py``; the input of every evaluation)::
 
@@ -25,6 +32,7 @@ command-line scripts take them from ``paths_config`` or their options.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -32,15 +40,27 @@ from pathlib import Path
 
 import numpy as np
 
-from io_utils import atomic_path
+from io_utils import atomic_path, atomic_write_json, atomic_write_text
 
 _MODEL_STEM = re.compile(r"^(?P<preset>.+)_s(?P<seed>\d+)$")
+_CHECKPOINT_FOLDER = re.compile(r"^\d{8}$")
 
 WEIGHTS_SUFFIX = ".eqx"
 LOSS_HISTORY_KINDS = ("train", "test")
 OUTPUT_CROP_SUMSQS_FOLDER = "output_crop_sumsqs"
 TIMING_FILENAME = "timing.json"
 LAYER_NMSE_FILENAME = "layer_nmse.json"
+
+TRAIN_HISTORY_FILENAME = "train_history.csv"
+TEST_HISTORY_FILENAME = "test_history.csv"
+RUN_HISTORY_FILENAMES = {"train": TRAIN_HISTORY_FILENAME, "test": TEST_HISTORY_FILENAME}
+TEST_IMAGES_FOLDER = "test_images"
+OUTCOME_FILENAME = "exception.json"
+EXCEPTION_FILENAME = "exception.txt"
+PARTIAL_CHECKPOINT_PREFIX = ".partial-"
+REPLACED_CHECKPOINT_PREFIX = ".replaced-"
+SLURM_JOB_MAP_FILENAME = "slurm_jobs.json"
+SLURM_LOGS_FOLDER = "slurm_logs"
 
 
 class LayoutError(ValueError):
@@ -74,6 +94,208 @@ def known_model_stem(stem: str) -> tuple[str, int] | None:
     """``(preset, seed)`` of a stem whose preset is one of the paper's, or None."""
     parsed = parse_model_stem(stem)
     return parsed if parsed is not None and parsed[0] in _presets().presets else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folders
+
+
+def run_folder(runs_folder: str | os.PathLike, preset: str, seed: int) -> Path:
+    """``{runs_folder}/{preset}_s{seed}``: where a new run of ``preset`` and ``seed`` trains."""
+    return Path(runs_folder) / model_stem(preset, seed)
+
+
+def compat_name(preset: str) -> str | None:
+    """The preset's older run-folder name (``compat_preset``, e.g. ``zero_el50``), or None."""
+    return _presets().presets[preset].get("compat_preset")
+
+
+def run_folder_candidates(runs_folder: str | os.PathLike, preset: str, seed: int) -> list[Path]:
+    """Where a run of ``preset`` and ``seed`` may live: its own folder, then the folder under
+    the preset's older name (runs of the paper's time used those names)."""
+    folders = [run_folder(runs_folder, preset, seed)]
+    compat = compat_name(preset)
+    if compat:
+        folders.append(Path(runs_folder) / model_stem(compat, seed))
+    return folders
+
+
+def preset_of_folder_name(name: str) -> str | None:
+    """The preset whose name or older (compat) name is ``name``, or None."""
+    table = _presets().presets
+    if name in table:
+        return name
+    return next((p for p, overrides in table.items() if overrides.get("compat_preset") == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """A training run folder found on disk: ``path`` holds ``preset`` with ``seed``."""
+
+    preset: str
+    seed: int
+    path: Path
+
+
+def run_of_folder(path: str | os.PathLike) -> tuple[str, int] | None:
+    """``(preset, seed)`` of a run folder named ``{preset or compat name}_s{seed}``, or None."""
+    parsed = parse_model_stem(Path(path).name)
+    preset = None if parsed is None else preset_of_folder_name(parsed[0])
+    return None if preset is None else (preset, parsed[1])
+
+
+def find_run_folders(
+    runs_folder: str | os.PathLike, only_presets: Iterable[str] | None = None, only_seeds: Iterable[int] | None = None
+) -> list[RunFolder]:
+    """The run folders of known presets in ``runs_folder``, in preset-table order then by seed.
+    Where a run exists under both names, the preset's own name wins (with a note printed)."""
+    runs_folder = Path(runs_folder)
+    if not runs_folder.is_dir():
+        raise LayoutError(f"no runs folder {runs_folder}")
+    wanted_presets = None if only_presets is None else set(only_presets)
+    wanted_seeds = None if only_seeds is None else set(only_seeds)
+    candidates: dict[tuple[str, int], list[Path]] = {}
+    for path in sorted(p for p in runs_folder.iterdir() if p.is_dir()):
+        run = run_of_folder(path)
+        if run is None:
+            continue
+        preset, seed = run
+        if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
+            candidates.setdefault(run, []).append(path)
+    found = []
+    for (preset, seed), paths in candidates.items():
+        paths.sort(key=lambda p: p.name != model_stem(preset, seed))  # the preset's own name first
+        if len(paths) > 1:
+            print(f"{preset} seed {seed}: using {paths[0]}, not {', '.join(map(str, paths[1:]))}")
+        found.append(RunFolder(preset, seed, paths[0]))
+    return sorted(found, key=lambda r: _presets().table_order(r.preset, r.seed))
+
+
+def history_csv_path(folder: str | os.PathLike, kind: str) -> Path:
+    """``{folder}/train_history.csv`` or ``{folder}/test_history.csv`` (``kind`` "train"/"test")."""
+    if kind not in RUN_HISTORY_FILENAMES:
+        raise ValueError(f"history kind must be one of {tuple(RUN_HISTORY_FILENAMES)}, got {kind!r}")
+    return Path(folder) / RUN_HISTORY_FILENAMES[kind]
+
+
+def sample_image_path(folder: str | os.PathLike, index: int, kind: str, step: int | None = None) -> Path:
+    """A sample PNG of test image ``index`` in ``{folder}/test_images/``: the low-res input
+    and the target once (``test{index:03d}_{kind}.png``), the prediction per step
+    (``{step:08d}_test{index:03d}_prediction.png``)."""
+    name = f"test{index:03d}_{kind}.png" if step is None else f"{step:08d}_test{index:03d}_{kind}.png"
+    return Path(folder) / TEST_IMAGES_FOLDER / name
+
+
+def slurm_job_map_path(runs_folder: str | os.PathLike) -> Path:
+    return Path(runs_folder) / SLURM_JOB_MAP_FILENAME
+
+
+def slurm_logs_folder(runs_folder: str | os.PathLike) -> Path:
+    return Path(runs_folder) / SLURM_LOGS_FOLDER
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint folders
+
+
+def checkpoint_folder(folder: str | os.PathLike, step: int) -> Path:
+    """``{folder}/{step:08d}``: the checkpoint of ``step`` in run folder ``folder``."""
+    return Path(folder) / f"{step:08d}"
+
+
+def is_checkpoint_folder_name(name: str) -> bool:
+    return bool(_CHECKPOINT_FOLDER.match(name))
+
+
+def partial_checkpoint_folder(folder: str | os.PathLike, step: int, token: str) -> Path:
+    """A temporary folder a checkpoint is written into before it is renamed into place."""
+    return Path(folder) / f"{PARTIAL_CHECKPOINT_PREFIX}{step:08d}-{token}"
+
+
+def replaced_checkpoint_folder(folder: str | os.PathLike, step: int, token: str) -> Path:
+    """Where an existing checkpoint of the same step waits while its new copy moves in."""
+    return Path(folder) / f"{REPLACED_CHECKPOINT_PREFIX}{step:08d}-{token}"
+
+
+def is_temporary_checkpoint_name(name: str) -> bool:
+    return name.startswith((PARTIAL_CHECKPOINT_PREFIX, REPLACED_CHECKPOINT_PREFIX))
+
+
+def list_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
+    """Steps of the checkpoint folders ``{folder}/{step:08d}/``, ascending, whatever their
+    content (temporary folders excluded; whether a checkpoint is usable is the trainer's
+    call: ``train_utils.checkpoint_problem``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and is_checkpoint_folder_name(p.name))
+
+
+def complete_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
+    """Steps of the checkpoint folders that have their ``checkpoint.json`` (what a cheap
+    look, e.g. a status table, counts as written; loading verifies the rest)."""
+    return [
+        step for step in list_checkpoint_steps(folder) if (checkpoint_folder(folder, step) / "checkpoint.json").is_file()
+    ]
+
+
+def is_run_finished(runs_folder: str | os.PathLike, preset: str, seed: int, train_steps: int) -> bool:
+    """Whether the run has its final checkpoint (in its folder or under its older name)."""
+    return any(train_steps in complete_checkpoint_steps(f) for f in run_folder_candidates(runs_folder, preset, seed))
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's outcome
+
+
+OUTCOME_KINDS = ("diverged", "failed")
+"""``diverged``: the loss became NaN or too large (a result of the experiment, shown in the
+success table); ``failed``: anything else stopped training (an error to look at and rerun)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """Why training stopped early, as the trainer recorded it in ``{folder}/exception.json``."""
+
+    kind: str
+    step: int
+    message: str
+
+
+def outcome_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / OUTCOME_FILENAME
+
+
+def write_outcome(folder: str | os.PathLike, outcome: Outcome) -> None:
+    """Record ``outcome`` as ``exception.json`` and its message as ``exception.txt``."""
+    if outcome.kind not in OUTCOME_KINDS:
+        raise ValueError(f"outcome kind must be one of {OUTCOME_KINDS}, got {outcome.kind!r}")
+    atomic_write_json(outcome_path(folder), dataclasses.asdict(outcome))
+    atomic_write_text(Path(folder) / EXCEPTION_FILENAME, outcome.message + "\n")
+
+
+def clear_outcome(folder: str | os.PathLike) -> None:
+    """Forget an earlier outcome (a run that starts again writes its own)."""
+    for path in (outcome_path(folder), Path(folder) / EXCEPTION_FILENAME):
+        path.unlink(missing_ok=True)
+
+
+def read_outcome(folder: str | os.PathLike) -> Outcome | None:
+    """The recorded outcome of run folder ``folder``: None when training has not stopped
+    early. A run folder from before ``exception.json`` existed with only ``exception.txt``
+    counts as ``failed`` with that message (its wording is not parsed)."""
+    path = outcome_path(folder)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return Outcome(str(data["kind"]), int(data["step"]), str(data["message"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return Outcome("failed", -1, f"unreadable {path} ({e})")
+    text_path = Path(folder) / EXCEPTION_FILENAME
+    if text_path.is_file():
+        lines = text_path.read_text(errors="replace").strip().splitlines()
+        return Outcome("failed", -1, lines[0].strip() if lines else "")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ padding cannot reach.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -468,6 +470,13 @@ def load_rvsr_weights(target_model: RVSR, path: str | Path, oc0_model: RVSR | No
         like = _array_leaves(oc0_model)
         if len(like) != NUM_SAVED_LEAVES:
             raise ValueError("load_rvsr_weights: oc0_model must be an oc 0 RVSR in the training form")
+    expected_size = _serialised_size(like)
+    size = os.path.getsize(path)
+    if size < expected_size:
+        raise ValueError(
+            f"{path}: truncated RVSR weights file ({size} bytes of {expected_size}); an incomplete download or copy? "
+            "fetch or export it again"
+        )
     with open(path, "rb") as f:
         try:
             leaves = eqx.tree_deserialise_leaves(f, like)
@@ -476,6 +485,16 @@ def load_rvsr_weights(target_model: RVSR, path: str | Path, oc0_model: RVSR | No
         if f.read(1):
             raise ValueError(f"{path}: trailing data after the RVSR weights; wrong model file?")
     return rvsr_from_oc0_leaves(target_model, leaves)
+
+
+def _serialised_size(leaves: list) -> int:
+    """The exact size of a file of ``leaves`` written by :func:`save_rvsr_weights` (one .npy
+    record per array), found by writing them to memory: the weights are about 1 MB, and this
+    way the size follows whatever header layout numpy writes. A complete file ends right
+    after its last record."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, leaves)
+    return buffer.tell()
 
 
 def make_rvsr(

@@ -20,8 +20,10 @@ for good. Preemption and ``scontrol requeue`` are requeued by Slurm itself (``--
 
 Bookkeeping: ``{runs}/slurm_jobs.json`` (written atomically) maps each submitted job id and
 array index to its preset and seed; the tasks' output goes to ``{runs}/slurm_logs/``.
-``--status`` combines the run folders with ``squeue`` (and ``sacct`` where accounting is
-enabled) and prints one line per run; without Slurm commands it uses the run folders only.
+``--status`` combines the run folders (their checkpoints and the outcome the trainer records
+in ``exception.json``) with ``squeue`` (and ``sacct`` where accounting is enabled) and prints
+one line per run; without Slurm commands it uses the run folders only. The runs folder comes
+from ``paths_config`` (``LPPAD_TRAIN_RUNS_FOLDER``), read once in ``main``.
 
 Exit status: 0 done, 1 a failed Slurm command, 2 a bad command line.
 """
@@ -38,33 +40,25 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
 import paths_config
+import presets
+import run_layout
 from io_utils import atomic_write_json
-from presets import presets, run_folder
+from presets import FEW_SEED_PRESETS, PAPER_SEEDS, Run, plan  # noqa: F401  (the plan lives in presets)
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
-PAPER_SEEDS = range(12)
-# The paper trained these three presets with seeds 0..2 only.
-FEW_SEED_PRESETS = {"extr1": range(3), "extr2": range(3), "lp6x7": range(3)}
-JOB_MAP_FILENAME = "slurm_jobs.json"
-LOGS_FOLDER = "slurm_logs"
 WARNING_SIGNAL_SECONDS = 300
 # job.py names that slurm_train.py sets itself, per task.
 RESERVED_NAMES = ("preset", "seed", "resume_checkpoint", "folder")
-# train_utils writes these messages to exception.txt when the loss diverges (NaN, or too large
-# after the warm-up); any other exception.txt means the run failed for another reason.
-DIVERGED_MESSAGE = re.compile(r"^training loss (is NaN|.* exceeds )")
-CHECKPOINT_NAME = re.compile(r"^\d{8}$")
 # squeue states of a job that has not started (again) yet; every other queued state counts as
 # running (CONFIGURING, RUNNING, COMPLETING, SUSPENDED, ...).
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 SLURM_TIMEOUT_SECONDS = 60
-
-Run = tuple[str, int]  # (preset, seed)
+DEFAULT_RUNS_FOLDER = paths_config.default_paths()["train_runs_folder"]
 
 
 class UsageError(ValueError):
@@ -88,68 +82,32 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_presets(text: str) -> list[str]:
-    """``"lp2x3,repl"`` -> ``["lp2x3", "repl"]``; ``"all"`` is every preset."""
-    if text.strip() == "all":
-        return list(presets)
-    names = [name.strip() for name in text.split(",")]
-    for name in names:
-        if name not in presets:
-            raise UsageError(f"unknown preset {name!r} in --presets; choose from {', '.join(presets)}")
-    if len(set(names)) != len(names):
-        raise UsageError(f"--presets names a preset twice: {text}")
-    return names
+    """``presets.parse_presets`` with a bad selection as a ``UsageError``."""
+    try:
+        return presets.parse_presets(text)
+    except presets.PlanError as e:
+        raise UsageError(str(e)) from None
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-11"``, ``"0,3,5"`` or ``"0-2,7"`` -> a sorted list of distinct non-negative seeds."""
-    seeds: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise UsageError(f"bad --seeds part {part!r}; expected seeds like 0-11 or 0,3,5")
-        first = int(match[1])
-        last = first if match[2] is None else int(match[2])
-        if last < first:
-            raise UsageError(f"bad --seeds range {part.strip()!r}: the end is below the start")
-        seeds.update(range(first, last + 1))
-    return sorted(seeds)
+    """``presets.parse_seeds`` with a bad selection as a ``UsageError``."""
+    try:
+        return presets.parse_seeds(text)
+    except presets.PlanError as e:
+        raise UsageError(str(e)) from None
 
 
-def plan(selected_presets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Run]:
-    """Runs in preset-then-seed order. Unset presets: all of them; unset seeds: the paper's
-    seeds of each preset (0..11, or 0..2 for extr1, extr2 and lp6x7)."""
-    runs = []
-    for preset in presets if selected_presets is None else selected_presets:
-        preset_seeds = FEW_SEED_PRESETS.get(preset, PAPER_SEEDS) if seeds is None else seeds
-        runs.extend((preset, seed) for seed in preset_seeds)
-    return runs
-
-
-def run_folders(run: Run) -> list[Path]:
+def run_folders(run: Run, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Path]:
     """The run's folder, then its folder under the preset's older name (``compat_preset``)."""
-    preset, seed = run
-    folders = [Path(run_folder(preset, seed))]
-    compat = presets[preset].get("compat_preset")
-    if compat:
-        folders.append(Path(run_folder(compat, seed)))
-    return folders
+    return run_layout.run_folder_candidates(runs_folder, *run)
 
 
-def checkpoint_steps(folder: Path) -> list[int]:
-    """Steps of the complete checkpoints ``{folder}/{step:08d}/`` (the trainer renames a
-    checkpoint folder into place only once it is written)."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        int(path.name)
-        for path in folder.iterdir()
-        if CHECKPOINT_NAME.match(path.name) and (path / "checkpoint.json").is_file()
-    )
+checkpoint_steps = run_layout.complete_checkpoint_steps
 
 
-def is_finished(run: Run, train_steps: int) -> bool:
+def is_finished(run: Run, train_steps: int, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> bool:
     """Whether the run has its final checkpoint (in its folder or under its older name)."""
-    return any(train_steps in checkpoint_steps(folder) for folder in run_folders(run))
+    return run_layout.is_run_finished(runs_folder, *run, train_steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,14 +171,10 @@ def accounting_states(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
 # The job map: which job id and array index trains which run
 
 
-def job_map_path() -> Path:
-    return Path(paths_config.get_paths()["train_runs_folder"]) / JOB_MAP_FILENAME
-
-
-def load_job_map() -> dict:
+def load_job_map(runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> dict:
     """``{"jobs": [{"job_id", "submitted", "train_steps", "log_folder", "tasks": [[preset,
     seed], ...]}, ...]}``, oldest submission first."""
-    path = job_map_path()
+    path = run_layout.slurm_job_map_path(runs_folder)
     if not path.exists():
         return {"jobs": []}
     try:
@@ -252,8 +206,10 @@ def latest_submissions(job_map: dict) -> dict[Run, Submission]:
     return latest
 
 
-def record_submission(job_id: str, runs: list[Run], train_steps: int, log_folder: Path) -> None:
-    job_map = load_job_map()
+def record_submission(
+    job_id: str, runs: list[Run], train_steps: int, log_folder: Path, runs_folder: str | Path = DEFAULT_RUNS_FOLDER
+) -> None:
+    job_map = load_job_map(runs_folder)
     job_map["jobs"].append(
         {
             "job_id": job_id,
@@ -263,7 +219,7 @@ def record_submission(job_id: str, runs: list[Run], train_steps: int, log_folder
             "tasks": [[preset, seed] for preset, seed in runs],
         }
     )
-    atomic_write_json(job_map_path(), job_map)
+    atomic_write_json(run_layout.slurm_job_map_path(runs_folder), job_map)
 
 
 def queued_runs(job_map: dict, states: dict[tuple[str, int], str] | None) -> set[Run]:
@@ -375,14 +331,6 @@ class RunStatus:
     detail: str  # the error line of a failed run, the Slurm state, ...
 
 
-def _first_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[0].strip() if lines else ""
-
-
 def _log_error_line(path: Path) -> str:
     """The last error line of a task's log: job.py's one-line error, else a Python exception
     or a Slurm message (a time limit, running out of memory). Requeue notices and job.py's
@@ -407,11 +355,13 @@ def run_status(
     queue: dict[tuple[str, int], str] | None,
     accounting: dict[tuple[str, int], str],
     default_train_steps: int,
+    runs_folder: str | Path = DEFAULT_RUNS_FOLDER,
 ) -> RunStatus:
     """The state of one run from its folders, the queue, accounting and its log."""
     preset, seed = run
-    steps = sorted({step for folder in run_folders(run) for step in checkpoint_steps(folder)})
-    folder = next((f for f in run_folders(run) if f.is_dir()), run_folders(run)[0])
+    folders = run_folders(run, runs_folder)
+    steps = sorted({step for folder in folders for step in checkpoint_steps(folder)})
+    folder = next((f for f in folders if f.is_dir()), folders[0])
     train_steps = submission.train_steps if submission else default_train_steps
     job = f"{submission.job_id}_{submission.index}" if submission else "-"
     key = (submission.job_id, submission.index) if submission else None
@@ -424,9 +374,9 @@ def run_status(
     if queue is not None and key in queue:
         slurm_state = queue[key]
         return status("pending" if slurm_state in PENDING_STATES else "running", slurm_state)
-    exception = _first_line(folder / "exception.txt")
-    if exception:
-        return status("diverged" if DIVERGED_MESSAGE.match(exception) else "failed", exception)
+    outcome = run_layout.read_outcome(folder)
+    if outcome is not None:
+        return status(outcome.kind, outcome.message)
     slurm_state = accounting.get(key) if key else None
     log_error = _log_error_line(submission.log_path) if submission else ""
     if slurm_state not in (None, "COMPLETED") or log_error:
@@ -445,33 +395,29 @@ def status_lines(statuses: list[RunStatus]) -> list[str]:
     return [("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[5]).rstrip() for row in rows]
 
 
-def runs_with_folders() -> list[Run]:
-    """Runs that have a folder ``{runs}/{preset}_s{seed}`` (or one under the preset's older name)."""
-    runs_folder = Path(paths_config.get_paths()["train_runs_folder"])
-    by_name = {name: name for name in presets}
-    by_name.update({p["compat_preset"]: name for name, p in presets.items() if p.get("compat_preset")})
+def runs_with_folders(runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Run]:
+    """Runs that have a run folder in ``runs_folder`` (``run_layout.run_of_folder``; also under a
+    preset's older name)."""
+    runs_folder = Path(runs_folder)
     found = []
     for path in runs_folder.iterdir() if runs_folder.is_dir() else []:
-        match = re.fullmatch(r"(.+)_s(\d+)", path.name)
-        if path.is_dir() and match and match[1] in by_name:
-            found.append((by_name[match[1]], int(match[2])))
+        run = run_layout.run_of_folder(path) if path.is_dir() else None
+        if run is not None:
+            found.append(run)
     return found
 
 
-def plan_order(run: Run) -> tuple[int, int]:
-    """Sort key: the presets' order in ``presets``, then the seed."""
-    return (list(presets).index(run[0]), run[1])
-
-
-def collect_status(selected: list[Run] | None, train_steps: int) -> list[RunStatus]:
+def collect_status(
+    selected: list[Run] | None, train_steps: int, runs_folder: str | Path = DEFAULT_RUNS_FOLDER
+) -> list[RunStatus]:
     """Statuses of the selected runs, or else of every run that was submitted or has a folder.
     ``train_steps`` is the final step of runs that this script did not submit."""
-    submissions = latest_submissions(load_job_map())
+    submissions = latest_submissions(load_job_map(runs_folder))
     if selected is None:
-        selected = sorted(set(submissions) | set(runs_with_folders()), key=plan_order)
+        selected = sorted(set(submissions) | set(runs_with_folders(runs_folder)), key=lambda r: presets.table_order(*r))
     queue = queue_states()
     accounting = accounting_states(submissions[run].job_id for run in selected if run in submissions)
-    return [run_status(run, submissions.get(run), queue, accounting, train_steps) for run in selected]
+    return [run_status(run, submissions.get(run), queue, accounting, train_steps, runs_folder) for run in selected]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -539,17 +485,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     import job
 
-    train_steps = job.job_hpars(job.parse_args(["preset=repl", *extra]))["train_steps"]
+    paths = paths_config.get_paths()  # the environment (LPPAD_*) is read here only
+    runs_folder = Path(paths["train_runs_folder"])
+    train_steps = job.job_hpars(job.parse_args(["preset=repl", *extra]), paths)["train_steps"]
     try:
         if args.status:
             selected = None if selected_presets is None and seeds is None else plan(selected_presets, seeds)
-            for line in status_lines(collect_status(selected, train_steps)):
+            for line in status_lines(collect_status(selected, train_steps, runs_folder)):
                 print(line)
             return 0
 
-        job_map = load_job_map()
+        job_map = load_job_map(runs_folder)
         queued = queued_runs(job_map, queue_states())
-        runs = [r for r in plan(selected_presets, seeds) if not is_finished(r, train_steps) and r not in queued]
+        runs = [r for r in plan(selected_presets, seeds)
+                if not is_finished(r, train_steps, runs_folder) and r not in queued]  # fmt: skip
         skipped = len(plan(selected_presets, seeds)) - len(runs)
         if skipped:
             print(f"slurm_train.py: {skipped} run(s) already finished or queued are left out", file=sys.stderr)
@@ -559,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         resources = Resources(
             args.gpus_per_task, args.cpus_per_task, args.mem, args.time, args.partition, args.account, args.max_parallel
         )
-        log_folder = (Path(paths_config.get_paths()["train_runs_folder"]) / LOGS_FOLDER).resolve()
+        log_folder = run_layout.slurm_logs_folder(runs_folder).resolve()
         script = job_script(runs, resources, extra, log_folder)
         if args.dry_run:
             print(script, end="")
@@ -567,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         # Slurm does not create the output folder; a task without one fails silently.
         log_folder.mkdir(parents=True, exist_ok=True)
         job_id = submit(script)
-        record_submission(job_id, runs, train_steps, log_folder)
+        record_submission(job_id, runs, train_steps, log_folder, runs_folder)
         print(job_id)
         print(f"slurm_train.py: submitted {len(runs)} task(s) as array job {job_id}; logs in {log_folder}",
               file=sys.stderr)  # fmt: skip

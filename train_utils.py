@@ -1,4 +1,5 @@
-"""The trainer of SPEC 5: jitted training steps, test loss, histories, checkpoints, timing.
+"""The trainer of the paper's RVSR runs (Niemitalo et al. 2025, arXiv:2502.12300): jitted
+training steps, test loss, histories, checkpoints, timing.
 
 ``run_job(hpars)`` is what ``job.py`` calls; it trains (``train``) or, with
 ``inference_steps`` set, times the inference-form model (``time_inference``). The pieces are
@@ -10,27 +11,38 @@ small functions that evaluation and export scripts reuse:
 - ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``compiled_steps(hpars)``
   (both, cached per configuration), ``evaluate_test_loss(model, state, test_data, hpars)``
 - ``init_train_state(hpars, optimizer)``, ``save_checkpoint(...)``, ``load_checkpoint(path)``,
-  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``
+  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``,
+  ``newest_usable_checkpoint(hpars)``
 
 SIGUSR1 or SIGTERM during training writes a checkpoint of the current step and raises
 ``TrainingInterrupted`` (job.py exits with 128 + the signal number).
 
-A run folder ``{folder}`` holds ``train_history.csv`` (step, loss, learning_rate),
-``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs), ``exception.txt``
-(why training stopped, if it did) and one checkpoint folder ``{step:08d}/`` per saved step with
-``model.eqx``, ``model_state.eqx``, ``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and
-``checkpoint.json`` (step, random number generator states, history lengths, hyperparameters).
-Nothing is pickled, so loading a checkpoint never executes code.
+A run folder (names in ``run_layout``) holds ``train_history.csv`` (step, loss,
+learning_rate), ``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs),
+``exception.json`` and ``exception.txt`` (why training stopped, if it did) and one checkpoint
+folder ``{step:08d}/`` per saved step with ``model.eqx``, ``model_state.eqx``,
+``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and ``checkpoint.json``: step, random
+number generator states, history lengths, the experiment ``config`` and run ``options``
+(``presets.split_hpars``), and the size and SHA-256 of each array file, plus a SHA-256 of
+checkpoint.json's own other fields (format 2). Nothing is pickled, so loading a checkpoint
+never executes code.
+
+Faults: a checkpoint is written into a temporary folder, fsynced and renamed into place, so a
+kill or a full disk leaves the earlier checkpoints as they were. ``resume_checkpoint=-1``
+resumes from the newest checkpoint that fully loads (JSON, checksums, arrays, the history rows
+it counts), saying which newer ones it skipped and why; when there are checkpoints but none
+loads it stops without changing anything (``protect_existing=False`` starts over). Format 1
+checkpoints (no checksums) still load: every array must deserialise with nothing left over.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -50,15 +62,17 @@ import optax
 
 import data_utils
 import paths_config
+import presets
+import run_layout
 import rvsr
 from io_utils import atomic_write_json, atomic_write_text
+from run_layout import EXCEPTION_FILENAME, TEST_HISTORY_FILENAME, TEST_IMAGES_FOLDER, TRAIN_HISTORY_FILENAME
 
-CHECKPOINT_FORMAT_VERSION = 1
+# 1: checkpoint.json with "hpars"; 2: "config" and "options" apart, plus the size and SHA-256
+# of every array file and a checksum of checkpoint.json itself.
+CHECKPOINT_FORMAT_VERSION = 2
+READABLE_CHECKPOINT_VERSIONS = (1, 2)
 CHECKPOINT_FILES = ("checkpoint.json", "model.eqx", "model_state.eqx", "opt_state.eqx")
-TRAIN_HISTORY_FILENAME = "train_history.csv"
-TEST_HISTORY_FILENAME = "test_history.csv"
-TEST_IMAGES_FOLDER = "test_images"
-EXCEPTION_FILENAME = "exception.txt"
 SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
 MAX_LOSS_AFTER_WARMUP = 1e6
 WARMUP_STEPS = 100
@@ -66,20 +80,15 @@ WARMUP_STEPS = 100
 # next batches while the device computes; a NaN is therefore noticed up to this many steps late
 # (but always before a checkpoint is written).
 LOG_EVERY_STEPS = 10
-# Hyperparameters a resumed run must share with its checkpoint; others (train_steps, paths,
-# checkpoint_steps, ...) may change between sessions.
-RESUME_INVARIANT_HPARS = (
-    "sr_rate",
-    "model_type",
-    "model_hpars",
-    "image_shape",
-    "batch_size",
-    "shuffle_train_data",
-    "optimizer",
-    "learning_rate_schedule",
-    "seed",
-)
-_CHECKPOINT_NAME = re.compile(r"^\d{8}$")
+# Hyperparameters a resumed run must share with its checkpoint: the experiment config
+# (presets.CONFIG_KEYS) without its labels. Run options (train_steps, paths, ...) may change
+# between sessions.
+RESUME_INVARIANT_HPARS = presets.RESULT_KEYS
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (job.py prints errors as one line)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class JobError(Exception):
@@ -216,7 +225,7 @@ def make_train_step(hpars: dict, optimizer: optax.GradientTransformation) -> Cal
     """A jitted ``step(model, state, opt_state, batch, key) -> (model, state, opt_state, key,
     loss, learning_rate)`` on a batch of full images ``(B, 3, H, W)``.
 
-    Keys as SPEC 5: ``key, k1 = split(key)`` for the random crop, ``key, k2 = split(key)``
+    Keys in the paper's code's order: ``key, k1 = split(key)`` for the random crop, ``key, k2 = split(key)``
     for the model call; the returned ``key`` is the running key. ``learning_rate`` is the one
     this update used.
     """
@@ -316,7 +325,8 @@ class TrainState:
 
 
 def init_train_state(hpars: dict, optimizer: optax.GradientTransformation) -> TrainState:
-    """Step 0 of a run; random keys in the order of SPEC 5."""
+    """Step 0 of a run; random keys in the paper's code's order (numpy generator first, then
+    the model's initialisation key)."""
     key = jax.random.PRNGKey(hpars["seed"])
     key, sub = jax.random.split(key)
     rng = np.random.default_rng(seed=np.array(sub))
@@ -330,43 +340,94 @@ def _to_json_data(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_sha256(info: dict) -> str:
+    """The checksum ``checkpoint.json`` carries of its own other fields (a bit flip that still
+    parses as JSON is caught too)."""
+    rest = {k: v for k, v in info.items() if k != "json_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointWriteError(JobError):
+    """A checkpoint could not be written (full disk, quota, I/O error); earlier checkpoints
+    are untouched."""
+
+
+def _write_checkpoint_files(tmp: Path, ts: TrainState, hpars: dict, history_rows: dict[str, int]) -> None:
+    """The array files, then ``checkpoint.json`` with their sizes and SHA-256 read back from
+    disk (so the checksums describe what was written, not what was meant to be)."""
+    arrays = {"model.eqx": ts.model, "model_state.eqx": ts.model_state, "opt_state.eqx": ts.opt_state}
+    files = {}
+    for name, tree in arrays.items():
+        eqx.tree_serialise_leaves(tmp / name, tree)
+        _fsync(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256_of_file(tmp / name)}
+    config, options = presets.split_hpars(_to_json_data(hpars))
+    info = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "step": ts.step,
+        "jax_key": np.asarray(ts.key).tolist(),
+        "numpy_rng_state": ts.rng.bit_generator.state,
+        "history_rows": history_rows,
+        "config": config,
+        "options": options,
+        "files": files,
+    }
+    info["json_sha256"] = _json_sha256(info)
+    atomic_write_json(tmp / "checkpoint.json", info)
+
+
 def save_checkpoint(folder: str | os.PathLike, ts: TrainState, hpars: dict, history_rows: dict[str, int]) -> Path:
     """Write ``{folder}/{step:08d}/``: written into a temporary folder first and renamed into
     place, so a checkpoint folder is always complete. An existing checkpoint of the same step
-    (from a resumed run, hence identical) is replaced only after the new one is written."""
+    (from a resumed run, hence identical) is replaced only after the new one is written.
+    ``CheckpointWriteError`` (after removing the temporary folder) when the disk refuses."""
     folder = Path(folder)
-    final = folder / f"{ts.step:08d}"
-    tmp = folder / f".partial-{ts.step:08d}-{secrets.token_hex(4)}"
-    tmp.mkdir(parents=True)
+    final = run_layout.checkpoint_folder(folder, ts.step)
+    token = secrets.token_hex(4)
+    tmp = run_layout.partial_checkpoint_folder(folder, ts.step, token)
     try:
-        eqx.tree_serialise_leaves(tmp / "model.eqx", ts.model)
-        eqx.tree_serialise_leaves(tmp / "model_state.eqx", ts.model_state)
-        eqx.tree_serialise_leaves(tmp / "opt_state.eqx", ts.opt_state)
-        info = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "step": ts.step,
-            "jax_key": np.asarray(ts.key).tolist(),
-            "numpy_rng_state": ts.rng.bit_generator.state,
-            "history_rows": history_rows,
-            "hpars": hpars,
-        }
-        atomic_write_json(tmp / "checkpoint.json", info)
+        tmp.mkdir(parents=True)
+        _write_checkpoint_files(tmp, ts, hpars, history_rows)
         if final.exists():
-            old = folder / f".replaced-{ts.step:08d}-{secrets.token_hex(4)}"
+            old = run_layout.replaced_checkpoint_folder(folder, ts.step, token)
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)
         else:
             os.rename(tmp, final)
-    except BaseException:
+        _fsync(folder)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {ts.step} in {folder} ({e}); the earlier checkpoints are "
+                "intact: fix the cause and rerun with resume_checkpoint=-1"
+            ) from e
         raise
     return final
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict:
-    """The ``checkpoint.json`` of checkpoint folder ``path``; ``CheckpointError`` if the
-    folder is incomplete or the file unreadable."""
+    """The ``checkpoint.json`` of checkpoint folder ``path``, with ``hpars`` (config and run
+    options merged, as every format version reads); ``CheckpointError`` if the folder is
+    incomplete, the file unreadable or its own checksum wrong. The array files are not read
+    (``load_checkpoint`` verifies them)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint {path}")
@@ -377,53 +438,91 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict:
         info = json.loads((path / "checkpoint.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: unreadable checkpoint.json ({e})") from e
-    if info.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path}: unknown format_version {info.get('format_version')!r}")
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint {path}: checkpoint.json is not a JSON object")
+    version = info.get("format_version")
+    if version not in READABLE_CHECKPOINT_VERSIONS:
+        raise CheckpointError(f"checkpoint {path}: unknown format_version {version!r}")
+    if version >= 2:
+        if info.get("json_sha256") != _json_sha256(info):
+            raise CheckpointError(f"checkpoint {path}: checkpoint.json does not match its checksum (corrupted)")
+        info["hpars"] = {**info["config"], **info["options"]}
+    if not isinstance(info.get("hpars"), dict) or not isinstance(info.get("step"), int):
+        raise CheckpointError(f"checkpoint {path}: checkpoint.json lacks step or hyperparameters")
     return info
+
+
+def verify_checkpoint_files(path: str | os.PathLike, info: dict) -> None:
+    """``CheckpointError`` unless every array file has the size and SHA-256 recorded when it
+    was written (format 2). Format 1 checkpoints recorded none; ``load_checkpoint`` then
+    relies on every array deserialising to the expected shapes with nothing left over."""
+    path = Path(path)
+    for name, expected in info.get("files", {}).items():
+        file = path / name
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"checkpoint {path}: {name} has {size} bytes, {expected['bytes']} were written (truncated?)")
+        if _sha256_of_file(file) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupted)")
+
+
+def _deserialise_exactly(file: Path, like: Any) -> Any:
+    """The tree in ``file`` shaped like ``like``; trailing bytes are an error too."""
+    with open(file, "rb") as f:
+        tree = eqx.tree_deserialise_leaves(f, like)
+        if f.read(1):
+            raise ValueError(f"{file.name} has data after its last array")
+    return tree
 
 
 def load_checkpoint(path: str | os.PathLike, hpars: dict | None = None) -> tuple[TrainState, dict]:
     """``(train_state, info)`` from checkpoint folder ``path``; ``info`` is its
     ``checkpoint.json`` (``step``, ``hpars``, ``history_rows``, ...). The model is built from
-    ``hpars`` (default: the checkpoint's own) and must match the stored arrays."""
+    ``hpars`` (default: the checkpoint's own) and must match the stored arrays. Checksums are
+    verified first; ``CheckpointError`` names what is wrong."""
     path = Path(path)
     info = read_checkpoint_info(path)
+    verify_checkpoint_files(path, info)
+    if "files" not in info:
+        print(f"note: checkpoint {path} is format 1 (no checksums): verified by loading every array")
     hpars = info["hpars"] if hpars is None else hpars
     optimizer = make_optimizer(hpars)
     # Shapes only: the stored arrays replace every array leaf.
     model_like, state_like = eqx.filter_eval_shape(build_model, hpars, jax.random.PRNGKey(0))
     opt_state_like = eqx.filter_eval_shape(lambda m: optimizer.init(trainable(m)), model_like)
     try:
-        model = eqx.tree_deserialise_leaves(path / "model.eqx", model_like)
-        model_state = eqx.tree_deserialise_leaves(path / "model_state.eqx", state_like)
-        opt_state = eqx.tree_deserialise_leaves(path / "opt_state.eqx", opt_state_like)
+        model = _deserialise_exactly(path / "model.eqx", model_like)
+        model_state = _deserialise_exactly(path / "model_state.eqx", state_like)
+        opt_state = _deserialise_exactly(path / "opt_state.eqx", opt_state_like)
     except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit the model of its hyperparameters ({e})") from e
-    rng = np.random.default_rng()
-    rng.bit_generator.state = info["numpy_rng_state"]
-    key = jnp.asarray(np.array(info["jax_key"], dtype=np.uint32))
+        raise CheckpointError(f"checkpoint {path}: arrays unreadable or not of the model's shapes ({_one_line(e)})") from e
+    try:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = info["numpy_rng_state"]
+        key = jnp.asarray(np.array(info["jax_key"], dtype=np.uint32))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: bad random number generator state ({e})") from e
     return TrainState(info["step"], model, model_state, opt_state, key, rng), info
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[int]:
     """Steps of the checkpoint folders in ``folder``, ascending (temporary folders excluded)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _CHECKPOINT_NAME.match(p.name))
+    return run_layout.list_checkpoint_steps(folder)
 
 
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
-    return Path(folder) / f"{step:08d}"
+    return run_layout.checkpoint_folder(folder, step)
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest complete, readable checkpoint in ``folder``, or None."""
+    """The newest checkpoint in ``folder`` whose checkpoint.json reads and whose array files
+    match their checksums, or None. (Cheap: arrays are not deserialised; ``load_checkpoint``
+    does that.)"""
     for step in reversed(list_checkpoints(folder)):
         path = checkpoint_path(folder, step)
         try:
-            read_checkpoint_info(path)
-        except CheckpointError:
+            verify_checkpoint_files(path, read_checkpoint_info(path))
+        except (CheckpointError, OSError):
             continue
         return path
     return None
@@ -436,6 +535,75 @@ def _check_resume_hpars(hpars: dict, stored: dict, path: Path) -> None:
             raise CheckpointError(
                 f"cannot resume from {path}: {name} differs (checkpoint {stored.get(name)!r}, now {current.get(name)!r})"
             )
+
+
+def _history_rows_present(folder: Path, history_rows: dict[str, int]) -> None:
+    """``CheckpointError`` unless the run's history files hold the rows a checkpoint counts
+    (a history lost or cut short cannot be redone from that checkpoint)."""
+    for kind, rows in history_rows.items():
+        path = run_layout.history_csv_path(folder, kind)
+        have = len(path.read_text(errors="replace").splitlines()[1:]) if path.is_file() else 0
+        if have < rows:
+            raise CheckpointError(f"{path.name} has {have} rows, the checkpoint counts {rows}")
+
+
+@dataclasses.dataclass
+class Resume:
+    """The checkpoint a run continues from, and the newer ones passed over (step, why)."""
+
+    path: Path
+    train_state: TrainState
+    info: dict
+    skipped: list[tuple[int, str]]
+
+
+def _why(error: BaseException) -> str:
+    return _one_line(error)
+
+
+def newest_usable_checkpoint(hpars: dict) -> tuple[Resume | None, list[tuple[int, str]]]:
+    """``(resume, rejected)``: the newest checkpoint of ``hpars["folder"]`` that fully loads
+    (JSON, every array file, checksums, the history rows it counts) for ``hpars``, and the
+    ``(step, why)`` of each newer checkpoint that did not. Reads only; changes nothing.
+
+    A usable checkpoint of other hyperparameters is not skipped: ``CheckpointError``."""
+    folder = Path(hpars["folder"])
+    rejected: list[tuple[int, str]] = []
+    for step in reversed(list_checkpoints(folder)):
+        path = checkpoint_path(folder, step)
+        try:
+            info = read_checkpoint_info(path)
+        except CheckpointError as e:
+            rejected.append((step, _why(e)))
+            continue
+        _check_resume_hpars(hpars, info["hpars"], path)
+        try:
+            ts, info = load_checkpoint(path, hpars)
+            if hpars["save"]:
+                _history_rows_present(folder, info["history_rows"])
+        except (CheckpointError, OSError) as e:
+            rejected.append((step, _why(e)))
+            continue
+        return Resume(path, ts, info, rejected), rejected
+    return None, rejected
+
+
+def _restore_replaced_checkpoints(folder: Path) -> None:
+    """A kill between the two renames of ``save_checkpoint`` leaves a complete older copy of
+    a step in ``.replaced-{step}-*`` and no ``{step}``: move it back (it is the same data)."""
+    for path in sorted(folder.glob(f"{run_layout.REPLACED_CHECKPOINT_PREFIX}*")):
+        step_text = path.name[len(run_layout.REPLACED_CHECKPOINT_PREFIX):].split("-")[0]
+        if path.is_dir() and step_text.isdigit():
+            final = run_layout.checkpoint_folder(folder, int(step_text))
+            if not final.exists():
+                os.rename(path, final)
+
+
+def _remove_partial_checkpoints(folder: Path) -> None:
+    """Temporary folders of checkpoints that a killed run never finished (never read)."""
+    for path in folder.glob(f"{run_layout.PARTIAL_CHECKPOINT_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,15 +636,21 @@ class CsvHistory:
             with open(self.path, "a") as f:
                 f.writelines(",".join(repr(v) for v in row) + "\n" for row in rows)
 
+    def sync(self) -> None:
+        """Flush the file to disk: a checkpoint that counts its rows must not outlive them."""
+        if self.enabled and self.path.exists():
+            _fsync(self.path)
+
 
 def _clear_run_folder(folder: Path) -> None:
     """Remove what a previous run wrote into ``folder`` (and nothing else)."""
-    for name in (TRAIN_HISTORY_FILENAME, TEST_HISTORY_FILENAME, EXCEPTION_FILENAME):
+    for name in (*run_layout.RUN_HISTORY_FILENAMES.values(),):
         (folder / name).unlink(missing_ok=True)
+    run_layout.clear_outcome(folder)
     for path in folder.iterdir():
         if path.is_dir() and (
-            _CHECKPOINT_NAME.match(path.name) or path.name.startswith((".partial-", ".replaced-"))
-            or path.name == TEST_IMAGES_FOLDER
+            run_layout.is_checkpoint_folder_name(path.name) or run_layout.is_temporary_checkpoint_name(path.name)
+            or path.name == run_layout.TEST_IMAGES_FOLDER
         ):
             shutil.rmtree(path)
 
@@ -488,17 +662,16 @@ def _srgb_image(x: np.ndarray) -> np.ndarray:
 
 def save_sample_images(folder: Path, step: int, samples: dict[int, tuple[np.ndarray, ...]]) -> None:
     """PNGs in ``{folder}/test_images/``: low-res input and target once per test image, the
-    prediction per step (``{step:08d}_test{index:03d}_prediction.png``)."""
+    prediction per step (names: ``run_layout.sample_image_path``)."""
     from PIL import Image  # only needed when images are written
 
-    images_folder = folder / TEST_IMAGES_FOLDER
-    images_folder.mkdir(exist_ok=True)
+    (folder / TEST_IMAGES_FOLDER).mkdir(exist_ok=True)
     for index, (inputs, targets, prediction) in samples.items():
         for name, image in (("input", inputs), ("target", targets)):
-            path = images_folder / f"test{index:03d}_{name}.png"
+            path = run_layout.sample_image_path(folder, index, name)
             if not path.exists():
                 Image.fromarray(_srgb_image(image)).save(path)
-        Image.fromarray(_srgb_image(prediction)).save(images_folder / f"{step:08d}_test{index:03d}_prediction.png")
+        Image.fromarray(_srgb_image(prediction)).save(run_layout.sample_image_path(folder, index, "prediction", step))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,30 +684,44 @@ def require_data_file(path: str | None, name: str) -> None:
         raise DataError(f"{name} data file not found: {path} (make it with make_dataset_npys.py or set {name}_data_path=...)")
 
 
-def load_image_data(path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int) -> np.ndarray:
-    """The images ``(N, 3, H, W)`` of a .npy file; ``DataError`` if missing or unusable."""
+def load_image_data(
+    path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int, *, check_finite: bool = False
+) -> np.ndarray:
+    """The images ``(N, 3, H, W)`` float32 of a .npy file (memory-mapped); ``DataError`` in
+    one line if missing, of another shape or dtype, or (``check_finite``) holding a NaN or
+    infinity, naming the first such image: caught here, before a training run spends hours
+    on it, rather than as a NaN loss later."""
     require_data_file(path, name)
     try:
         # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
         data = data_utils.load_data_array(path, name, mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise DataError(f"{name} data file {path} is not a readable .npy array ({e})") from e
+        raise DataError(f"{name} data file {path} is not a readable .npy array ({_one_line(e)})") from e
     channels, height, width = image_shape
     crop = (height + 2 * sr_rate, width + 2 * sr_rate)
     if data.ndim != 4 or data.shape[1] != channels or data.shape[2] < crop[0] or data.shape[3] < crop[1]:
         raise DataError(f"{name} data {path} has shape {data.shape}; expected (N, {channels}, >={crop[0]}, >={crop[1]})")
+    if data.dtype != np.float32:
+        raise DataError(f"{name} data {path} has dtype {data.dtype}; expected float32 (as make_dataset_npys.py writes)")
     if len(data) < min_images:
         raise DataError(f"{name} data {path} has {len(data)} images, fewer than the batch size {min_images}")
+    if check_finite:
+        bad = data_utils.first_non_finite_image(data)
+        if bad is not None:
+            raise DataError(
+                f"{name} data {path}: image {bad} holds NaN or infinite values; remake the file with make_dataset_npys.py"
+            )
     return data
 
 
 def _resolve_batch_size(hpars: dict) -> dict:
-    """``batch_size="max"``: the largest batch size found by the timing evaluations."""
+    """``batch_size="max"``: the largest batch size found by the timing evaluations, read from
+    ``{results_folder}/timing.json``."""
     if hpars["batch_size"] != "max":
         return hpars
     inference = bool(hpars.get("inference_steps"))
     key = "largest_inference_batch_sizes" if inference else "largest_train_batch_sizes"
-    timing_path = os.path.join(paths_config.get_paths()["results_folder"], "timing.json")
+    timing_path = run_layout.timing_path(hpars.get("results_folder") or paths_config.default_paths()["results_folder"])
     try:
         with open(timing_path) as f:
             size = json.load(f)[key][hpars["preset"]]
@@ -543,25 +730,48 @@ def _resolve_batch_size(hpars: dict) -> dict:
     return {**hpars, "batch_size": int(size)}
 
 
-def _select_checkpoint(hpars: dict) -> Path | None:
-    """The checkpoint to resume from, per ``resume_checkpoint``; None to start fresh."""
+def _no_usable_checkpoint_message(folder: str, rejected: list[tuple[int, str]]) -> str:
+    reasons = "; ".join(f"step {step}: {why}" for step, why in rejected)
+    return (
+        f"run folder {folder} has checkpoints but none is usable ({reasons}); nothing was changed; "
+        "to start over anyway rerun with protect_existing=False"
+    )
+
+
+def _select_checkpoint(hpars: dict) -> Resume | None:
+    """The checkpoint to resume from, per ``resume_checkpoint``; None to start fresh. Never
+    discards: with -1 and checkpoints that are all unusable, ``CheckpointError`` unless
+    ``protect_existing`` is False."""
     resume = hpars["resume_checkpoint"]
     if resume is None:
         return None
     if not hpars["folder"]:
         raise CheckpointError("resume_checkpoint needs a folder")
-    if resume == -1:
-        return latest_checkpoint(hpars["folder"])
-    path = checkpoint_path(hpars["folder"], resume)
-    read_checkpoint_info(path)  # raises a clear error when it is missing
-    return path
+    if resume != -1:
+        path = checkpoint_path(hpars["folder"], resume)
+        _check_resume_hpars(hpars, read_checkpoint_info(path)["hpars"], path)
+        ts, info = load_checkpoint(path, hpars)
+        if hpars["save"]:
+            _history_rows_present(Path(hpars["folder"]), info["history_rows"])
+        return Resume(path, ts, info, [])
+    found, rejected = newest_usable_checkpoint(hpars)
+    if found is None and rejected:
+        if hpars["protect_existing"]:
+            raise CheckpointError(_no_usable_checkpoint_message(hpars["folder"], rejected))
+        print(f"warning: {_no_usable_checkpoint_message(hpars['folder'], rejected)}; starting over (protect_existing=False)")
+    for step, why in rejected if found is not None else []:
+        print(f"warning: skipping checkpoint of step {step} ({why}); resuming from step {found.info['step']}")
+    return found
 
 
 def _prepare_fresh_folder(hpars: dict) -> None:
-    """Create the run folder; an existing non-empty one is cleared only when allowed."""
+    """Create the run folder; an existing non-empty one is cleared only when allowed:
+    ``protect_existing=False``, or ``resume_checkpoint=-1`` with no checkpoint in it (a run
+    killed before its first checkpoint)."""
     folder = Path(hpars["folder"])
     if folder.exists() and any(folder.iterdir()):
-        if hpars["protect_existing"] and hpars["resume_checkpoint"] is None:
+        has_checkpoints = bool(list_checkpoints(folder))
+        if hpars["protect_existing"] and (hpars["resume_checkpoint"] is None or has_checkpoints):
             raise RunFolderExistsError(
                 f"run folder {folder} exists; resume with resume_checkpoint=-1 or overwrite with protect_existing=False"
             )
@@ -569,19 +779,29 @@ def _prepare_fresh_folder(hpars: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _stop_training(hpars: dict, message: str) -> None:
-    """Raise ``TrainingDivergedError(message)`` after writing it to ``{folder}/exception.txt``."""
-    if hpars["save"]:
-        atomic_write_text(Path(hpars["folder"]) / EXCEPTION_FILENAME, message + "\n")
+def _record_outcome(hpars: dict, kind: str, step: int, message: str) -> None:
+    """Write why training stopped into the run folder (best effort: on a full disk this may
+    fail too, and must not hide the original error)."""
+    if not hpars["save"]:
+        return
+    try:
+        run_layout.write_outcome(hpars["folder"], run_layout.Outcome(kind, step, message))
+    except OSError as e:
+        print(f"warning: could not record the outcome in {hpars['folder']} ({e})", file=sys.stderr)
+
+
+def _stop_training(hpars: dict, step: int, message: str) -> None:
+    """Raise ``TrainingDivergedError(message)`` after recording it (kind "diverged")."""
+    _record_outcome(hpars, "diverged", step, message)
     raise TrainingDivergedError(message)
 
 
 def _check_losses(hpars: dict, rows: list[tuple[int, float, float]]) -> None:
     for step, loss, _ in rows:
         if math.isnan(loss):
-            _stop_training(hpars, f"training loss is NaN at step {step}")
+            _stop_training(hpars, step, f"training loss is NaN at step {step}")
         if step > WARMUP_STEPS and loss > MAX_LOSS_AFTER_WARMUP:
-            _stop_training(hpars, f"training loss {loss:.4g} exceeds {MAX_LOSS_AFTER_WARMUP:g} at step {step}")
+            _stop_training(hpars, step, f"training loss {loss:.4g} exceeds {MAX_LOSS_AFTER_WARMUP:g} at step {step}")
 
 
 def _sleep_cooldown(hpars: dict) -> None:
@@ -592,21 +812,25 @@ def _sleep_cooldown(hpars: dict) -> None:
 
 def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
     """The state to continue from (a checkpoint per ``resume_checkpoint``, else step 0) and
-    the histories cut back to that state."""
-    resume_path = _select_checkpoint(hpars)
-    if resume_path is None:
+    the histories cut back to that state. Everything that can refuse the run is read and
+    checked before the run folder is touched."""
+    if hpars["save"] and hpars["folder"] and hpars["resume_checkpoint"] is not None:
+        _restore_replaced_checkpoints(Path(hpars["folder"]))  # a repair: the same data, back in place
+    resume = _select_checkpoint(hpars)
+    if resume is None:
         ts, history_rows = init_train_state(hpars, make_optimizer(hpars)), {"train": 0, "test": 0}
         if hpars["save"]:
             _prepare_fresh_folder(hpars)
     else:
-        ts, info = load_checkpoint(resume_path, hpars)
-        _check_resume_hpars(hpars, info["hpars"], resume_path)
-        history_rows = info["history_rows"]
-        print(f"Resuming from {resume_path}")
+        ts, history_rows = resume.train_state, resume.info["history_rows"]
+        if hpars["save"]:
+            _remove_partial_checkpoints(Path(hpars["folder"]))
+            run_layout.clear_outcome(hpars["folder"])  # this session records its own
+        print(f"Resuming from {resume.path}")
     folder, save = Path(hpars["folder"] or "."), hpars["save"]
     histories = {
-        "train": CsvHistory(folder / TRAIN_HISTORY_FILENAME, "step,loss,learning_rate", save),
-        "test": CsvHistory(folder / TEST_HISTORY_FILENAME, "step,test_loss", save),
+        kind: CsvHistory(run_layout.history_csv_path(folder, kind), header, save)
+        for kind, header in (("train", "step,loss,learning_rate"), ("test", "step,test_loss"))
     }
     for name, history in histories.items():
         history.start(history_rows[name])
@@ -630,24 +854,36 @@ def _stop_signals_caught() -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def train(hpars: dict) -> TrainState:
-    """Train per ``hpars`` (a dict from ``presets.get_preset_hpars`` plus overrides) and
-    return the final state. With ``save`` the run folder gets histories, sample images and
-    checkpoints; with ``timing_filename`` the time of every step is written there."""
+def _merged(config: dict, options: dict | None) -> dict:
+    """One dict of the experiment config and the run options (``presets.split_hpars``'s
+    inverse); a single full dict passes through."""
+    if options is None:
+        return config
+    overlap = set(config) & set(options)
+    if overlap:
+        raise JobError(f"bad hyperparameters: {sorted(overlap)} given both as config and as run options")
+    return {**config, **options}
+
+
+def train(config: dict, options: dict | None = None) -> TrainState:
+    """Train the experiment ``config`` with run ``options`` (``presets.split_hpars``; or one
+    full dict from ``presets.get_preset_hpars`` plus overrides as ``config``) and return the
+    final state. With ``save`` the run folder gets histories, sample images and checkpoints;
+    with ``timing_filename`` the time of every step is written there."""
     from tqdm import tqdm
 
-    hpars = _resolve_batch_size(hpars)
+    hpars = _resolve_batch_size(_merged(config, options))
     validate_hpars(hpars)
     shape, sr, batch_size = tuple(hpars["image_shape"]), hpars["sr_rate"], hpars["batch_size"]
     save, folder = hpars["save"], Path(hpars["folder"]) if hpars["folder"] else None
     # Without saving there is nowhere to put a test loss, so it is not computed (fast dry
     # runs and timing).
-    for name in ("train", "test") if save else ("train",):
-        require_data_file(hpars[f"{name}_data_path"], name)  # before touching the run folder
+    # The data is checked before the run folder is touched. Runs that save results also get
+    # every value checked for NaN / infinity (a minute for the full 28 GB, against days of
+    # training); dry runs and timing runs (save=False) skip that.
+    train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size, check_finite=save)
+    test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size, check_finite=True) if save else None
     ts, histories = _start_run(hpars)
-
-    train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size)
-    test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size) if save else None
     batcher = data_utils.ImageBatcher(batch_size, hpars["shuffle_train_data"], rng=ts.rng)
     if not hpars["shuffle_train_data"]:
         batcher.position = (ts.step * batch_size) % len(train_data)
@@ -713,15 +949,21 @@ def train(hpars: dict) -> TrainState:
                 if save and is_test:
                     test(step)
                 if save and (is_checkpoint or stopping):
+                    for history in histories.values():
+                        history.sync()
                     save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
                 if stopping:
                     raise TrainingInterrupted(stop_signals[0], step)
-    except (JobError, TrainingInterrupted):
+    except (TrainingDivergedError, TrainingInterrupted):
         raise
     except Exception as e:
-        # Record why the run stopped, for the success table; the traceback still propagates.
-        if save:
-            atomic_write_text(folder / EXCEPTION_FILENAME, f"training failed at step {ts.step}: {e!r}\n")
+        # Record why the run stopped, for the status and success tables; the error propagates.
+        _record_outcome(hpars, "failed", ts.step, f"training failed at step {ts.step}: {_one_line(e)}")
+        if isinstance(e, OSError):  # a full disk or I/O error writing histories or images
+            raise JobError(
+                f"training stopped at step {ts.step}: {_one_line(e)}; the checkpoints are intact: fix the cause "
+                "and rerun with resume_checkpoint=-1"
+            ) from e
         raise
     finally:
         progress.close()
@@ -750,12 +992,12 @@ def write_timing(hpars: dict, mode: str, step_times: list[float]) -> None:
     )
 
 
-def time_inference(hpars: dict) -> list[float]:
+def time_inference(config: dict, options: dict | None = None) -> list[float]:
     """Time ``inference_steps`` forward passes of the inference-form model on batches
     ``(batch_size, 3, h / sr, w / sr)``: uniform random inputs in [-1, 1], or low-res center
     crops of ``inference_data_path`` when set. Only the model call is timed. Returns the
     times (seconds) and writes them to ``timing_filename`` when set."""
-    hpars = _resolve_batch_size(hpars)
+    hpars = _resolve_batch_size(_merged(config, options))
     validate_hpars(hpars)
     _, height, width = hpars["image_shape"]
     sr, batch_size, num_steps = hpars["sr_rate"], hpars["batch_size"], hpars["inference_steps"]
@@ -790,9 +1032,10 @@ def time_inference(hpars: dict) -> list[float]:
     return step_times
 
 
-def run_job(hpars: dict) -> TrainState | list[float]:
+def run_job(config: dict, options: dict | None = None) -> TrainState | list[float]:
     """What ``python job.py`` does: ``time_inference`` when ``inference_steps`` is set, else
-    ``train``."""
+    ``train`` (arguments as ``train``)."""
+    hpars = _merged(config, options)
     if hpars.get("inference_steps"):
         return time_inference(hpars)
     return train(hpars)

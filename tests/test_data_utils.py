@@ -177,7 +177,7 @@ def test_random_crop_offsets_and_content():
         for i in range(b):
             t, l = tops[k, i], lefts[k, i]
             np.testing.assert_array_equal(crops[k, i], batch[i, :, t : t + h, l : l + w])
-        # ... drawn as SPEC 4 specifies, from the two halves of the key.
+        # ... drawn as the paper's code does, from the two halves of the key.
         ky, kx = jax.random.split(keys[k])
         np.testing.assert_array_equal(tops[k], np.asarray(jax.random.randint(ky, (b,), 0, ny - h + 1)))
         np.testing.assert_array_equal(lefts[k], np.asarray(jax.random.randint(kx, (b,), 0, nx - w + 1)))
@@ -278,3 +278,18 @@ def test_preprocessing_rejects_bad_arguments():
         data_utils.preprocess_batch_for_superresolution_task(batch, 48, 48, 4, True)
     with pytest.raises(ValueError):
         data_utils.preprocess_batch_for_superresolution_task(batch, 56, 48, 4, False)
+
+
+def test_first_non_finite_image_reads_in_chunks(tmp_path):
+    data = np.zeros((9, 3, 4, 4), np.float32)
+    path = tmp_path / "d.npy"
+    np.save(path, data)
+    mapped = np.load(path, mmap_mode="r")
+    assert data_utils.first_non_finite_image(mapped, chunk_bytes=1) is None
+    for index, value in ((0, np.nan), (5, np.inf), (8, -np.inf)):
+        bad = data.copy()
+        bad[index, 2, 3, 3] = value
+        bad[-1, 0, 0, 0] = np.nan  # a later one too: the first is reported
+        np.save(path, bad)
+        for chunk_bytes in (1, 3 * 4 * 4 * 4 * 2, 1 << 20):  # one image, two, everything
+            assert data_utils.first_non_finite_image(np.load(path, mmap_mode="r"), chunk_bytes) == index

@@ -73,7 +73,7 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
     assert "zero-repl_s5" in log and "histories only (newest checkpoint is step 1 of 4)" in log
     assert "lp2x3_s1" in log and "histories only (no checkpoint)" in log
 
-    # Parquet: the column names and dtypes of SPEC 7, brotli-compressed, values as in the CSVs.
+    # Parquet: the column names and dtypes of the published layout, brotli-compressed, values as in the CSVs.
     for kind, column, expected in (("train", "train_loss", [0.5, 0.25]), ("test", "test_loss", [0.75, 0.25])):
         path = out / f"repl_oc1_s3_{kind}_loss.parquet"
         table = pq.read_table(path)
@@ -148,3 +148,31 @@ def test_published_models_evaluate_without_run_folders(runs, tmp_path):
     assert sorted(p.name for p in (results / "output_crop_sumsqs").iterdir()) == ["repl_oc1_s3.json", "repl_oc1_s3.npy"]
     sums = ec.load_output_crop_sumsqs(results)["repl_oc1"][3]
     assert sums.shape == (11, 2) and np.all(np.isfinite(sums)) and np.all(sums[0] > 0)
+
+
+def test_damaged_final_checkpoint_is_an_error_not_a_fallback(runs, tmp_path, capsys):
+    runs_folder, _ = runs
+    model_file = runs_folder / "repl_el1_s3" / "00000002" / "model.eqx"
+    model_file.write_bytes(model_file.read_bytes()[:-10])
+    out = tmp_path / "models"
+    assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "repl_el1_s3" in err and "model.eqx" in err and "truncated" in err
+    assert not (out / "repl_oc1_s3.eqx").exists()
+    assert (out / "zero-repl_s5_train_loss.parquet").exists()  # the other runs are exported
+
+
+def test_truncated_published_model_fails_loudly(runs, tmp_path):
+    runs_folder, _ = runs
+    out = tmp_path / "models"
+    assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 0
+    weights = out / "repl_oc1_s3.eqx"
+    data = weights.read_bytes()
+    # Cut at a record boundary too: the file then looks like fewer, complete records.
+    with open(weights, "rb") as f:
+        np.load(f)
+        boundary = f.tell()
+    for cut in (len(data) - 1, len(data) // 2, boundary):
+        weights.write_bytes(data[:cut])
+        with pytest.raises(ec.EvalError, match=f"truncated RVSR weights file \\({cut} bytes of {len(data)}\\)"):
+            ec.load_trained_model(ec.TrainedModel("repl_oc1", 3, out), output_crop=0)

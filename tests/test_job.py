@@ -128,6 +128,21 @@ def test_missing_data_exits_nonzero(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("dtype, bad_value, complaint", [
+    (np.float16, 0.0, "has dtype float16; expected float32"),
+    (np.float32, np.nan, "image 1 holds NaN or infinite values"),
+])
+def test_bad_data_exits_with_one_line(tmp_path, dtype, bad_value, complaint):
+    images = np.zeros((3, 3, 208, 208), dtype)
+    images[1, 2, 3, 4] = bad_value
+    np.save(tmp_path / "train.npy", images)
+    result = run_job("preset=zero-repl", f"folder={tmp_path / 'run'}", f"train_data_path={tmp_path / 'train.npy'}",
+                     f"test_data_path={tmp_path / 'train.npy'}", "batch_size=2")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and complaint in result.stderr and str(tmp_path / "train.npy") in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     rng = np.random.default_rng(1)
     for name in ("train", "test"):
@@ -139,7 +154,7 @@ def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     ]  # fmt: skip
     assert job.main(args) == 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.isdigit()) == ["00000001", "00000002"]
-    stored = json.loads((tmp_path / "run" / "00000002" / "checkpoint.json").read_text())["hpars"]
+    stored = json.loads((tmp_path / "run" / "00000002" / "checkpoint.json").read_text())["config"]
     assert (stored["preset"], stored["seed"], stored["image_shape"]) == ("zero-repl", 1, [3, 16, 16])
     capsys.readouterr()
 
@@ -151,16 +166,34 @@ def test_job_main_trains_then_protects_folder(tmp_path, capsys):
 def test_exit_status_of_stopped_and_out_of_memory_runs(monkeypatch, capsys):
     import train_utils
 
-    def stopped(hpars):
+    def stopped(config, options=None):
         raise train_utils.TrainingInterrupted(signal.SIGUSR1, 7)
 
     monkeypatch.setattr(train_utils, "run_job", stopped)
     assert job.main(["preset=repl"]) == 128 + signal.SIGUSR1
     assert capsys.readouterr().err == "job.py: stopped by SIGUSR1 at step 7; checkpoint written\n"
 
-    def out_of_memory(hpars):
+    def out_of_memory(config, options=None):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
 
     monkeypatch.setattr(train_utils, "run_job", out_of_memory)
     assert job.main(["preset=repl"]) == 3
     assert capsys.readouterr().err.startswith("job.py: out of memory: RESOURCE_EXHAUSTED")
+
+
+def test_preset_padding_settings_match_the_papers_methods():
+    """presets.py cannot import padding.py (it would import JAX into ``import job``), so its lp
+    and extr settings repeat padding.PAPER_METHODS; this keeps the two from drifting apart."""
+    import padding
+
+    checked = 0
+    for name in presets.presets:
+        method = name.split("_oc")[0]
+        if method not in padding.PAPER_METHODS:
+            continue  # zero-repl, zero-zero: the mode alone
+        mode, kwargs = padding.PAPER_METHODS[method]
+        model_hpars = presets.get_preset_hpars(name)["model_hpars"]
+        assert model_hpars["conv_padding_method"] == mode, name
+        assert {k: model_hpars["padding_method_kwargs"].get(k) for k in kwargs} == kwargs, name
+        checked += 1
+    assert checked == 20

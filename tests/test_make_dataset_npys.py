@@ -48,7 +48,7 @@ def convert(folder: Path, *extra: str, split: bool = True) -> int:
 
 
 def expected_image(path: Path) -> np.ndarray:
-    """The SPEC's rule, computed with netCDF4 directly (not the code under test): (3, CROP, CROP)."""
+    """The conversion rule, computed with netCDF4 directly (not the code under test): (3, CROP, CROP)."""
     with netCDF4.Dataset(path) as nc:
         nc.set_auto_maskandscale(False)
         raw = np.stack([nc.variables[band][0, :CROP, :CROP] for band in ("B04", "B03", "B02")])
@@ -173,6 +173,20 @@ def _no_time_dim(folder: Path) -> None:
             nc.createVariable(band, "u2", ("y", "x"))[:] = 1000
 
 
+def _nan_pixel(folder: Path) -> None:
+    """Float bands (the reader accepts them) with one NaN: the value that would reach training."""
+    path = folder / synthetic_file_name(2)
+    path.unlink()
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, size in zip(("time", "y", "x"), (1, *FILE_SHAPE)):
+            nc.createDimension(name, size)
+        for band in ("B04", "B03", "B02"):
+            values = np.full((1, *FILE_SHAPE), 1000.0, dtype=np.float32)
+            if band == "B03":
+                values[0, 3, 5] = np.nan
+            nc.createVariable(band, "f4", ("time", "y", "x"))[:] = values
+
+
 @pytest.mark.parametrize("damage, fragments", [
     (_remove_file_3, ["not consecutive", synthetic_file_name(4), "missing"]),
     (_add_file_7, ["--num-test 2 = 7", "found 8"]),
@@ -180,6 +194,7 @@ def _no_time_dim(folder: Path) -> None:
     (_drop_b03, [synthetic_file_name(4), "variable B03 is missing"]),
     (_too_small, [synthetic_file_name(5), "has shape (1, 16, 15)"]),
     (_no_time_dim, [synthetic_file_name(1), "has shape (20, 24)"]),
+    (_nan_pixel, [synthetic_file_name(2), "1 non-finite values", "B03 at y=3, x=5", "image"]),
 ])
 def test_bad_input_fails_cleanly(dataset, capsys, damage, fragments):
     damage(dataset)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import reproduce
+import run_layout
 
 
 def dry_run(capsys, *args: str) -> str:
@@ -38,7 +39,7 @@ def test_smoke_plan_runs_every_step_in_its_own_folder(tmp_path, capsys):
     layer_nmse = next(line for line in lines if "eval_layer_nmse.py" in line)
     assert "--presets lp2x3_oc5 --seeds 0 1" in layer_nmse
     assert not root.exists()  # a dry run makes nothing
-    assert "LPPAD_RESULTS_FOLDER" not in os.environ  # the environment is restored
+    assert "LPPAD_RESULTS_FOLDER" not in os.environ  # the process environment is never changed
 
 
 def test_fast_smoke_and_step_selection(tmp_path, capsys):
@@ -93,21 +94,21 @@ def test_training_skips_finished_exported_and_diverged_runs(tmp_path, capsys):
     write_checkpoint(runs / "lp2x3_s1", 20)  # unfinished: resume
     write_checkpoint(runs / "zero_el1_s0", 30)  # finished under the preset's older name
     (runs / "repl_s0").mkdir(parents=True)
-    (runs / "repl_s0" / "exception.txt").write_text("training loss is NaN at step 12\n")
+    run_layout.write_outcome(runs / "repl_s0", run_layout.Outcome("diverged", 12, "training loss is NaN at step 12"))
     (runs / "repl_s1").mkdir(parents=True)
-    (runs / "repl_s1" / "exception.txt").write_text("something else went wrong\n")  # not a result: retry
+    (runs / "repl_s1" / "exception.txt").write_text("training loss is NaN, or so it says\n")  # text only: not parsed, retried
+    (runs / "lp1x1cs_s0").mkdir(parents=True)
+    run_layout.write_outcome(runs / "lp1x1cs_s0", run_layout.Outcome("failed", 3, "training failed at step 3: boom"))
     models = tmp_path / "results" / "trained_models"
     models.mkdir(parents=True)
     (models / "lp1x1cs_s1.eqx").write_bytes(b"")
-    with reproduce.process_environment(workflow.env):
-        reasons = {run: reproduce.training_skip_reason(workflow, *run) for run in workflow.runs}
+    reasons = {run: reproduce.training_skip_reason(workflow, *run) for run in workflow.runs}
     assert reasons[("lp2x3", 0)] == "finished" and reasons[("zero_oc1", 0)] == "finished"
     assert reasons[("lp1x1cs", 1)] == "exported model exists"
     assert reasons[("repl", 0)].startswith("diverged earlier")
     assert reasons[("lp2x3", 1)] is None and reasons[("repl", 1)] is None and reasons[("lp1x1cs", 0)] is None
     workflow.dry_run = True
-    with reproduce.process_environment(workflow.env):
-        reproduce.step_train(workflow)
+    reproduce.step_train(workflow)
     out = capsys.readouterr().out
     assert "lp2x3 seed 0: skipped, finished" in out and out.count("$ ") == 8
 

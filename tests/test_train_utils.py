@@ -92,8 +92,10 @@ def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
     checkpoint = tmp_path / "run" / "00000001"
     assert sorted(p.name for p in checkpoint.iterdir()) == sorted(train_utils.CHECKPOINT_FILES)
     info = json.loads((checkpoint / "checkpoint.json").read_text())
-    assert info["step"] == 1 and info["hpars"]["preset"] == "lp1x1cs"
+    assert info["step"] == 1 and info["config"]["preset"] == "lp1x1cs" and info["options"]["train_steps"] == 1
+    assert set(info["config"]) == set(presets.CONFIG_KEYS) and "folder" not in info["config"]
     assert info["history_rows"] == {"train": 1, "test": 2}
+    assert sorted(info["files"]) == ["model.eqx", "model_state.eqx", "opt_state.eqx"]
     # The .eqx files are plain consecutive .npy records: readable without pickle, nothing more.
     with open(checkpoint / "model.eqx", "rb") as f:
         records = []
@@ -128,6 +130,17 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_paths):
     again = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=4, resume_checkpoint=-1))
     assert again.step == 4
     assert (tmp_path / "parts/train_history.csv").read_text() == (tmp_path / "whole/train_history.csv").read_text()
+
+
+def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths):
+    whole = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "one", data_paths))
+    config, options = presets.split_hpars(tiny_hpars("lp1x1cs", tmp_path / "two", data_paths))
+    assert "folder" in options and "train_steps" in options and "model_hpars" in config and "folder" not in config
+    apart = train_utils.train(config, options)
+    for a, b in zip(model_leaves(apart.model), model_leaves(whole.model)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(train_utils.JobError, match="both as config and as run options"):
+        train_utils.train(config, {**options, "seed": 1})
 
 
 def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
@@ -206,13 +219,16 @@ def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths):
     assert loss == pytest.approx(last_test_loss, rel=1e-6)
 
 
-def test_nan_loss_stops_with_exception_file(tmp_path, data_paths):
-    nan_data = tmp_path / "nan.npy"
-    np.save(nan_data, np.full((4, 3, 208, 208), np.nan, dtype=np.float32))
-    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(nan_data))
-    with pytest.raises(train_utils.TrainingDivergedError, match="NaN at step 1"):
+def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch):
+    # Finite data that the model turns into a NaN loss: a NaN learning rate.
+    monkeypatch.setattr(train_utils, "_compiled_steps", train_utils._compiled_steps.__wrapped__)
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths)
+    hpars["learning_rate_schedule"] = {**hpars["learning_rate_schedule"], "init_value": float("nan")}
+    with pytest.raises(train_utils.TrainingDivergedError, match="NaN at step 2"):
         train_utils.train(hpars)
-    assert "NaN at step 1" in (tmp_path / "run" / "exception.txt").read_text()
+    assert "NaN at step 2" in (tmp_path / "run" / "exception.txt").read_text()
+    outcome = json.loads((tmp_path / "run" / "exception.json").read_text())
+    assert outcome == {"kind": "diverged", "step": 2, "message": "training loss is NaN at step 2"}
     assert train_utils.list_checkpoints(tmp_path / "run") == []
 
 
@@ -222,6 +238,7 @@ def test_huge_loss_stops_only_after_warmup(tmp_path):
     with pytest.raises(train_utils.TrainingDivergedError, match="exceeds"):
         train_utils._check_losses(hpars, [(101, 1e9, 0.01)])
     assert "step 101" in (tmp_path / "exception.txt").read_text()
+    assert json.loads((tmp_path / "exception.json").read_text())["kind"] == "diverged"
 
 
 def test_missing_data_is_a_clear_error(tmp_path, data_paths):
@@ -237,4 +254,35 @@ def test_inference_timing(tmp_path, data_paths):
     times = train_utils.run_job(hpars)
     assert len(times) == 3 and all(t > 0 for t in times)
     assert json.loads(timing.read_text())["mode"] == "inference"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, array, message", [
+    ("nan_in_image_4", None, "train data {path}: image 4 holds NaN or infinite values"),
+    ("float64", np.zeros((4, 3, 208, 208), np.float64), "has dtype float64; expected float32"),
+    ("uint16", np.zeros((4, 3, 208, 208), np.uint16), "has dtype uint16; expected float32"),
+    ("too_small", np.zeros((4, 3, 20, 208), np.float32), "has shape (4, 3, 20, 208); expected (N, 3, >=24, >=24)"),
+    ("no_channels", np.zeros((4, 208, 208), np.float32), "has shape (4, 208, 208)"),
+])
+def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path, data_paths, name, array, message):
+    path = tmp_path / f"{name}.npy"
+    if array is None:
+        array = np.load(data_paths["train"]).copy()
+        array[4, 1, 100, 7] = np.inf if "inf" in name else np.nan
+    np.save(path, array)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("kept")
+    with pytest.raises(train_utils.DataError) as error:
+        train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_data_path=str(path), protect_existing=False))
+    assert message.format(path=path) in str(error.value) and "\n" not in str(error.value)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_non_finite_test_data_is_refused_too(tmp_path, data_paths):
+    array = np.load(data_paths["test"]).copy()
+    array[0, 0, 0, 0] = -np.inf
+    np.save(tmp_path / "test.npy", array)
+    with pytest.raises(train_utils.DataError, match="test data .*: image 0 holds NaN or infinite"):
+        train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, test_data_path=str(tmp_path / "test.npy")))
     assert not (tmp_path / "run").exists()
