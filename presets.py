@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import paths_config
 import run_layout
+from padding import PAPER_METHODS
 
 REPLACE = "<replace>"
 """A dict in a preset that contains this key replaces the default dict whole instead of merging."""
@@ -121,8 +122,9 @@ def split_hpars(hpars: dict) -> tuple[dict, dict]:
     return config, options
 
 
-def _lp(length: int, width: int, correlate_method: str, apodization: str | None = "tukey") -> dict:
-    return {"length": length, "width": width, "correlate_method": correlate_method, "apodization": apodization}
+def _lp(method: str) -> dict:
+    """The padding options of one of the paper's lp methods, as ``padding.PAPER_METHODS`` defines them."""
+    return dict(PAPER_METHODS[method][1])
 
 
 def _model(conv: str, upscale: str | None, kwargs: dict | None = None, output_crop: int = 0) -> dict:
@@ -136,23 +138,23 @@ def _with_compat(preset: dict, compat_preset: str) -> dict:
     return {**preset, "compat_preset": compat_preset}
 
 
-_LP1X1CS = _lp(1, 1, "cov_stab", apodization=None)
-_LP2X1CS = _lp(2, 1, "cov_stab", apodization=None)
-_LP2X3 = _lp(2, 3, "direct")
+_LP1X1CS = _lp("lp1x1cs")
+_LP2X1CS = _lp("lp2x1cs")
+_LP2X3 = _lp("lp2x3")
 
 presets: dict[str, dict] = {
     "lp1x1cs": _model("lp", "lp", _LP1X1CS),
     "lp1x1cs_oc1": _with_compat(_model("lp", "lp", _LP1X1CS, 1), "lp1x1cs_el1"),
-    "lp2x1": _model("lp", "lp", _lp(2, 1, "direct")),
+    "lp2x1": _model("lp", "lp", _lp("lp2x1")),
     "lp2x1cs": _model("lp", "lp", _LP2X1CS),
     "lp2x1cs_oc1": _with_compat(_model("lp", "lp", _LP2X1CS, 1), "lp2x1cs_el1"),
     "lp2x3": _model("lp", "lp", _LP2X3),
     "lp2x3_oc1": _with_compat(_model("lp", "lp", _LP2X3, 1), "lp2x3_el1"),
     "lp2x3_oc5": _with_compat(_model("lp", "lp", _LP2X3, 5), "lp2x3_el50"),
-    "lp2x5": _model("lp", "lp", _lp(2, 5, "fft")),
-    "lp3x3": _model("lp", "lp", _lp(3, 3, "fft")),
-    "lp4x5": _model("lp", "lp", _lp(4, 5, "fft")),
-    "lp6x7": _model("lp", "lp", _lp(6, 7, "fft")),
+    "lp2x5": _model("lp", "lp", _lp("lp2x5")),
+    "lp3x3": _model("lp", "lp", _lp("lp3x3")),
+    "lp4x5": _model("lp", "lp", _lp("lp4x5")),
+    "lp6x7": _model("lp", "lp", _lp("lp6x7")),
     "zero-repl": _with_compat(_model("zero", None), "zero"),
     "zero_oc1": _with_compat(_model("zero", None, output_crop=1), "zero_el1"),
     "zero_oc5": _with_compat(_model("zero", None, output_crop=5), "zero_el50"),
@@ -161,7 +163,7 @@ presets: dict[str, dict] = {
     "repl_oc1": _with_compat(_model("repl", None, output_crop=1), "repl_el1"),
     "repl_oc5": _with_compat(_model("repl", None, output_crop=5), "repl_el50"),
     **{
-        f"extr{n}": _model("extr", "extr", {REPLACE: True, "num_predictors": n})
+        f"extr{n}": _model("extr", "extr", {REPLACE: True, **PAPER_METHODS[f"extr{n}"][1]})
         for n in (1, 2, 3)
     },
 }

@@ -30,7 +30,12 @@ import presets
 from cli import UserError
 from eval_geometry import NUM_MASKS
 from io_utils import atomic_path, atomic_write_json
-from run_layout import TrainedModel, find_output_crop_sumsqs, output_crop_sumsqs_path
+from run_layout import (
+    TrainedModel,
+    find_output_crop_sumsqs,
+    output_crop_sumsqs_metadata_path,
+    output_crop_sumsqs_path,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Arrays and JSON files
@@ -131,9 +136,7 @@ class SumsqsResult:
     metadata: SumsqsMetadata | None
 
 
-def sumsqs_metadata_path(results_folder: str | os.PathLike, preset: str, seed: int) -> Path:
-    """``{results}/output_crop_sumsqs/{preset}_s{seed}.json``, beside the array."""
-    return output_crop_sumsqs_path(results_folder, preset, seed).with_suffix(".json")
+sumsqs_metadata_path = output_crop_sumsqs_metadata_path
 
 
 def save_sumsqs(results_folder: str | os.PathLike, preset: str, seed: int, sumsqs: np.ndarray, metadata: SumsqsMetadata) -> None:

@@ -402,6 +402,11 @@ def output_crop_sumsqs_path(results_folder: str | os.PathLike, preset: str, seed
     return output_crop_sumsqs_folder(results_folder) / f"{model_stem(preset, seed)}.npy"
 
 
+def output_crop_sumsqs_metadata_path(results_folder: str | os.PathLike, preset: str, seed: int) -> Path:
+    """``{results}/output_crop_sumsqs/{preset}_s{seed}.json``: the geometry beside the array."""
+    return output_crop_sumsqs_path(results_folder, preset, seed).with_suffix(".json")
+
+
 def find_output_crop_sumsqs(results_folder: str | os.PathLike) -> dict[tuple[str, int], Path]:
     """``{(preset, seed): path}`` of the stored eval_mse results of known presets."""
     found = {}
