@@ -136,20 +136,19 @@ class SumsqsResult:
     metadata: SumsqsMetadata | None
 
 
-sumsqs_metadata_path = output_crop_sumsqs_metadata_path
 
 
 def save_sumsqs(results_folder: str | os.PathLike, preset: str, seed: int, sumsqs: np.ndarray, metadata: SumsqsMetadata) -> None:
     """Store one model's ``(11, N)`` array and its metadata (the JSON first; see the module doc)."""
     if sumsqs.shape != metadata.shape:
         raise ValueError(f"sums of shape {sumsqs.shape} do not match the metadata's {metadata.shape}")
-    atomic_write_json(sumsqs_metadata_path(results_folder, preset, seed), metadata.to_json())
+    atomic_write_json(output_crop_sumsqs_metadata_path(results_folder, preset, seed), metadata.to_json())
     save_array(output_crop_sumsqs_path(results_folder, preset, seed), sumsqs)
 
 
 def read_sumsqs_metadata(results_folder: str | os.PathLike, preset: str, seed: int) -> SumsqsMetadata | None:
     """The metadata of a stored result, or None when it has none (an older result)."""
-    path = sumsqs_metadata_path(results_folder, preset, seed)
+    path = output_crop_sumsqs_metadata_path(results_folder, preset, seed)
     return SumsqsMetadata.from_json(read_json(path), path) if path.exists() else None
 
 

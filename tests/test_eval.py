@@ -202,9 +202,9 @@ def test_sumsqs_metadata_round_trip_and_checks(tmp_path):
     with pytest.raises(ValueError, match="metadata"):
         results_store.save_sumsqs(tmp_path, "repl", 0, sums, results_store.SumsqsMetadata(32, 4, 5))
     # Older results have no JSON: loaded with metadata None; a malformed JSON is an error.
-    results_store.sumsqs_metadata_path(tmp_path, "repl_oc1", 3).unlink()
+    run_layout.output_crop_sumsqs_metadata_path(tmp_path, "repl_oc1", 3).unlink()
     assert results_store.load_sumsqs_results(tmp_path)[("repl_oc1", 3)].metadata is None
-    results_store.sumsqs_metadata_path(tmp_path, "repl_oc1", 3).write_text('{"target_size": 32}')
+    run_layout.output_crop_sumsqs_metadata_path(tmp_path, "repl_oc1", 3).write_text('{"target_size": 32}')
     with pytest.raises(cli.UserError, match="not eval_mse.py metadata"):
         results_store.load_sumsqs_results(tmp_path)
 

@@ -309,7 +309,7 @@ def test_mse_results_use_their_own_metadata(tmp_path, capsys):
     np.testing.assert_allclose(table.loc[("repl", 0), "shell_7"], 2.0)
     assert "note:" not in capsys.readouterr().out
     # An older result without its JSON: the size is inferred from the test images, with a note.
-    results_store.sumsqs_metadata_path(ctx.results_folder, "repl", 0).unlink()
+    run_layout.output_crop_sumsqs_metadata_path(ctx.results_folder, "repl", 0).unlink()
     table = ctx.mse_table()
     assert "note: repl seed 0 has no metadata JSON" in capsys.readouterr().out
     assert table.loc[("repl", 0), "crop_0"] == pytest.approx(2.0 * 64**2 / 96**2)  # read as T = 96
