@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import eval_common as ec
+import cli
 import paths_config
 import run_layout
 import rvsr
@@ -53,7 +53,7 @@ def final_checkpoint(run_folder: Path) -> tuple[Path | None, str]:
         info = train_utils.read_checkpoint_info(path)
         train_utils.verify_checkpoint_files(path, info)
     except train_utils.CheckpointError as e:
-        raise ec.EvalError(f"{e}; rerun its training with resume_checkpoint=-1 to redo it") from e
+        raise cli.UserError(f"{e}; rerun its training with resume_checkpoint=-1 to redo it") from e
     if info["step"] != info["hpars"]["train_steps"]:
         return None, f"newest checkpoint is step {info['step']} of {info['hpars']['train_steps']}"
     return path, f"step {info['step']}"
@@ -68,7 +68,7 @@ def read_history_csv(path: Path) -> tuple[list[int], list[float]]:
         rows = [line.split(",") for line in lines if line.strip()]
         return [int(r[0]) for r in rows], [float(r[1]) for r in rows]
     except (IndexError, ValueError) as e:
-        raise ec.EvalError(f"{path}: malformed history ({e})") from e
+        raise cli.UserError(f"{path}: malformed history ({e})") from e
 
 
 def _history_outdated(path: Path, rows: int, overwrite: bool) -> bool:
@@ -80,19 +80,19 @@ def _history_outdated(path: Path, rows: int, overwrite: bool) -> bool:
     try:
         return pq.read_metadata(path).num_rows < rows
     except (OSError, ValueError) as e:
-        raise ec.EvalError(f"{path}: unreadable export ({e}); rerun with --overwrite to replace it") from e
+        raise cli.UserError(f"{path}: unreadable export ({e}); rerun with --overwrite to replace it") from e
 
 
 def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> str:
     """Export one run; returns what was done, for the log."""
-    target = ec.TrainedModel(run.preset, run.seed, output_folder)
+    target = run_layout.TrainedModel(run.preset, run.seed, output_folder)
     written = []
     checkpoint, note = final_checkpoint(run.path)
     if checkpoint is not None and (overwrite or not target.weights_path.exists()):
         try:
             train_state, _ = train_utils.load_checkpoint(checkpoint)
         except train_utils.CheckpointError as e:
-            raise ec.EvalError(str(e)) from e
+            raise cli.UserError(str(e)) from e
         with atomic_path(target.weights_path) as tmp:
             rvsr.save_rvsr_weights(train_state.model, tmp)
         written.append("model")
@@ -100,7 +100,7 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
         steps, losses = read_history_csv(run_layout.history_csv_path(run.path, kind))
         path = target.history_path(kind)
         if steps and _history_outdated(path, len(steps), overwrite):
-            ec.write_loss_history(path, kind, steps, losses)
+            run_layout.write_loss_history(path, kind, steps, losses)
             written.append(f"{kind} loss ({len(steps)} rows)")
     status = "" if checkpoint is not None else f"; histories only ({note})"
     return f"{target.name} from {run.path}: " + (", ".join(written) or "up to date") + status
@@ -111,26 +111,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-folder", default=paths["train_runs_folder"], help="default: %(default)s")
     parser.add_argument("--output-folder", default=paths["trained_models_folder"], help="default: %(default)s")
-    parser.add_argument("--presets", nargs="+", type=ec.preset_name, metavar="PRESET", help="default: all")
-    parser.add_argument("--seeds", nargs="+", type=ec.non_negative_int, metavar="SEED", help="default: all")
+    parser.add_argument("--presets", nargs="+", type=cli.preset_name, metavar="PRESET", help="default: all")
+    parser.add_argument("--seeds", nargs="+", type=cli.non_negative_int, metavar="SEED", help="default: all")
     parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
     args = parser.parse_args(argv)
 
     def body() -> None:
         runs = find_run_folders(args.runs_folder, args.presets, args.seeds)
         if not runs:
-            raise ec.EvalError(f"no run folders of the requested presets / seeds in {args.runs_folder}")
+            raise cli.UserError(f"no run folders of the requested presets / seeds in {args.runs_folder}")
         failed = []
         for run in runs:
             try:
                 print(export_run(run, Path(args.output_folder), args.overwrite))
-            except ec.EvalError as e:  # one damaged run must not stop the others' export
+            except cli.UserError as e:  # one damaged run must not stop the others' export
                 print(f"{run.path}: error: {' '.join(str(e).split())}", file=sys.stderr)
                 failed.append(run.path.name)
         if failed:
-            raise ec.EvalError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")
+            raise cli.UserError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")
 
-    return ec.run_script("export_trained_models.py", body)
+    return cli.run_script("export_trained_models.py", body)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import eval_common as ec
+import cli
+import eval_models
 import eval_mse
 import export_trained_models
 import presets
+import results_store
+import run_layout
 import rvsr
 import train_utils
 
@@ -80,16 +83,16 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
         assert table.column_names == ["step", column]
         assert str(table.schema.field("step").type) == "int32" and str(table.schema.field(column).type) == "halffloat"
         assert pq.ParquetFile(path).metadata.row_group(0).column(1).compression == "BROTLI"
-        steps, losses = ec.read_loss_history(path, kind)
+        steps, losses = run_layout.read_loss_history(path, kind)
         assert steps.dtype == np.int32 and losses.dtype == np.float16
         np.testing.assert_array_equal(losses, np.array(expected, np.float16))
 
     # The weights load into an RVSR at any output crop and equal the final checkpoint's.
-    model, _ = ec.load_trained_model(ec.TrainedModel("repl_oc1", 3, out), output_crop=1)
+    model, _ = eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=1)
     assert isinstance(model, rvsr.RVSR) and model.output_crop == 1
     for a, b in zip(leaves(model), leaves(final.model), strict=True):
         np.testing.assert_array_equal(a, b)
-    oc0, _ = ec.load_trained_model(ec.TrainedModel("repl_oc1", 3, out), output_crop=0)
+    oc0, _ = eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
     for a, b in zip(rvsr.rvsr_to_oc0_leaves(oc0), rvsr.rvsr_to_oc0_leaves(final.model), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -109,7 +112,7 @@ def test_export_keeps_existing_files_unless_overwrite(runs, tmp_path, capsys):
     with open(runs_folder / "lp2x3_s1" / "train_history.csv", "a") as f:
         f.write("4,0.125,0.001\n")
     assert export_trained_models.main(args) == 0
-    assert len(ec.read_loss_history(out / "lp2x3_s1_train_loss.parquet", "train")[0]) == 4
+    assert len(run_layout.read_loss_history(out / "lp2x3_s1_train_loss.parquet", "train")[0]) == 4
 
     assert export_trained_models.main([*args, "--overwrite"]) == 0
     assert (out / "repl_oc1_s3.eqx").read_bytes() != b"kept"
@@ -146,7 +149,7 @@ def test_published_models_evaluate_without_run_folders(runs, tmp_path):
             "--test-data", str(tmp_path / "test.npy"), "--target-size", "24"]  # fmt: skip
     assert eval_mse.main(args) == 0
     assert sorted(p.name for p in (results / "output_crop_sumsqs").iterdir()) == ["repl_oc1_s3.json", "repl_oc1_s3.npy"]
-    sums = ec.load_output_crop_sumsqs(results)["repl_oc1"][3]
+    sums = results_store.load_output_crop_sumsqs(results)["repl_oc1"][3]
     assert sums.shape == (11, 2) and np.all(np.isfinite(sums)) and np.all(sums[0] > 0)
 
 
@@ -174,5 +177,5 @@ def test_truncated_published_model_fails_loudly(runs, tmp_path):
         boundary = f.tell()
     for cut in (len(data) - 1, len(data) // 2, boundary):
         weights.write_bytes(data[:cut])
-        with pytest.raises(ec.EvalError, match=f"truncated RVSR weights file \\({cut} bytes of {len(data)}\\)"):
-            ec.load_trained_model(ec.TrainedModel("repl_oc1", 3, out), output_crop=0)
+        with pytest.raises(cli.UserError, match=f"truncated RVSR weights file \\({cut} bytes of {len(data)}\\)"):
+            eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
