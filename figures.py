@@ -529,15 +529,16 @@ def tiled_and_untiled(model, state, inputs: np.ndarray, tile: int, output_crop: 
     """The model's output for ``inputs`` (3, R, R), ``R = 2 tile - 2 oc``: stitched from the
     four ``tile x tile`` input tiles of a 2x2 tiling (overlapping by ``2 oc`` so that their
     outputs abut), and in one piece. Both are (3, 8 step, 8 step), ``step = tile - 2 oc``."""
+    import tiling  # the tiling computation superresolve.py uses too
+
     step = tile - 2 * output_crop
     if inputs.shape[-1] != tile + step:
         raise ValueError(f"inputs of size {inputs.shape[-1]} do not match tile {tile} and output crop {output_crop}")
-    apply = eqx.filter_jit(jax.vmap(lambda x: model(x, state)[0]))
-    untiled = apply(jnp.asarray(inputs)[None])[0]
-    tiles = jnp.stack([inputs[:, i:i + tile, j:j + tile] for i in (0, step) for j in (0, step)])
-    outs = apply(tiles)
-    stitched = jnp.concatenate([jnp.concatenate(list(outs[0:2]), axis=2), jnp.concatenate(list(outs[2:4]), axis=2)], axis=1)
-    return np.asarray(stitched), np.asarray(untiled)
+    apply = tiling.make_batch_apply(model, state)
+    untiled = apply(np.asarray(inputs)[None])[0]
+    # Cores of `step` pixels starting at oc: the read windows are the four tile x tile squares.
+    stitched = tiling.stitch(apply, np.asarray(inputs), step, halo=0, output_crop=output_crop, sr_rate=SR_RATE)
+    return stitched, np.asarray(untiled)
 
 
 def tile_size(image_size: int, output_crop: int, paper_tile: int = 48) -> int:
