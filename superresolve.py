@@ -579,8 +579,10 @@ def read_output(path: Path) -> np.ndarray:
 
         return np.asarray(zarr.open_array(str(path), mode="r")[...])
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.open(path) as src:
+    with warnings.catch_warnings(), rasterio.open(path) as src:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return src.read()
 
 
