@@ -909,3 +909,30 @@ def make_all(ctx: Context | None = None) -> list[Path]:
     ctx = Context.from_paths() if ctx is None else ctx
     setup_matplotlib()
     return [path for name in STEPS for path in run(name, ctx)]
+
+
+def draw_superresolve_seams(paths: Sequence[Path], folder: Path, name: str = "superresolve_seams") -> list[Path]:
+    """|tiled − untiled| of ``superresolve.py --compare-untiled --compare-output`` runs side by
+    side (mean over RGB, model units, one shared colour scale), with the deviations within 4
+    output pixels of the tile seams and overall in the caption. ``paths``: the ``.npz`` files."""
+    runs = [np.load(path) for path in paths]
+    if not runs:
+        raise MissingResults("no superresolve.py deviation maps")
+    vmax = max(float(np.quantile(run["deviation"][np.isfinite(run["deviation"])], 0.995)) for run in runs) or 1.0
+    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs) + 0.6, 2.9), squeeze=False)
+    caption = []
+    for ax, run in zip(axes[0], runs):
+        preset = str(run["preset"])
+        artist = ax.imshow(run["deviation"], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(preset, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        caption.append(f"{preset}: seams mean {float(run['seam_mean']):.3g}, max {float(run['seam_max']):.3g}; "
+                       f"overall mean {float(run['mean']):.2g}")
+    fig.subplots_adjust(left=0.02, right=0.88, bottom=0.3, top=0.9, wspace=0.06)
+    bar = fig.colorbar(artist, cax=fig.add_axes((0.9, 0.3, 0.015, 0.6)))
+    bar.set_label("|tiled − untiled| (mean over RGB)", fontsize=7)
+    fig.text(0.01, 0.01, "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n"
+             + "\n".join(caption), fontsize=6, va="bottom")
+    return save_figure(fig, name, folder)
+
