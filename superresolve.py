@@ -43,6 +43,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -377,6 +378,7 @@ class Job:
     sr_rate: int
     batch_size: int
     nodata_out: float
+    run_id: str  # of the work folder: long-lived workers must not reuse files cached for another run
 
     @property
     def store(self) -> str:
@@ -394,8 +396,11 @@ def process_batch(job: Job, tiles: Sequence[tiling.Tile]) -> list[tuple[str, int
     complete chunk."""
     import zarr
 
-    reader = _cached(("reader", job.input), lambda: open_reader(job.input))
-    store = _cached(("store", job.store), lambda: zarr.open_array(job.store, mode="r+"))
+    with _CACHE_LOCK:
+        if ("store", job.store, job.run_id) not in _CACHE:
+            _forget_files()  # a new run: close nothing explicitly, just drop the previous run's handles
+        reader = _cached(("reader", job.input, job.run_id), lambda: open_reader(job.input))
+        store = _cached(("store", job.store, job.run_id), lambda: zarr.open_array(job.store, mode="r+"))
     windows, valid_masks, todo, results = [], [], [], []
     for tile in tiles:
         x = to_model_units(reader.read(tile.read_y, tile.read_x), job.input.units, reader.info.nodata)
@@ -497,9 +502,9 @@ def settings_record(args: argparse.Namespace, spec: InputSpec, model: ModelSpec,
 
 
 def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, shape: tuple[int, int, int],
-                     chunk: int, nodata_out: float, attrs: dict) -> int:
+                     chunk: int, nodata_out: float, attrs: dict) -> tuple[int, str]:
     """Create the work folder (Zarr store, done markers, settings) or reuse a matching one;
-    returns the number of tiles already done."""
+    returns the number of tiles already done and the folder's run id."""
     import zarr
 
     settings_path = work_dir / "settings.json"
@@ -520,11 +525,12 @@ def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, shape: tup
         array = zarr.open_array(str(work_dir / "output.zarr"), mode="w", shape=shape, chunks=(shape[0], chunk, chunk),
                                 dtype="float32", fill_value=nodata_out)
         array.attrs.update(attrs)
+        (work_dir / "run_id").write_text(uuid.uuid4().hex)
         # Written last: its presence means the store is ready.
         tmp = settings_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(settings))
         os.replace(tmp, settings_path)
-    return len(os.listdir(work_dir / "done"))
+    return len(os.listdir(work_dir / "done")), (work_dir / "run_id").read_text()
 
 
 def output_transform(info: RasterInfo, sr_rate: int) -> tuple[float, ...] | None:
@@ -713,17 +719,19 @@ def run(args: argparse.Namespace) -> int:
     tiles = tiling.tile_grid(info.height, info.width, args.tile_size, halo)
     nodata_out = float("nan") if info.nodata is None else float(np.float32(info.nodata))
     work_dir = output.with_name(output.name + WORK_SUFFIX)
-    job = Job(spec, model_spec, str(work_dir), sr, args.batch_size, nodata_out)
     attrs = {"crs": info.crs, "transform": output_transform(info, sr), "nodata": nodata_out, "units": args.units,
              "sr_rate": sr, "preset": model_spec.preset, "source": str(Path(args.input).name),
              "reference": "Niemitalo et al. 2025, arXiv:2502.12300"}
     settings = dict(settings_record(args, spec, model_spec, info), output=str(output.resolve()))
     output.parent.mkdir(parents=True, exist_ok=True)
-    done_before = prepare_work_dir(work_dir, settings, args.overwrite,
+    done_before, run_id = prepare_work_dir(work_dir, settings, args.overwrite,
                                    (3, sr * info.height, sr * info.width), sr * args.tile_size, nodata_out, attrs)
-    done = set(os.listdir(job.done_dir))
+    done = set(os.listdir(work_dir / "done"))
     todo = [t for t in tiles if t.key not in done]
-    groups = list(tiling.batches(todo, args.batch_size))
+    # Partial batches are padded to the batch size (one compilation per tile shape); a raster of
+    # fewer tiles than that gets a smaller batch instead of paying for the padding.
+    job = Job(spec, model_spec, str(work_dir), sr, max(1, min(args.batch_size, len(todo))), nodata_out, run_id)
+    groups = list(tiling.batches(todo, job.batch_size))
     progress = tqdm(total=len(tiles), initial=done_before, unit="tile", disable=args.no_progress,
                     desc=f"{model_spec.preset} x{sr}", file=sys.stderr)
     compiled = ""
