@@ -463,7 +463,10 @@ def run_dask(job: Job, groups: Iterable[list[tiling.Tile]], progress: Any, worke
     from dask.distributed import Client, LocalCluster, as_completed
 
     if scheduler is not None:
-        client_context = Client(scheduler, timeout="30s")
+        try:
+            client_context = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as e:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({e})") from None
         cluster = None
     else:
         os.environ.update(_worker_environment())  # the nannies start workers with this environment
@@ -477,7 +480,14 @@ def run_dask(job: Job, groups: Iterable[list[tiling.Tile]], progress: Any, worke
             # to superresolve.process_batch, which workers import from the repository.
             futures = [client.submit(process_batch, job, group, pure=False) for group in groups]
             for future in as_completed(futures):
-                results = future.result()
+                try:
+                    results = future.result()
+                except (ImportError, AttributeError) as e:
+                    # Typically a worker that cannot import this repository.
+                    raise UserError(f"a Dask task failed ({type(e).__name__}: {e}); start the workers with this "
+                                    f"repository ({REPO}) on PYTHONPATH, see README.md") from None
+                except UserError as e:
+                    raise UserError(f"on a Dask worker: {e}") from None
                 pixels += sum(n for _, n in results)
                 progress.update(len(results))
     finally:
