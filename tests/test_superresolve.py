@@ -152,12 +152,12 @@ def test_halo_auto_equals_one_tile(tmp_path, models):
         assert np.abs(read(tmp_path / "halo0.tif").astype(np.float64) / 5000 - 1 - untiled)[inner].max() > 1e-3 * scale
 
 
-def test_halo_zero_differs_only_near_seams(tmp_path, models):
+def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
     x = model_units(scene())
     np.save(tmp_path / "scene.npy", x)
     out = tmp_path / "out.tif"
     assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
-                    "--units", "model") == 0
+                    "--units", "model", "--compare-untiled", "--compare-output", tmp_path / "seams.npz") == 0
     got = read(out)
     untiled = reference(models["zero-repl"], "zero-repl", x, None)
     scale = np.abs(untiled).max()
@@ -168,6 +168,16 @@ def test_halo_zero_differs_only_near_seams(tmp_path, models):
     assert deviation[tiling.seam_mask(tiles, got.shape[1:], SR, width=4)].max() > 1e-3 * scale
     summary = tiling.deviation_summary(got, untiled, tiling.seam_mask(tiles, got.shape[1:], SR))
     assert summary["seam_mean"] > summary["mean"] > 0
+    # --compare-untiled printed and saved the same numbers (its one pass is the reparameterized form).
+    saved = np.load(tmp_path / "seams.npz")
+    printed = capsys.readouterr().out
+    for key in ("mean", "max", "seam_mean", "seam_max"):
+        assert float(saved[key]) == pytest.approx(summary[key], rel=1e-3, abs=1e-5 * float(scale))
+    assert f"max {float(saved['seam_max']):.3g}" in printed and "within 4 output pixels of seams" in printed
+    import figures
+
+    written = figures.draw_superresolve_seams([tmp_path / "seams.npz"], tmp_path)
+    assert {p.suffix for p in written} == {".pdf", ".png"} and all(p.stat().st_size > 0 for p in written)
 
 
 def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geotiff):
