@@ -12,7 +12,7 @@ the targets of README.md, "Super-resolving a large raster": peak memory of the l
 most 1.6x that of the smallest (outputs are never held whole), tiled throughput at least 0.8x
 the one-pass throughput, and cost linear in area. Without ``--model`` a random-init RVSR of
 the paper's width (16 hidden channels) with lp2x3 padding is used: the speed does not depend
-on the weights. Tiling as in the paper (Niemitalo et al. 2025, arXiv:2502.12300): no halo.
+on the weights (``--preset`` picks its padding). Tiling as in the paper (Niemitalo et al. 2025, arXiv:2502.12300): no halo.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def model_speed(model_path: Path, size: int, batch_size: int, repeats: int) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="weights {preset}_s{seed}.eqx (default: random-init lp2x3)")
+    parser.add_argument("--model", type=Path, help="weights {preset}_s{seed}.eqx (default: random-init --preset)")
+    parser.add_argument("--preset", default="lp2x3", help="the preset of the random-init model (default: %(default)s)")
     parser.add_argument("--sizes", default="256,1024,2048", help="raster sizes; the first fits one tile ('' for none)")
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=Path("bench_sr"), help="scratch folder (scenes and outputs)")
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
-    model = args.model or default_model(args.folder)
+    model = args.model or default_model(args.folder, args.preset)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     print(f"model {model}; tile {args.tile_size}, halo 0, batch {args.batch_size}; one fresh process per size")
