@@ -523,13 +523,13 @@ def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, shape: tup
             previous = json.loads(settings_path.read_text())
         except (OSError, ValueError):
             previous = None  # created but never finished setting up: start again
-        if not (work_dir / "output.zarr" / "zarr.json").exists():
-            previous = None  # the store was published (a Zarr output) before the folder was removed
         if previous is not None and previous != settings:
             if not overwrite:
                 raise UserError(f"{work_dir} holds a partial run with other settings; rerun that command to "
                                 f"finish it, or pass --overwrite to discard it")
             previous = None
+        if not (work_dir / "output.zarr" / "zarr.json").exists():
+            previous = None  # the store was published (a Zarr output) before the folder was removed
         if previous is None:
             shutil.rmtree(work_dir)
     if not work_dir.exists():
