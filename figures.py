@@ -11,7 +11,7 @@ This module only draws. The numbers come from the pure modules: ``results_tables
 shell, throughput, main and success tables, bootstrap intervals), ``theory`` (the Gaussian
 autocorrelation curves), ``sample_images`` (padding samples, inputs and targets),
 ``timing_search`` (throughput formulas) and ``eval_geometry`` (crops and shells). The tiling
-figure runs trained models through :func:`tiled_and_untiled`.
+figure runs trained models through ``tiling.two_by_two``.
 
 Inputs (folders from ``paths_config``, overridable by ``LPPAD_*`` variables; names in
 ``run_layout``):
@@ -32,9 +32,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -44,6 +41,7 @@ from matplotlib import font_manager
 import eval_models
 import paths_config
 import presets
+import tiling
 import results_tables as rt
 from cli import UserError
 from eval_geometry import NUM_MASKS, fit_target_size, output_crop_of, output_side
@@ -235,28 +233,6 @@ def make_inputs_and_targets(ctx: Context, indices: Sequence[int] = SAMPLE_TEST_I
 # Tiling figure (its computation moves to tiling.py)
 
 
-def tiled_and_untiled(model, state, inputs: np.ndarray, tile: int, output_crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """The model's output for ``inputs`` (3, R, R), ``R = 2 tile - 2 oc``: stitched from the
-    four ``tile x tile`` input tiles of a 2x2 tiling (overlapping by ``2 oc`` so that their
-    outputs abut), and in one piece. Both are (3, 8 step, 8 step), ``step = tile - 2 oc``."""
-    step = tile - 2 * output_crop
-    if inputs.shape[-1] != tile + step:
-        raise ValueError(f"inputs of size {inputs.shape[-1]} do not match tile {tile} and output crop {output_crop}")
-    apply = eqx.filter_jit(jax.vmap(lambda x: model(x, state)[0]))
-    untiled = apply(jnp.asarray(inputs)[None])[0]
-    tiles = jnp.stack([inputs[:, i:i + tile, j:j + tile] for i in (0, step) for j in (0, step)])
-    outs = apply(tiles)
-    stitched = jnp.concatenate([jnp.concatenate(list(outs[0:2]), axis=2), jnp.concatenate(list(outs[2:4]), axis=2)], axis=1)
-    return np.asarray(stitched), np.asarray(untiled)
-
-
-def tile_size(image_size: int, output_crop: int, paper_tile: int = 48) -> int:
-    """The paper's 48-pixel input tile, or the largest that fits ``image_size`` (smaller test
-    images): the 2x2 tiling of ``R = 2 tile - 2 oc`` input pixels needs ``4 R + 8`` pixels."""
-    fitting = ((image_size - 2 * SR_RATE) // SR_RATE + 2 * output_crop) // 2
-    return min(paper_tile, fitting)
-
-
 def _centre_window(image: np.ndarray, size: int) -> np.ndarray:
     """The centred ``size x size`` window of ``image`` (..., y, x), or all of it if smaller."""
     half = min(size, image.shape[-1]) // 2
@@ -282,13 +258,13 @@ def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], w
     image = np.asarray(data[min(image_index, len(data) - 1)])
     results, targets = {}, {}
     for (padding_name, crop), (preset, seed) in chosen.items():
-        tile = tile_size(min(image.shape[1:]), crop)
+        tile = tiling.two_by_two_tile_size(min(image.shape[1:]), crop, SR_RATE)
         if tile - 2 * crop < 2:
             print(f"leaving out {preset}: test images too small for a 2x2 tiling at output crop {crop}")
             continue
         inputs, target = inputs_and_targets(image[None], SR_RATE * (2 * tile - 2 * crop), SR_RATE)
         model, state = eval_models.load_trained_model(TrainedModel(preset, seed, ctx.trained_models_folder), crop)
-        stitched, untiled = tiled_and_untiled(model, state, inputs[0], tile, crop)
+        stitched, untiled = tiling.two_by_two(model, state, inputs[0], tile, crop, SR_RATE)
         deviation = np.abs(stitched - untiled).mean(axis=0)
         results[(padding_name, crop)] = (preset, seed, _centre_window(stitched, window), _centre_window(deviation, window))
         targets[crop] = _centre_window(target[0], min(window, stitched.shape[-1]))
@@ -605,3 +581,30 @@ def make_all(ctx: Context | None = None) -> list[Path]:
     ctx = Context.from_paths() if ctx is None else ctx
     setup_matplotlib()
     return [path for name in STEPS for path in run(name, ctx)]
+
+
+def draw_superresolve_seams(paths: Sequence[Path], folder: Path, name: str = "superresolve_seams") -> list[Path]:
+    """|tiled − untiled| of ``superresolve.py --compare-untiled --compare-output`` runs side by
+    side (mean over RGB, model units, one shared colour scale), with the deviations within 4
+    output pixels of the tile seams and overall in the caption. ``paths``: the ``.npz`` files."""
+    runs = [np.load(path) for path in paths]
+    if not runs:
+        raise MissingResults("no superresolve.py deviation maps")
+    vmax = max(float(np.quantile(run["deviation"][np.isfinite(run["deviation"])], 0.995)) for run in runs) or 1.0
+    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs) + 0.6, 2.9), squeeze=False)
+    caption = []
+    for ax, run in zip(axes[0], runs):
+        preset = str(run["preset"])
+        artist = ax.imshow(run["deviation"], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(preset, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        caption.append(f"{preset}: seams mean {float(run['seam_mean']):.3g}, max {float(run['seam_max']):.3g}; "
+                       f"overall mean {float(run['mean']):.2g}")
+    fig.subplots_adjust(left=0.02, right=0.88, bottom=0.3, top=0.9, wspace=0.06)
+    bar = fig.colorbar(artist, cax=fig.add_axes((0.9, 0.3, 0.015, 0.6)))
+    bar.set_label("|tiled − untiled| (mean over RGB)", fontsize=7)
+    fig.text(0.01, 0.01, "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n"
+             + "\n".join(caption), fontsize=6, va="bottom")
+    return save_figure(fig, name, folder)
+

@@ -54,7 +54,7 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
 STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
-         "eval_layer_nmse", "bilinear_test", "notebook")
+         "eval_layer_nmse", "bilinear_test", "superresolve", "notebook")
 # job.py names that this script sets itself.
 RESERVED_JOB_NAMES = ("preset", "seed", "resume_checkpoint", "folder", "train_steps")
 SMOKE_FOLDERS = {"temp_folder": "temp", "dataset_folder": "dataset", "train_runs_folder": "runs",
@@ -266,6 +266,29 @@ def step_bilinear_test(workflow: Workflow) -> None:
     run_script(workflow, "bilinear_test.py")
 
 
+def step_superresolve(workflow: Workflow, presets_: Sequence[str] = ("zero-repl", "repl", "lp2x3")) -> None:
+    """superresolve.py on a synthetic georeferenced 96x96 scene in 32x32 tiles with each of
+    ``presets_``'s models (lowest seed), then the figure of |tiled − untiled| with the seam deviations."""
+    chosen = [p for p in presets_ if p in workflow.presets]
+    if not chosen:
+        print(f"skipped: needs models of {' or '.join(presets_)}")
+        return
+    folder, models = Path(workflow.paths["results_folder"]) / "superresolve", Path(workflow.paths["trained_models_folder"])
+    if not workflow.dry_run:
+        import bench_superresolve
+        folder.mkdir(parents=True, exist_ok=True)
+        bench_superresolve.make_scene(folder / "scene.tif", 96)
+    for preset in chosen:
+        run_script(workflow, "superresolve.py", str(folder / "scene.tif"), str(folder / f"{preset}.tif"), "--model",
+                   str(run_layout.TrainedModel(preset, min(workflow.seeds or [0]), models).weights_path), "--tile-size", "32", "--overwrite",
+                   "--no-progress", "--compare-untiled", "--compare-output", str(folder / f"{preset}_seams.npz"))
+    if not workflow.dry_run:
+        import figures
+        figures.setup_matplotlib()
+        written = figures.draw_superresolve_seams([folder / f"{p}_seams.npz" for p in chosen], Path(workflow.paths["graphs_folder"]))
+        print(f"wrote {', '.join(map(str, written))}")
+
+
 def step_notebook(workflow: Workflow) -> None:
     """Execute the notebook headless; its executed copy goes next to the figures."""
     graphs = Path(workflow.paths["graphs_folder"])
@@ -303,6 +326,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Workflow], None]] = {
     "eval_inference_time": step_eval_inference_time,
     "eval_layer_nmse": step_eval_layer_nmse,
     "bilinear_test": step_bilinear_test,
+    "superresolve": step_superresolve,
     "notebook": step_notebook,
 }
 

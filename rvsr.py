@@ -25,6 +25,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from padding import Padding2dLayer
@@ -66,8 +67,9 @@ class RepConv(eqx.Module):
 
     With ``same_pad`` the spatial size is kept (the 3x3 convolutions see the input padded by
     one pixel with ``conv_padding_method``); without, it shrinks by one pixel per side.
-    The inference form is a single 3x3 convolution of the same receptive field, used only
-    to time inference (its weights are not converted from a trained model).
+    The inference form is a single 3x3 convolution of the same receptive field; built
+    directly it has fresh weights (the paper times inference with it), and
+    :func:`reparameterize` gives it the folded weights of a trained model.
     """
 
     same_pad: bool = eqx.field(static=True)
@@ -544,3 +546,94 @@ def load_rvsr(
     model, state = make_rvsr(model_hpars, sr_rate, output_crop=output_crop, key=key)
     oc0_model, _ = make_rvsr(model_hpars, sr_rate, output_crop=0, key=key)
     return load_rvsr_weights(model, path, oc0_model), state
+
+
+# ----------------------------------------------------------------------------------------------
+# Re-parameterisation: the fast inference form with the trained weights
+
+# Array leaves of one RepConv block in the training form, in pytree order: branch_1 (three
+# convolutions, weight and bias each), branch_2 (the same), res_conv1x1, res_conv3x3.
+_REPCONV_LEAVES = 16
+
+
+def _fold_repconv_leaves(leaves: Sequence[Array]) -> tuple[Array, Array]:
+    """The single 3x3 convolution ``(weight (n, n, 3, 3), bias (n, 1, 1))`` equal to a
+    training-form RepConv given by its 16 array leaves (see ``RepConv``). Leaves may carry
+    leading block axes (the stacked body), which the result keeps.
+
+    Every path of the block is linear up to its sum, so it is one 3x3 convolution:
+    a branch ``1x1 (W1, b1) -> 3x3 (W3, b3) -> 1x1 (W2, b2)`` is the 3x3 kernel
+    ``W2 W3 W1`` with bias ``W2 (sum over taps of W3 b1 + b3) + b2``. The bias ``b1`` of
+    the first 1x1 convolution is present at every position the 3x3 sees, padded positions
+    included (the 1x1 convolution acts on the already padded map), so folding it into the
+    bias is exact for every padding method, zero padding too. The 1x1 residual and the
+    identity add to the centre tap. Computed in float64, returned in the leaves' dtype.
+    """
+    as64 = [np.asarray(leaf, dtype=np.float64) for leaf in leaves]
+    dtype = leaves[0].dtype
+    weight = 0.0
+    bias = 0.0
+    for start in (0, 6):  # branch_1, branch_2
+        w1, b1, w3, b3, w2, b2 = as64[start:start + 6]
+        # w1: (..., m, n, 1, 1), w3: (..., m, m, 3, 3), w2: (..., n, m, 1, 1); biases (..., c, 1, 1).
+        weight = weight + np.einsum("...ob,...bayx,...ai->...oiyx", w2[..., 0, 0], w3, w1[..., 0, 0])
+        inner_bias = np.einsum("...bayx,...a->...b", w3, b1[..., 0, 0]) + b3[..., 0, 0]
+        bias = bias + np.einsum("...ob,...b->...o", w2[..., 0, 0], inner_bias) + b2[..., 0, 0]
+    w_res1, b_res1, w_res3, b_res3 = as64[12:16]
+    n = w_res1.shape[-3]
+    centre = w_res1[..., 0, 0] + np.eye(n)  # the 1x1 residual and the identity
+    weight = weight + w_res3
+    weight[..., 1, 1] += centre
+    bias = bias + b_res1[..., 0, 0] + b_res3[..., 0, 0]
+    return jnp.asarray(weight, dtype=dtype), jnp.asarray(bias[..., None, None], dtype=dtype)
+
+
+def _model_padding_options(model: RVSR) -> tuple[str | None, dict[str, Any], str | None]:
+    """``(conv_padding_method, padding_method_kwargs, upscale_padding_method)`` of a
+    training-form model, read from its padding layers (an ``oc = 10`` model has none in its
+    convolutions, and then the convolution padding method is irrelevant)."""
+    conv_layer = None
+    if isinstance(model.head, eqx.nn.Sequential):
+        conv_layer = model.head.layers[0]
+    upscale_layer = model.upscale.padding
+    layer = conv_layer or upscale_layer
+    kwargs = {} if layer is None else dict(layer.padding_method_kwargs)
+    return (None if conv_layer is None else conv_layer.mode), kwargs, (
+        None if upscale_layer is None else upscale_layer.mode)
+
+
+def reparameterize(model: RVSR) -> RVSR:
+    """The inference form of a training-form ``model`` (as ``make_rvsr(..., inference=True)``
+    builds it) with every RepConv block folded into its one 3x3 convolution; the other
+    weights are copied. Its outputs equal ``model``'s up to float rounding, at any output crop;
+    it has about half the convolutions to run (see ``bench_superresolve.py``).
+
+    This is RVSR's structural re-parameterisation (Conde et al. 2024), used by the paper's
+    timing runs in its inference form; here the form also gets the trained weights.
+    """
+    if model.tail.layers[0].inference:
+        raise ValueError("reparameterize: the model is already in the inference form")
+    head_tail, stacked, blocks = _split_leaves(model)
+    conv_method, kwargs, upscale_method = _model_padding_options(model)
+    hidden_channels = head_tail[0].shape[0]
+    sr_rate = model.tail.layers[2].factor
+    # The activation function sits in each FFN: RepViT -> Sequential[RepConv, FFN] -> Lambda.
+    block = model.body_repvits_same_pad if model.body_repvits_same_pad is not None else model.body_repvits_no_pad[0]
+    activation = block.layers.layers[1].layers.layers[1].fn
+    skeleton = eqx.filter_eval_shape(
+        RVSR, sr_rate, hidden_channels, True, model.output_crop,
+        conv_padding_method=conv_method or "zero", upscale_padding_method=upscale_method,
+        padding_method_kwargs=kwargs, activation_function=activation, key=jax.random.PRNGKey(0))
+
+    def block_leaves(leaves: Sequence[Array]) -> list[Array]:
+        # RepConv (16 leaves) folded to 2, then the FFN's 4 leaves unchanged.
+        return [*_fold_repconv_leaves(leaves[:_REPCONV_LEAVES]), *leaves[_REPCONV_LEAVES:]]
+
+    # Training leaf order: head (2), tail RepConv (16), tail 1x1 (2), stacked body, unpadded blocks.
+    new_leaves = [*head_tail[:2], *_fold_repconv_leaves(head_tail[2:2 + _REPCONV_LEAVES]),
+                  *head_tail[2 + _REPCONV_LEAVES:]]
+    if stacked is not None:
+        new_leaves += block_leaves(stacked)
+    for block in blocks:
+        new_leaves += block_leaves(block)
+    return _with_array_leaves(skeleton, new_leaves, "reparameterize: ")

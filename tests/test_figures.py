@@ -25,6 +25,7 @@ import results_tables as rt
 import run_layout
 import rvsr
 import theory
+import tiling
 
 SEEDS = (0, 1, 2)
 OUTPUT_SIZE = 96  # evaluated outputs of the synthetic results (the paper's are 192)
@@ -265,16 +266,16 @@ def test_tiling_is_exact_without_padding_effects(results):
     model, state = rvsr.make_rvsr(hpars["model_hpars"], output_crop=10, key=jax.random.PRNGKey(1))
     tile = 24
     inputs = np.random.default_rng(0).normal(size=(3, 2 * tile - 20, 2 * tile - 20)).astype(np.float32)
-    stitched, untiled = figures.tiled_and_untiled(model, state, inputs, tile, 10)
+    stitched, untiled = tiling.two_by_two(model, state, inputs, tile, 10, 4)
     assert stitched.shape == untiled.shape == (3, 8 * (tile - 20), 8 * (tile - 20))
     np.testing.assert_allclose(stitched, untiled, atol=1e-5)
 
 
 def test_tile_size():
-    assert figures.tile_size(512, 0) == 48 and figures.tile_size(512, 5) == 48
-    assert figures.tile_size(104, 0) == 12 and figures.tile_size(104, 5) == 17
+    assert tiling.two_by_two_tile_size(512, 0, 4) == 48 and tiling.two_by_two_tile_size(512, 5, 4) == 48
+    assert tiling.two_by_two_tile_size(104, 0, 4) == 12 and tiling.two_by_two_tile_size(104, 5, 4) == 17
     # The region 4 (2 tile - 2 oc) + 8 fits the image.
-    assert 4 * (2 * figures.tile_size(104, 5) - 10) + 8 <= 104
+    assert 4 * (2 * tiling.two_by_two_tile_size(104, 5, 4) - 10) + 8 <= 104
 
 
 def test_font_fallback(monkeypatch):

@@ -403,3 +403,24 @@ def test_inference_form_builds_and_runs(method):
         assert out.shape == (3, 4 * (48 - 2 * oc), 4 * (48 - 2 * oc))
     with pytest.raises(ValueError, match="inference"):
         rvsr.rvsr_to_oc0_leaves(model)
+
+
+@pytest.mark.parametrize("hpars, crops", [(CHEAP_HPARS, (0, 2, 9)), (LP2X3_HPARS, (0, 1, 5, 10))],
+                         ids=["zero", "lp2x3"])
+def test_reparameterize_matches_training_form(hpars, crops):
+    # Output crops covering every body and tail layout (all stacked, stacked + unpadded, all
+    # unpadded; padded and unpadded tail) for both kinds of padding (zero folded into the
+    # convolution, lp as a layer), with the reference weights so that all branches carry
+    # real, distinct values. Every crop is a compilation; these fit the test-time budget.
+    x = jax.random.uniform(jax.random.PRNGKey(5), (2, 3, 24, 24), minval=-1.0, maxval=0.2)
+    for oc in crops:
+        model, state = rvsr.load_rvsr(REFERENCE_WEIGHTS, hpars, output_crop=oc)
+        fast = rvsr.reparameterize(model)
+        assert fast.tail.layers[0].inference and len(leaves_of(fast)) < len(leaves_of(model))
+        expected = np.asarray(predict(model, state, x))
+        got = np.asarray(predict(fast, state, x))
+        assert got.shape == expected.shape == (2, 3, 4 * (24 - 2 * oc), 4 * (24 - 2 * oc))
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * max(scale, 1.0), err_msg=f"oc {oc}")
+    with pytest.raises(ValueError, match="already in the inference form"):
+        rvsr.reparameterize(fast)

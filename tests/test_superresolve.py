@@ -1,0 +1,390 @@
+"""Tests of superresolve.py and tiling.py with real components: GeoTIFFs written and read by
+rasterio, Zarr stores, a Dask scheduler with two workers started here, and real signals to a
+running superresolve.py. The model is a tiny random-init RVSR (4 hidden channels) saved in the
+published file format."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+import presets
+import rvsr
+import superresolve
+import tiling
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "superresolve.py"
+HEIGHT, WIDTH, TILE = 40, 56, 16
+CRS = "EPSG:32635"
+TRANSFORM = from_origin(300_000, 7_000_000, 10, 10)
+SR = 4
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-init models in the published layout, ``{preset}_s0.eqx``."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for i, preset in enumerate(["zero-repl", "lp2x3"]):
+        hpars = dict(presets.get_preset_hpars(preset)["model_hpars"], hidden_channels=4)
+        model, _ = rvsr.make_rvsr(hpars, key=jax.random.PRNGKey(i))
+        paths[preset] = folder / f"{preset}_s0.eqx"
+        rvsr.save_rvsr_weights(model, paths[preset])
+    return paths
+
+
+def scene(height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> np.ndarray:
+    """Smooth, satellite-like digital numbers (3, y, x) uint16."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width]
+    base = 1500 + 400 * np.sin(x / 5.0) * np.cos(y / 7.0)
+    return np.stack([base + 100 * c + 50 * rng.standard_normal((height, width)) for c in range(3)]).astype(np.uint16)
+
+
+def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def geotiff(tmp_path_factory) -> Path:
+    return write_geotiff(tmp_path_factory.mktemp("input") / "scene.tif", scene())
+
+
+def run_main(*args: object) -> int:
+    return superresolve.main([str(a) for a in args] + ["--no-progress"])
+
+
+def read(path: Path) -> np.ndarray:
+    return superresolve.read_output(path)
+
+
+def reference(model_path: Path, preset: str, x: np.ndarray, tile: int | None, halo: int = 0) -> np.ndarray:
+    """The model's output for ``x`` (3, y, x) in model units, in one pass (tile None) or tiled."""
+    model, state, sr = superresolve.load_model(superresolve.ModelSpec(str(model_path), preset, reparameterize=False))
+    apply = tiling.make_batch_apply(model, state)
+    if tile is None:
+        return apply(x[None])[0]
+    return tiling.stitch(apply, x, tile, halo, sr_rate=sr)
+
+
+def model_units(dn: np.ndarray) -> np.ndarray:
+    return (dn.astype(np.float64) * 2 / 10000 - 1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# tiling.py
+
+
+def test_tile_grid_covers_the_raster_once():
+    tiles = tiling.tile_grid(HEIGHT, WIDTH, TILE, halo=3)
+    cover = np.zeros((HEIGHT, WIDTH), int)
+    for t in tiles:
+        cover[t.core_y[0]:t.core_y[1], t.core_x[0]:t.core_x[1]] += 1
+        assert t.read_y[0] == max(0, t.core_y[0] - 3) and t.read_x[1] == min(WIDTH, t.core_x[1] + 3)
+    assert (cover == 1).all() and len(tiles) == 3 * 4
+    # The edge tiles are smaller, processed at their own size.
+    assert {t.read_shape for t in tiling.tile_grid(HEIGHT, WIDTH, TILE)} == {(16, 16), (16, 8), (8, 16), (8, 8)}
+    # With an output crop the cores start at oc and reads grow by oc (the figures' 2x2 tiling).
+    tiles = tiling.tile_grid(38, 38, 14, output_crop=5)
+    assert [(t.read_y, t.read_x) for t in tiles] == [((0, 24), (0, 24)), ((0, 24), (14, 38)),
+                                                      ((14, 38), (0, 24)), ((14, 38), (14, 38))]
+
+
+# ----------------------------------------------------------------------------------------------
+# superresolve.py: output and geometry
+
+
+def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, models, geotiff):
+    out = tmp_path / "out.tif"
+    assert run_main(geotiff, out, "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    assert not (tmp_path / "out.tif.partial").exists()
+    with rasterio.open(out) as src:
+        assert src.count == 3 and (src.height, src.width) == (SR * HEIGHT, SR * WIDTH)
+        assert src.dtypes == ("float32",) * 3
+        assert src.crs == rasterio.crs.CRS.from_string(CRS)
+        assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR))
+        assert (src.transform.c, src.transform.f, src.transform.a) == (300_000, 7_000_000, 2.5)
+        assert src.profile["tiled"] and src.compression.name.lower() == "deflate"
+        got = src.read()
+    with rasterio.open(geotiff) as src:
+        x = model_units(src.read())
+    # Digital numbers in and out; the tiled run of the training form gives the same.
+    expected = (reference(models["zero-repl"], "zero-repl", x, TILE).astype(np.float64) + 1) * 5000
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+
+
+def test_halo_auto_equals_one_tile(tmp_path, models):
+    # 32x32 in 16x16 tiles: with halo 10 every read window is 26x26, one compilation per model.
+    dn = scene(32, 32, seed=1)
+    path = write_geotiff(tmp_path / "scene.tif", dn)
+    x = model_units(dn)
+    radius = SR * tiling.RECEPTIVE_FIELD_RADIUS
+    inner = (slice(None), slice(radius, -radius), slice(radius, -radius))
+    for preset in ("zero-repl", "lp2x3"):
+        out = tmp_path / f"{preset}.tif"
+        assert run_main(path, out, "--model", models[preset], "--tile-size", TILE, "--halo", "auto") == 0
+        got = read(out).astype(np.float64) / 5000 - 1
+        untiled = reference(models[preset], preset, x, None)
+        scale = np.abs(untiled).max()
+        if preset == "zero-repl":  # zero and replication padding are local: equal everywhere
+            np.testing.assert_allclose(got, untiled, atol=2e-5 * scale)
+        else:  # lp padding is fitted to the whole map: equal away from the raster's outer edge
+            np.testing.assert_allclose(got[inner], untiled[inner], atol=2e-5 * scale)
+            assert np.abs(got - untiled).max() > 1e-3 * scale
+        # Without the halo the seams show.
+        assert run_main(path, tmp_path / "halo0.tif", "--model", models[preset], "--tile-size", TILE,
+                        "--overwrite") == 0
+        assert np.abs(read(tmp_path / "halo0.tif").astype(np.float64) / 5000 - 1 - untiled)[inner].max() > 1e-3 * scale
+
+
+def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
+    x = model_units(scene())
+    np.save(tmp_path / "scene.npy", x)
+    out = tmp_path / "out.tif"
+    assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
+                    "--units", "model", "--compare-untiled", "--compare-output", tmp_path / "seams.npz") == 0
+    got = read(out)
+    untiled = reference(models["zero-repl"], "zero-repl", x, None)
+    scale = np.abs(untiled).max()
+    tiles = tiling.tile_grid(HEIGHT, WIDTH, TILE)
+    near = tiling.seam_mask(tiles, got.shape[1:], SR, width=SR * tiling.RECEPTIVE_FIELD_RADIUS)
+    deviation = np.abs(got - untiled).max(axis=0)
+    assert deviation[~near].max() <= 2e-5 * scale
+    assert deviation[tiling.seam_mask(tiles, got.shape[1:], SR, width=4)].max() > 1e-3 * scale
+    summary = tiling.deviation_summary(got, untiled, tiling.seam_mask(tiles, got.shape[1:], SR))
+    assert summary["seam_mean"] > summary["mean"] > 0
+    # --compare-untiled printed and saved the same numbers (its one pass is the reparameterized form).
+    saved = np.load(tmp_path / "seams.npz")
+    printed = capsys.readouterr().out
+    for key in ("mean", "max", "seam_mean", "seam_max"):
+        assert float(saved[key]) == pytest.approx(summary[key], rel=1e-3, abs=1e-5 * float(scale))
+    assert f"max {float(saved['seam_max']):.3g}" in printed and "within 4 output pixels of seams" in printed
+    import figures
+
+    written = figures.draw_superresolve_seams([tmp_path / "seams.npz"], tmp_path)
+    assert {p.suffix for p in written} == {".pdf", ".png"} and all(p.stat().st_size > 0 for p in written)
+
+
+def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geotiff):
+    tif, zarr_out = tmp_path / "out.tif", tmp_path / "out.zarr"
+    for out in (tif, zarr_out):
+        assert run_main(geotiff, out, "--model", models["zero-repl"], "--tile-size", TILE, "--halo", 2) == 0
+    import zarr
+
+    array = zarr.open_array(str(zarr_out), mode="r")
+    assert array.chunks == (3, SR * TILE, SR * TILE) and array.dtype == np.float32
+    np.testing.assert_array_equal(array[...], read(tif))
+    assert array.attrs["transform"] == list(TRANSFORM @ rasterio.Affine.scale(1 / SR))[:6]
+    assert rasterio.crs.CRS.from_wkt(array.attrs["crs"]) == rasterio.crs.CRS.from_string(CRS)
+    # A Zarr array (band, y, x) with georeferencing attributes is an input too.
+    source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=(3, HEIGHT, WIDTH), dtype="uint16")
+    with rasterio.open(geotiff) as src:
+        source[...] = src.read()
+    source.attrs.update({"crs": array.attrs["crs"], "transform": list(TRANSFORM)[:6]})
+    assert run_main(tmp_path / "in.zarr", tmp_path / "again.tif", "--model", models["zero-repl"],
+                    "--tile-size", TILE, "--halo", 2) == 0
+    with rasterio.open(tmp_path / "again.tif") as src:
+        np.testing.assert_array_equal(src.read(), read(tif))
+        assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR))
+
+
+def test_netcdf_input_reads_the_dataset_bands(tmp_path, models, geotiff):
+    from make_synthetic_dataset import write_s2_nc
+
+    with rasterio.open(geotiff) as src:
+        dn = src.read()
+    write_s2_nc(tmp_path / "scene.nc", dn[None])
+    assert run_main(tmp_path / "scene.nc", tmp_path / "nc.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    assert run_main(geotiff, tmp_path / "tif.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    np.testing.assert_array_equal(read(tmp_path / "nc.tif"), read(tmp_path / "tif.tif"))
+    with rasterio.open(tmp_path / "nc.tif") as src:  # the file's 10 m grid from 300 km E, 7000 km N
+        assert src.transform.almost_equals(from_origin(300_000 - 5, 7_000_000 + 5, 2.5, 2.5))
+
+
+def test_nodata(tmp_path, models):
+    # lp padding fits its predictor to all of a map: without the fill, one nodata pixel would
+    # make the padded border of its tile NaN.
+    dn = scene(32, 32)  # 2x2 tiles of 16x16: one compilation
+    dn[:, 3:9, 20:27] = 0  # part of tile r0_c1
+    dn[:, 16:, 16:] = 0  # all of tile r1_c1
+    dn[1, 20, 5] = 0  # one band of one pixel
+    path = write_geotiff(tmp_path / "holes.tif", dn, nodata=0)
+    out = tmp_path / "out.tif"
+    assert run_main(path, out, "--model", models["lp2x3"], "--tile-size", TILE) == 0
+    with rasterio.open(out) as src:
+        assert src.nodata == 0
+        got = src.read()
+    invalid = (dn == 0).any(axis=0)
+    invalid_out = np.repeat(np.repeat(invalid, SR, axis=0), SR, axis=1)
+    assert (got[:, invalid_out] == 0).all()
+    assert np.isfinite(got).all() and (got[:, ~invalid_out] != 0).all()
+    # NaN marks invalid pixels of float inputs, and the output nodata is then NaN.
+    x = model_units(scene(32, 32))
+    x[:, 3:9, 20:27] = np.nan
+    np.save(tmp_path / "holes.npy", x)
+    assert run_main(tmp_path / "holes.npy", tmp_path / "nan.tif", "--model", models["lp2x3"], "--tile-size", TILE,
+                    "--units", "model") == 0
+    got = read(tmp_path / "nan.tif")
+    nan_out = np.repeat(np.repeat(np.isnan(x).any(axis=0), SR, axis=0), SR, axis=1)
+    assert np.isnan(got[:, nan_out]).all() and np.isfinite(got[:, ~nan_out]).all()
+
+
+def test_fill_invalid():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    x[:, 1, 1] = np.nan
+    filled, valid = superresolve.fill_invalid(x)
+    assert not valid[1, 1] and valid.sum() == 11 and np.isfinite(filled).all()
+    assert filled[0, 1, 1] in (x[0, 0, 1], x[0, 1, 0], x[0, 1, 2], x[0, 2, 1])
+    assert superresolve.fill_invalid(np.full((3, 2, 2), np.nan, np.float32)) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line, non-zero exit, nothing overwritten
+
+
+def test_bad_input(tmp_path, models, geotiff, capsys):
+    two_bands = write_geotiff(tmp_path / "two.tif", scene()[:2])
+    not_weights = tmp_path / "zero-repl_s0.eqx"
+    not_weights.write_bytes(b"not a model" * 100)
+    existing = tmp_path / "existing.tif"
+    existing.write_bytes(b"keep me")
+    out = tmp_path / "out.tif"
+    cases = {
+        "does not exist": [tmp_path / "missing.tif", out, "--model", models["zero-repl"]],
+        "has 2 band(s)": [two_bands, out, "--model", models["zero-repl"]],
+        "not usable RVSR weights": [geotiff, out, "--model", not_weights],
+        "unknown preset 'nope'": [geotiff, out, "--model", models["zero-repl"], "--preset", "nope"],
+        "model file": [geotiff, out, "--model", tmp_path / "missing_s0.eqx", "--preset", "repl"],
+        "exists; pass --overwrite": [geotiff, existing, "--model", models["zero-repl"]],
+        "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
+    }
+    for message, args in cases.items():
+        assert run_main(*args) == superresolve.EXIT_ERROR, message
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert existing.read_bytes() == b"keep me" and not out.exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Interruption and resumption, with real signals to a running superresolve.py
+
+
+def wait_for_markers(work_dir: Path, process: subprocess.Popen, timeout: float = 120) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done = work_dir / "done"
+        if done.is_dir() and len(os.listdir(done)) >= 2:
+            return len(os.listdir(done))
+        if process.poll() is not None:
+            raise AssertionError(f"superresolve.py ended early: {process.communicate()}")
+        time.sleep(0.005)
+    raise AssertionError("no tile finished in time")
+
+
+def test_sigterm_and_sigkill_then_resume(tmp_path, models):
+    # 96x96 pixels in 8x8 tiles, one per call: 144 tiles, long enough to stop half-way.
+    x = model_units(scene(96, 96, seed=3))
+    np.save(tmp_path / "in.npy", x)
+    out = tmp_path / "out.tif"
+    args = [tmp_path / "in.npy", out, "--model", models["zero-repl"], "--tile-size", 8, "--batch-size", 1,
+            "--units", "model"]
+    command = [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    work_dir = tmp_path / "out.tif.partial"
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_markers(work_dir, process)
+            process.send_signal(sig)
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        if sig == signal.SIGTERM:
+            assert process.returncode == superresolve.EXIT_INTERRUPTED, err
+            assert "rerun the same command" in err and "Traceback" not in err
+        else:
+            assert process.returncode == -signal.SIGKILL
+        assert not out.exists()
+        done = len(os.listdir(work_dir / "done"))
+        assert 0 < done < 144
+    assert run_main(*args) == 0
+    assert not work_dir.exists()
+    uninterrupted = tmp_path / "uninterrupted.tif"
+    assert run_main(*args[:1], uninterrupted, *args[2:]) == 0
+    np.testing.assert_array_equal(read(out), read(uninterrupted))
+    # A partial run with other settings is not continued by accident.
+    (tmp_path / "other.tif.partial" / "done").mkdir(parents=True)
+    (tmp_path / "other.tif.partial" / "settings.json").write_text('{"tile_size": 99}')
+    assert run_main(*args[:1], tmp_path / "other.tif", *args[2:]) == superresolve.EXIT_ERROR
+
+
+# ----------------------------------------------------------------------------------------------
+# Dask: a real scheduler and two workers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    log = open(tmp_path / "dask.log", "w")
+    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)]
+    try:
+        for i in range(2):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
+                 "--host", "127.0.0.1", "--name", f"w{i}", "--local-directory", str(tmp_path / f"w{i}")],
+                env=env, stdout=log, stderr=subprocess.STDOUT))
+        from dask.distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
+    # 2x2 tiles of one shape, one per task: each worker compiles once.
+    geotiff = write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
+    args = ["--model", models["zero-repl"], "--tile-size", TILE, "--batch-size", 1]
+    assert run_main(geotiff, tmp_path / "cluster.tif", *args, "--scheduler", dask_cluster) == 0
+    assert run_main(geotiff, tmp_path / "local.tif", *args) == 0
+    np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
+    # Both workers took part: each loaded the model once into its own cache.
+    from dask.distributed import Client
+
+    with Client(dask_cluster) as client:
+        loads = client.run(lambda: sum(1 for k in superresolve._CACHE if k[0] == "loaded"))
+    assert sorted(loads.values()) == [1, 1]
