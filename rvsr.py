@@ -507,7 +507,7 @@ def make_rvsr(
     output_crop: int | None = None,
     key: PRNGKeyArray,
 ) -> tuple[RVSR, eqx.nn.State]:
-    """Build ``(model, state)`` from a ``model_hpars`` dict (SPEC 5): keys
+    """Build ``(model, state)`` from a ``model_hpars`` dict (as ``presets.py`` writes it): keys
     ``conv_padding_method``, ``upscale_padding_method``, ``padding_method_kwargs`` (required),
     ``hidden_channels`` (default 16) and ``output_crop`` (default 0). ``output_crop``, when
     given, overrides the dict's value (e.g. to build the ``oc = 0`` form of an ``oc`` preset)."""

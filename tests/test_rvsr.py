@@ -167,7 +167,7 @@ def test_parameter_count_and_output_size(oc):
 
 
 def test_parameter_count_formula():
-    # The count follows from the layer list of SPEC 3 for hidden channels n:
+    # The count follows from the layer list of rvsr.py for hidden channels n:
     # head 27n + n; RepConv 2 * (2n^2+2n + 36n^2+2n + 2n^2+n) + n^2+n + 9n^2+n; FFN 4n^2+3n;
     # tail 1x1 conv (n + 1) * 3 sr^2. (The model count is checked per output crop above.)
     def expected(n, sr=4):
@@ -199,7 +199,7 @@ def test_field_order_and_leaf_layout():
 
 def test_body_equals_filter_vmap_construction():
     # The stacked body must be exactly what eqx.filter_vmap over the block constructor with
-    # keys[1:9] gives (structure and values), as SPEC 3 defines it.
+    # keys[1:9] gives (structure and values), as rvsr.RVSR builds it.
     hc, key = 16, jax.random.PRNGKey(5)
     model, _ = rvsr.make_rvsr(LP2X3_HPARS, key=key)
     keys = jax.random.split(key, 11)
