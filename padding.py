@@ -283,23 +283,129 @@ def _shifted(a: jax.Array, dy: int, dx: int) -> jax.Array:
     return jax.lax.pad(a, zero, ((-dy, dy, 0), (-dx, dx, 0)))
 
 
+# A lag-sum term ``(dy, dx, (y0, y1), (x0, x1))`` stands for
+#     sum over y0 <= y < y1, x0 <= x < x1 of a[y, x] * a[y + dy, x + dx]
+# on the zero-extended data: the autocorrelation sums of the paper's section 3 (whole data) and
+# the covariance sums (windows where the whole neighbourhood fits) are both of this form.
+LagTerm = tuple[int, int, tuple[int, int], tuple[int, int]]
+
+
+def _term_mask(term: LagTerm, shape: tuple[int, int], dtype: Any) -> jax.Array | None:
+    """The 0/1 window of a term as a constant (y, x) array, or None for the whole data."""
+    _, _, (y0, y1), (x0, x1) = term
+    ny, nx = shape
+    if (y0, y1, x0, x1) == (0, ny, 0, nx):
+        return None
+    mask = np.zeros(shape, dtype)
+    mask[y0:y1, x0:x1] = 1
+    return jnp.asarray(mask)
+
+
+def _times(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return x if mask is None else x * mask
+
+
+# Why a custom VJP: differentiating the sums as written gives, per term, a transposed pad, a
+# broadcast and an add, which XLA:CPU runs as several passes over the maps; the backward then
+# costs several times the forward. The gradient of every term is known in closed form,
+#     d/da[p] sum_q w[q] a[q] a[q + t] = w[p] a[p + t] + w[p - t] a[p - t],
+# so the whole backward is one elementwise expression over shifted copies of ``a``, which XLA
+# fuses into a single pass, whatever the number of terms. The forward is one stacked reduction,
+# also a single fused pass (each 48 x 48 map stays in cache while all its terms are summed).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _lag_sums(a: jax.Array, terms: tuple[LagTerm, ...]) -> jax.Array:
+    """The lag-sum terms (see `LagTerm`) of a: (y, x) -> (len(terms),)."""
+    products = [_times(a * _shifted(a, dy, dx), _term_mask(t, a.shape, a.dtype)) for t in terms for dy, dx in [t[:2]]]
+    return jnp.sum(jnp.stack(products), axis=(1, 2))
+
+
+def _lag_sums_fwd(a, terms):
+    return _lag_sums(a, terms), a
+
+
+def _lag_sums_bwd(terms, a, g):
+    grad = jnp.zeros_like(a)
+    for i, term in enumerate(terms):
+        dy, dx = term[:2]
+        mask = _term_mask(term, a.shape, a.dtype)
+        grad = grad + g[i] * (_times(_shifted(a, dy, dx), mask) + _shifted(_times(a, mask), -dy, -dx))
+    return (grad,)
+
+
+_lag_sums.defvjp(_lag_sums_fwd, _lag_sums_bwd)
+
+
+def _whole(shape: tuple[int, int], lags: tuple[tuple[int, int], ...]) -> tuple[LagTerm, ...]:
+    ny, nx = shape
+    return tuple((dy, dx, (0, ny), (0, nx)) for dy, dx in lags)
+
+
 def _lag_sums_direct(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
     """``S[l] = sum_{y,x} a[y, x] a[y + dy, x + dx]`` (terms outside the data are 0) for each
-    half-plane lag ``(dy, dx) = lags[l]``. a: (y, x) -> (len(lags),)."""
-    return jnp.stack([jnp.sum(a * _shifted(a, dy, dx)) for dy, dx in lags])
+    half-plane lag ``(dy, dx) = lags[l]``, one pass per lag. a: (y, x) -> (len(lags),)."""
+    return _lag_sums(a, _whole(a.shape, lags))
 
 
+@functools.lru_cache(maxsize=None)
+def _fft_lag_basis(fy: int, fx: int, lags: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """``cos(2 pi (ky dy / fy + kx dx / fx))`` for the half spectrum (ky, kx <= fx // 2) of the
+    real FFT, flattened, by lag: (fy * (fx // 2 + 1), len(lags)), float64."""
+    ky = np.arange(fy)[:, None, None]
+    kx = np.arange(fx // 2 + 1)[None, :, None]
+    dy, dx = (np.array([lag[i] for lag in lags])[None, None, :] for i in (0, 1))
+    return np.cos(2 * np.pi * (ky * dy / fy + kx * dx / fx)).reshape(fy * (fx // 2 + 1), len(lags))
+
+
+def _half_spectrum_weights(fy: int, fx: int) -> np.ndarray:
+    """How often each bin of the half spectrum stands in the full one: 1 for kx = 0 and (fx even)
+    kx = fx / 2, 2 for the rest, whose mirror images the real FFT leaves out."""
+    w = np.full(fx // 2 + 1, 2.0)
+    w[0] = 1
+    if fx % 2 == 0:
+        w[-1] = 1
+    return np.broadcast_to(w, (fy, fx // 2 + 1)).reshape(-1)
+
+
+def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
+    """The FFT size of the paper's section 3: zero padding by at least m, to 7-smooth sizes."""
+    return _smooth_size(shape[0] + m), _smooth_size(shape[1] + m)
+
+
+# Why not irfft2 then gather: by the Wiener-Khinchin theorem the circular autocorrelation at a
+# lag l is (1 / F) sum_k |A_k|^2 cos(2 pi k . l / F) (|A|^2 is real and even), so the few lags
+# the normal equations read are one small matrix product with a constant cosine basis, where
+# an inverse FFT would compute all F lags. The backward pass is again closed-form: the gradient
+# of sum_l g_l S_l is the correlation of the data with the symmetric kernel
+# h = sum_l g_l (delta_l + delta_-l), whose transform is real, 2 sum_l g_l cos(2 pi k . l / F);
+# so it is one matrix product and one inverse FFT of the forward spectrum times it. Zero
+# padding to F >= N + m makes circular and linear correlation agree for these lags, in both
+# directions.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _lag_sums_fft(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
-    """As `_lag_sums_direct`, through the exact circular autocorrelation of the data zero-padded
-    to (s(y + m), s(x + m)), which equals the linear one for lags up to m."""
-    ny, nx = a.shape
+    """As `_lag_sums_direct`, computed from the power spectrum of the data zero-padded to the
+    FFT size of the paper's section 3 (exact circular autocorrelation, also for odd widths)."""
+    return _lag_sums_fft_fwd(a, lags)[0]
+
+
+def _lag_sums_fft_fwd(a, lags):
     m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
-    fy, fx = _smooth_size(ny + m), _smooth_size(nx + m)
+    fy, fx = _fft_size(a.shape, m)
     spectrum = jnp.fft.rfft2(a, s=(fy, fx))
-    # The full output size matters when fx is odd: without it irfft2 assumes fx - 1 columns.
-    circular = jnp.fft.irfft2(spectrum * jnp.conj(spectrum), s=(fy, fx)).astype(a.dtype)
-    rows, cols = (np.array([lag[i] for lag in lags]) for i in (0, 1))
-    return circular[rows.astype(np.int32), (cols % fx).astype(np.int32)]
+    power = (jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2).reshape(-1)
+    basis = _fft_lag_basis(fy, fx, lags) * (_half_spectrum_weights(fy, fx)[:, None] / (fy * fx))
+    return power @ jnp.asarray(basis, a.dtype), (a, spectrum)
+
+
+def _lag_sums_fft_bwd(lags, residuals, g):
+    a, spectrum = residuals
+    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    fy, fx = _fft_size(a.shape, m)
+    kernel = (2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype)) @ g
+    grad = jnp.fft.irfft2(spectrum * kernel.reshape(fy, fx // 2 + 1), s=(fy, fx))
+    return (grad[: a.shape[0], : a.shape[1]].astype(a.dtype),)
+
+
+_lag_sums_fft.defvjp(_lag_sums_fft_fwd, _lag_sums_fft_bwd)
 
 
 def _prefer_fft(num_lags: int) -> bool:
@@ -355,34 +461,47 @@ def _autocorrelation_coefs(
 # Covariance method (SPEC 2.4).
 
 
-def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
-    """Sums of lagged products for predicting each pixel from the ``length`` before it along ``axis``.
+# The covariance sums by name, for one direction: predicted pixel x0 and predictors x1 (nearest)
+# and x2 along the axis, over the positions where all of them lie inside the data.
+#     r11 = sum x1 x1, r22 = sum x2 x2, r01 = sum x0 x1, r12 = sum x1 x2, r02 = sum x0 x2
+# The least-squares normal equations (paper, section 3, covariance method) are
+#     [r11 r12] [a1]   [r01]
+#     [r12 r22] [a2] = [r02]
+COVARIANCE_STAT_NAMES = {1: ("r11", "r01"), 2: ("r11", "r22", "r01", "r12", "r02")}
 
-    a: (y, x) -> (2, s) for the directions (forward, backward) along ``axis`` (axis 1: right,
-    left; axis 0: bottom, top), where the statistics are length 1: (r11, r01); length 2:
-    (r11, r22, r01, r12, r02). Sums run over the positions where the predicted pixel and all
-    predictors lie inside the data. Products are summed across ``axis`` first, then over the
-    valid range along it. All statistics of a direction reduce identically shaped windows, so
-    equal sums round equally (a constant channel gives a1 = 1 exactly, on the stabiliser's
-    boundary, whatever XLA fuses).
+
+def _covariance_terms(shape: tuple[int, int], length: int, axis: int) -> tuple[tuple[LagTerm, ...], tuple[LagTerm, ...]]:
+    """The lag-sum terms of `COVARIANCE_STAT_NAMES` for the (forward, backward) directions along
+    ``axis`` (axis 1: right, left; axis 0: bottom, top).
+
+    Along the axis, with n pixels and ``count = n - length`` fitting positions, a statistic is
+    ``sum_{i = start}^{start + count - 1} a[i] a[i + lag]``, written ``(lag, start)``. Forward
+    (predict i from i - 1, i - 2): x1 starts at length - 1, x2 at 0. Backward (predict i from
+    i + 1, i + 2): x0 starts at 0, x1 at 1, x2 at 2; products are taken with the lower index
+    first, which is the same sum.
     """
-    n = a.shape[axis]
-    # lagged[lag][i] = sum across the axis of a[i] * a[i + lag]; the last `lag` entries are 0
-    lagged = [jnp.sum(a * _shifted(a, *((lag, 0) if axis == 0 else (0, lag))), axis=1 - axis) for lag in range(length + 1)]
+    n = shape[axis]
     count = n - length
-
-    def window(lag: int, start: int) -> jax.Array:
-        return lagged[lag][start : start + count]
-
     if length == 1:
-        forward = [window(0, 0), window(1, 0)]
-        backward = [window(0, 1), window(1, 0)]
+        forward = [(0, 0), (1, 0)]  # r11 = x1 x1 (x1 = i - 1), r01
+        backward = [(0, 1), (1, 0)]  # r11 = x1 x1 (x1 = i + 1), r01
     else:
-        # forward: predicted i, predictors i-1 (r1), i-2 (r2), i = 2..n-1
-        forward = [window(0, 1), window(0, 0), window(1, 1), window(1, 0), window(2, 0)]
-        # backward: predicted i, predictors i+1, i+2, i = 0..n-3
-        backward = [window(0, 1), window(0, 2), window(1, 0), window(1, 1), window(2, 0)]
-    return jnp.sum(jnp.stack([jnp.stack(forward), jnp.stack(backward)]), axis=-1)
+        forward = [(0, 1), (0, 0), (1, 1), (1, 0), (2, 0)]
+        backward = [(0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
+    full = (0, shape[1 - axis])
+
+    def term(lag: int, start: int) -> LagTerm:
+        window = (start, start + count)
+        return (lag, 0, window, full) if axis == 0 else (0, lag, full, window)
+
+    return tuple(term(*s) for s in forward), tuple(term(*s) for s in backward)
+
+
+def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
+    """The covariance sums (`COVARIANCE_STAT_NAMES`) of a: (y, x) along ``axis`` -> (2, s) for the
+    directions (forward, backward) (axis 1: right, left; axis 0: bottom, top)."""
+    forward, backward = _covariance_terms(a.shape, length, axis)
+    return _lag_sums(a, forward + backward).reshape(2, -1)
 
 
 def _covariance_solve(stats: jax.Array, length: int) -> tuple[jax.Array, ...]:
@@ -435,8 +554,13 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
 def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.Array:
     """Coefficients (4, 1, L, 1) for (bottom, right, top, left), or (2, 1, L, 1) for
     (vertical, horizontal) with the symmetric methods; farthest predictor first."""
-    horizontal = _covariance_stats(a, length, axis=1)  # (right, left)
-    vertical = _covariance_stats(a, length, axis=0)  # (bottom, top)
+    # All four directions' sums in one fused pass over the data (shared terms summed once).
+    terms = _covariance_terms(a.shape, length, 1) + _covariance_terms(a.shape, length, 0)
+    unique = tuple(dict.fromkeys(t for direction in terms for t in direction))
+    sums = _lag_sums(a, unique)
+    index = np.array([[unique.index(t) for t in direction] for direction in terms])
+    right_left_bottom_top = sums[index]
+    horizontal, vertical = right_left_bottom_top[:2], right_left_bottom_top[2:]
     if correlate_method.startswith("cov_sym"):
         stats = jnp.stack([vertical.sum(0), horizontal.sum(0)])
     else:
