@@ -160,13 +160,18 @@ _safe_div.defvjp(_safe_div_fwd, _safe_div_bwd)
 
 
 # Below this size the Cholesky factorization and the substitutions are unrolled into scalar
-# arithmetic, which vmap turns into vector operations across the whole batch of systems;
-# XLA:CPU's LAPACK calls cost several microseconds each for every small matrix of a batch.
+# arithmetic, which vmap turns into vector operations across the whole batch of systems (no
+# per-system loop, no dynamic shapes, which suits a GPU too): on XLA:CPU, jnp.linalg.cholesky
+# and triangular_solve run a batch of small systems as a loop of LAPACK calls, several
+# microseconds each. Above it, the unrolled graph would grow as n^3 and compile for minutes; a
+# column-at-a-time version in jnp operations (tried for lp6x7's 42 x 42 systems) ran slower
+# than the LAPACK loop on XLA:CPU, as each step rewrites the whole batch of factors.
 _UNROLLED_SOLVE_MAX_SIZE = 12
 
 
-def _cholesky(a: jax.Array):
-    """Lower Cholesky factor of a (n, n): an array, or for small n rows of scalars."""
+def _cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor (n, n) of a symmetric positive definite a (n, n), zeros above the
+    diagonal. A failed factorization (not positive definite) gives non-finite entries."""
     n = a.shape[0]
     if n > _UNROLLED_SOLVE_MAX_SIZE:
         return jnp.linalg.cholesky(a)
@@ -176,21 +181,22 @@ def _cholesky(a: jax.Array):
         lower[j].append(pivot)
         for i in range(j + 1, n):
             lower[i].append((a[i, j] - sum(lower[i][k] * lower[j][k] for k in range(j))) / pivot)
-    return lower
+    zero = jnp.zeros((), a.dtype)
+    return jnp.stack([jnp.stack(row + [zero] * (n - len(row))) for row in lower])
 
 
-def _cho_solve(factor, v: jax.Array) -> jax.Array:
-    """Solve ``(F F^T) x = v`` for the factor F of `_cholesky`; v: (n, k) -> (n, k)."""
-    if not isinstance(factor, list):
+def _cho_solve(factor: jax.Array, v: jax.Array) -> jax.Array:
+    """Solve ``(F F^T) x = v`` for the lower factor F (n, n) of `_cholesky`; v: (n, k) -> (n, k)."""
+    n = factor.shape[0]
+    if n > _UNROLLED_SOLVE_MAX_SIZE:
         y = jax.lax.linalg.triangular_solve(factor, v, left_side=True, lower=True)
         return jax.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True, transpose_a=True)
-    n = len(factor)
     y: list[jax.Array] = []
-    for i in range(n):  # forward substitution, one row of right-hand sides at a time
-        y.append((v[i] - sum(factor[i][k] * y[k] for k in range(i))) / factor[i][i])
+    for i in range(n):  # forward substitution with F, one row of right-hand sides at a time
+        y.append((v[i] - sum(factor[i, k] * y[k] for k in range(i))) / factor[i, i])
     x: list[jax.Array] = [None] * n
     for i in reversed(range(n)):  # back substitution with F^T
-        x[i] = (y[i] - sum(factor[k][i] * x[k] for k in range(i + 1, n))) / factor[i][i]
+        x[i] = (y[i] - sum(factor[k, i] * x[k] for k in range(i + 1, n))) / factor[i, i]
     return jnp.stack(x)
 
 
@@ -283,67 +289,43 @@ def _shifted(a: jax.Array, dy: int, dx: int) -> jax.Array:
     return jax.lax.pad(a, zero, ((-dy, dy, 0), (-dx, dx, 0)))
 
 
-# A lag-sum term ``(dy, dx, (y0, y1), (x0, x1))`` stands for
-#     sum over y0 <= y < y1, x0 <= x < x1 of a[y, x] * a[y + dy, x + dx]
-# on the zero-extended data: the autocorrelation sums of the paper's section 3 (whole data) and
-# the covariance sums (windows where the whole neighbourhood fits) are both of this form.
-LagTerm = tuple[int, int, tuple[int, int], tuple[int, int]]
-
-
-def _term_mask(term: LagTerm, shape: tuple[int, int], dtype: Any) -> jax.Array | None:
-    """The 0/1 window of a term as a constant (y, x) array, or None for the whole data."""
-    _, _, (y0, y1), (x0, x1) = term
-    ny, nx = shape
-    if (y0, y1, x0, x1) == (0, ny, 0, nx):
-        return None
-    mask = np.zeros(shape, dtype)
-    mask[y0:y1, x0:x1] = 1
-    return jnp.asarray(mask)
-
-
-def _times(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    return x if mask is None else x * mask
-
-
-# Why a custom VJP: differentiating the sums as written gives, per term, a transposed pad, a
-# broadcast and an add, which XLA:CPU runs as several passes over the maps; the backward then
-# costs several times the forward. The gradient of every term is known in closed form,
+# Why a custom VJP: differentiating the lagged products as written gives, per lag, a transposed
+# pad, a broadcast and an add, which XLA:CPU runs as several passes over the maps; the backward
+# then cost several times the forward. The gradient is known in closed form,
 #     d/da[p] sum_q w[q] a[q] a[q + t] = w[p] a[p + t] + w[p - t] a[p - t],
-# so the whole backward is one elementwise expression over shifted copies of ``a``, which XLA
-# fuses into a single pass, whatever the number of terms. The forward is one stacked reduction,
-# also a single fused pass (each 48 x 48 map stays in cache while all its terms are summed).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _lag_sums(a: jax.Array, terms: tuple[LagTerm, ...]) -> jax.Array:
-    """The lag-sum terms (see `LagTerm`) of a: (y, x) -> (len(terms),)."""
-    products = [_times(a * _shifted(a, dy, dx), _term_mask(t, a.shape, a.dtype)) for t in terms for dy, dx in [t[:2]]]
-    return jnp.sum(jnp.stack(products), axis=(1, 2))
+# so the whole backward is one elementwise expression over shifted copies of ``a`` and of the
+# broadcast profile cotangents, which XLA fuses into a single pass whatever the number of lags.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _lag_profiles(a: jax.Array, lags: tuple[tuple[int, int], ...], axis: int) -> jax.Array:
+    """Lagged products summed across the other axis: ``P[l, i] = sum_j a[i, j] a[i + dy, j + dx]``
+    for axis 0 (``sum_j a[j, i] a[j + dy, i + dx]`` for axis 1), terms outside the data 0, for
+    ``(dy, dx) = lags[l]``. a: (y, x) -> (len(lags), a.shape[axis]).
+
+    Both kinds of statistics are sums of these profiles: the autocorrelation sums of the whole
+    profile, the covariance sums over the window of positions where a neighbourhood fits.
+    """
+    return jnp.stack([jnp.sum(a * _shifted(a, dy, dx), axis=1 - axis) for dy, dx in lags])
 
 
-def _lag_sums_fwd(a, terms):
-    return _lag_sums(a, terms), a
+def _lag_profiles_fwd(a, lags, axis):
+    return _lag_profiles(a, lags, axis), a
 
 
-def _lag_sums_bwd(terms, a, g):
+def _lag_profiles_bwd(lags, axis, a, g):
     grad = jnp.zeros_like(a)
-    for i, term in enumerate(terms):
-        dy, dx = term[:2]
-        mask = _term_mask(term, a.shape, a.dtype)
-        grad = grad + g[i] * (_times(_shifted(a, dy, dx), mask) + _shifted(_times(a, mask), -dy, -dx))
+    for (dy, dx), gl in zip(lags, g):
+        w = gl[:, None] if axis == 0 else gl[None, :]
+        grad = grad + w * _shifted(a, dy, dx) + _shifted(w * a, -dy, -dx)
     return (grad,)
 
 
-_lag_sums.defvjp(_lag_sums_fwd, _lag_sums_bwd)
-
-
-def _whole(shape: tuple[int, int], lags: tuple[tuple[int, int], ...]) -> tuple[LagTerm, ...]:
-    ny, nx = shape
-    return tuple((dy, dx, (0, ny), (0, nx)) for dy, dx in lags)
+_lag_profiles.defvjp(_lag_profiles_fwd, _lag_profiles_bwd)
 
 
 def _lag_sums_direct(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
     """``S[l] = sum_{y,x} a[y, x] a[y + dy, x + dx]`` (terms outside the data are 0) for each
     half-plane lag ``(dy, dx) = lags[l]``, one pass per lag. a: (y, x) -> (len(lags),)."""
-    return _lag_sums(a, _whole(a.shape, lags))
+    return jnp.sum(_lag_profiles(a, lags, 0), axis=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -462,46 +444,53 @@ def _autocorrelation_coefs(
 
 
 # The covariance sums by name, for one direction: predicted pixel x0 and predictors x1 (nearest)
-# and x2 along the axis, over the positions where all of them lie inside the data.
-#     r11 = sum x1 x1, r22 = sum x2 x2, r01 = sum x0 x1, r12 = sum x1 x2, r02 = sum x0 x2
+# and x2 along the axis, summed over the positions where all of them lie inside the data:
+#     r11 = sum x1 x1, r22 = sum x2 x2, r01 = sum x0 x1, r12 = sum x1 x2, r02 = sum x0 x2.
 # The least-squares normal equations (paper, section 3, covariance method) are
 #     [r11 r12] [a1]   [r01]
-#     [r12 r22] [a2] = [r02]
+#     [r12 r22] [a2] = [r02]     (length 1: r11 a1 = r01).
 COVARIANCE_STAT_NAMES = {1: ("r11", "r01"), 2: ("r11", "r22", "r01", "r12", "r02")}
 
-
-def _covariance_terms(shape: tuple[int, int], length: int, axis: int) -> tuple[tuple[LagTerm, ...], tuple[LagTerm, ...]]:
-    """The lag-sum terms of `COVARIANCE_STAT_NAMES` for the (forward, backward) directions along
-    ``axis`` (axis 1: right, left; axis 0: bottom, top).
-
-    Along the axis, with n pixels and ``count = n - length`` fitting positions, a statistic is
-    ``sum_{i = start}^{start + count - 1} a[i] a[i + lag]``, written ``(lag, start)``. Forward
-    (predict i from i - 1, i - 2): x1 starts at length - 1, x2 at 0. Backward (predict i from
-    i + 1, i + 2): x0 starts at 0, x1 at 1, x2 at 2; products are taken with the lower index
-    first, which is the same sum.
-    """
-    n = shape[axis]
-    count = n - length
-    if length == 1:
-        forward = [(0, 0), (1, 0)]  # r11 = x1 x1 (x1 = i - 1), r01
-        backward = [(0, 1), (1, 0)]  # r11 = x1 x1 (x1 = i + 1), r01
-    else:
-        forward = [(0, 1), (0, 0), (1, 1), (1, 0), (2, 0)]
-        backward = [(0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
-    full = (0, shape[1 - axis])
-
-    def term(lag: int, start: int) -> LagTerm:
-        window = (start, start + count)
-        return (lag, 0, window, full) if axis == 0 else (0, lag, full, window)
-
-    return tuple(term(*s) for s in forward), tuple(term(*s) for s in backward)
+# Each statistic as ``(lag, start)``: ``sum_{i = start}^{start + n - length - 1} a[i] a[i + lag]``
+# along the axis (n pixels, n - length fitting positions), in the order of the names above.
+# Forward (predict i from i - 1, i - 2, i = length .. n - 1): x0 starts at length, x1 at
+# length - 1, x2 at 0. Backward (predict i from i + 1, i + 2, i = 0 .. n - 1 - length): x0
+# starts at 0, x1 at 1, x2 at 2. A product is written with its lower index first.
+_COVARIANCE_WINDOWS = {
+    1: (((0, 0), (1, 0)), ((0, 1), (1, 0))),
+    2: (((0, 1), (0, 0), (1, 1), (1, 0), (2, 0)), ((0, 1), (0, 2), (1, 0), (1, 1), (2, 0))),
+}
 
 
 def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
-    """The covariance sums (`COVARIANCE_STAT_NAMES`) of a: (y, x) along ``axis`` -> (2, s) for the
-    directions (forward, backward) (axis 1: right, left; axis 0: bottom, top)."""
-    forward, backward = _covariance_terms(a.shape, length, axis)
-    return _lag_sums(a, forward + backward).reshape(2, -1)
+    """The covariance sums (`COVARIANCE_STAT_NAMES`) of a: (y, x) along ``axis`` -> (2, s), for
+    the directions (forward, backward) along it (axis 1: right, left; axis 0: bottom, top).
+
+    Products are summed across the axis first (`_lag_profiles`), then over the fitting window
+    along it. All statistics of a direction reduce identically shaped windows, so equal sums
+    round equally (a constant channel gives a1 = 1 exactly, on the stabiliser's boundary,
+    whatever XLA fuses).
+    """
+    lags = tuple((lag, 0) if axis == 0 else (0, lag) for lag in range(length + 1))
+    profiles = _lag_profiles(a, lags, axis)  # the last `lag` entries of profile `lag` are 0
+    windows = jnp.asarray(_covariance_window_matrix(a.shape[axis], length), a.dtype)
+    return (profiles.reshape(-1) @ windows).reshape(2, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _covariance_window_matrix(n: int, length: int) -> np.ndarray:
+    """0/1 matrix ((length + 1) * n, 2 * s) whose columns sum the flattened lag profiles over the
+    windows of `_COVARIANCE_WINDOWS`. Why a matrix product: its gradient is a dense matrix
+    product too, where ten slices of the profiles each give XLA a pad to fuse into the backward
+    pass over the full maps."""
+    count = n - length
+    columns = []
+    for windows in _COVARIANCE_WINDOWS[length]:
+        for lag, start in windows:
+            column = np.zeros((length + 1, n))
+            column[lag, start : start + count] = 1
+            columns.append(column.reshape(-1))
+    return np.stack(columns, axis=1)
 
 
 def _covariance_solve(stats: jax.Array, length: int) -> tuple[jax.Array, ...]:
@@ -554,13 +543,8 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
 def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.Array:
     """Coefficients (4, 1, L, 1) for (bottom, right, top, left), or (2, 1, L, 1) for
     (vertical, horizontal) with the symmetric methods; farthest predictor first."""
-    # All four directions' sums in one fused pass over the data (shared terms summed once).
-    terms = _covariance_terms(a.shape, length, 1) + _covariance_terms(a.shape, length, 0)
-    unique = tuple(dict.fromkeys(t for direction in terms for t in direction))
-    sums = _lag_sums(a, unique)
-    index = np.array([[unique.index(t) for t in direction] for direction in terms])
-    right_left_bottom_top = sums[index]
-    horizontal, vertical = right_left_bottom_top[:2], right_left_bottom_top[2:]
+    horizontal = _covariance_stats(a, length, axis=1)  # (right, left)
+    vertical = _covariance_stats(a, length, axis=0)  # (bottom, top)
     if correlate_method.startswith("cov_sym"):
         stats = jnp.stack([vertical.sum(0), horizontal.sum(0)])
     else:
