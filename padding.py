@@ -11,6 +11,36 @@ configuration ``lpLxW``: a neighbourhood of ``length`` L rows (in the padding di
 
 Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions and
 `Padding2dLayer` take ``(channel, y, x)``. ``num_padding = ((top, bottom), (left, right))``.
+
+Reading guide: the steps of the paper's linear prediction padding (its methods description),
+in the order `linear_prediction_pad` runs them, and where each lives.
+
+1. Remove the channel mean (added back at the end): `linear_prediction_pad`.
+2. Apodization: the data the statistics are estimated from is multiplied by a separable Tukey
+   window (`_tukey`); the recursion itself runs on the unwindowed data.
+3. Statistics and normal equations, by one of two least-squares formulations:
+   - autocorrelation method (``correlate_method`` "direct" or "fft"): the autocorrelation of the
+     zero-extended data at the lags the neighbourhood needs (`_normal_equations` lists them and
+     where each matrix entry reads; `_lag_sums_direct` / `_lag_sums_fft` compute the sums,
+     `_autocorrelation` scales them), then the symmetric normal equations ``M c = v`` with a
+     small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_coefs`, `_psd_solve`,
+     `_cholesky`, `_cho_solve`);
+   - covariance method ("cov*", width 1, length 1 or 2): the sums of lagged products over the
+     positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`,
+     `_covariance_stats`), solved in closed form, no factorization (`_covariance_solve`).
+4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion outside the unit
+   circle are reflected to their reciprocals, inside it (`_stabilise`).
+5. The padding recursion: new rows predicted one at a time from the last L rows, horizontal
+   padding first, then vertical padding of the widened data (`_predict_row`, `_extend_down`,
+   `_extend_up`, `_direction_sets`).
+
+Lagrange extrapolation (``extr``, the paper's polynomial baseline): `make_extr_pad_weights`,
+`extr_pad`. The project's README ("Using the padding in your own code") lists where this
+implementation departs from the paper's code and why.
+
+Non-finite input: lp padding propagates NaN and inf. One NaN anywhere in a channel makes its
+mean and every statistic NaN, hence its fitted predictor, hence every padded pixel of that
+channel (the whole border; the interior is returned as given). Other channels are unaffected.
 """
 
 from __future__ import annotations
@@ -68,7 +98,7 @@ PAPER_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Argument checks (SPEC 2.7): every failure is a ValueError that names the argument.
+# Argument checks: every failure is a ValueError that names the argument.
 
 
 def _check_num_padding(num_padding: Any) -> NumPadding:
@@ -114,18 +144,24 @@ def _check_num_predictors(num_predictors: Any) -> None:
 
 
 def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int, width: int) -> None:
+    """Pixels are required only along the axes that are padded: padding along an axis needs
+    ``length + 1`` pixels along it (a predictor neighbourhood plus the predicted pixel, which the
+    covariance sums need to be non-empty) and ``width`` pixels across it (the prediction front;
+    for the vertical padding the front includes the horizontal padding)."""
     ny, nx = shape
-    if min(ny, nx) < length + 1:
-        raise ValueError(
-            f"data of shape {shape} is too small for length={length}: "
-            f"it needs at least {length + 1} pixels along each axis"
-        )
-    (_, _), (left, right) = num_padding
-    if min(ny, nx + left + right) < width:
-        raise ValueError(
-            f"data of shape {shape} is too small for width={width}: "
-            f"the prediction front needs at least {width} pixels"
-        )
+    (top, bottom), (left, right) = num_padding
+    checks = []  # (padded sides, axis, pixels there, pixels needed, what needs them)
+    if left or right:
+        checks += [("left/right", "x", nx, length + 1, f"length={length}"), ("left/right", "y", ny, width, f"width={width} (the prediction front)")]
+    if top or bottom:
+        front = f"width={width} (the prediction front, including the left/right padding)"
+        checks += [("top/bottom", "y", ny, length + 1, f"length={length}"), ("top/bottom", "x", nx + left + right, width, front)]
+    for padded, axis, have, need, what in checks:
+        if have < need:
+            raise ValueError(
+                f"data of shape {shape} (y, x) is too small for {what}: padding {padded} needs at least "
+                f"{need} pixels along {axis}, got {have}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,7 +169,7 @@ def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int,
 
 
 def _tukey(n: int, dtype: Any) -> np.ndarray:
-    """The apodization window of SPEC 2.2: a periodic Tukey window of n + 1 points, first dropped."""
+    """The apodization window: a periodic Tukey window of n + 1 points, first dropped."""
     return scipy.signal.windows.tukey(n + 1, sym=False)[1:].astype(dtype)
 
 
@@ -233,7 +269,7 @@ _psd_solve.defvjp(_psd_solve_fwd, _psd_solve_bwd)
 
 
 # ----------------------------------------------------------------------------------------------
-# Autocorrelation method (SPEC 2.3).
+# Autocorrelation method.
 
 
 def _smooth_size(n: int) -> int:
@@ -349,7 +385,7 @@ def _half_spectrum_weights(fy: int, fx: int) -> np.ndarray:
 
 
 def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
-    """The FFT size of the paper's section 3: zero padding by at least m, to 7-smooth sizes."""
+    """The FFT size of the ``fft`` autocorrelation: zero padding by at least m, to 7-smooth sizes."""
     return _smooth_size(shape[0] + m), _smooth_size(shape[1] + m)
 
 
@@ -365,7 +401,7 @@ def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _lag_sums_fft(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
     """As `_lag_sums_direct`, computed from the power spectrum of the data zero-padded to the
-    FFT size of the paper's section 3 (exact circular autocorrelation, also for odd widths)."""
+    FFT size of `_fft_size` (exact circular autocorrelation, also for odd widths)."""
     return _lag_sums_fft_fwd(a, lags)[0]
 
 
@@ -400,7 +436,7 @@ def _autocorrelation(a: jax.Array, lags: tuple[tuple[int, int], ...], correlate_
     """``R(lag)`` of the zero-extended data a: (y, x) for half-plane ``lags`` -> (len(lags),).
 
     The two methods differ only in scale: ``direct`` divides the sums by y * x, ``fft`` by the
-    padded FFT size (SPEC 2.3). How the sums are computed is a matter of speed alone.
+    padded FFT size (as the paper's code does). How the sums are computed is a matter of speed alone.
     """
     ny, nx = a.shape
     m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
@@ -440,13 +476,13 @@ def _autocorrelation_coefs(
 
 
 # ----------------------------------------------------------------------------------------------
-# Covariance method (SPEC 2.4).
+# Covariance method.
 
 
 # The covariance sums by name, for one direction: predicted pixel x0 and predictors x1 (nearest)
 # and x2 along the axis, summed over the positions where all of them lie inside the data:
 #     r11 = sum x1 x1, r22 = sum x2 x2, r01 = sum x0 x1, r12 = sum x1 x2, r02 = sum x0 x2.
-# The least-squares normal equations (paper, section 3, covariance method) are
+# The least-squares normal equations of the covariance method are
 #     [r11 r12] [a1]   [r01]
 #     [r12 r22] [a2] = [r02]     (length 1: r11 a1 = r01).
 COVARIANCE_STAT_NAMES = {1: ("r11", "r01"), 2: ("r11", "r22", "r01", "r12", "r02")}
@@ -509,7 +545,7 @@ def _where_reciprocal(condition: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-    """Reflect the poles of the 1-D recursion into the unit circle (SPEC 2.4).
+    """Reflect the poles of the 1-D recursion into the unit circle.
 
     Only the branch taken carries a gradient: square roots and reciprocals of the other
     branches see guarded arguments, so no NaN leaks through ``jnp.where``.
@@ -525,7 +561,7 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
     a2_c = jnp.where(flip_complex, a2, -1)
     a1_complex = jnp.where(flip_complex, -a1 / a2_c, a1)
     a2_complex = jnp.where(flip_complex, 1 / a2_c, a2)
-    # Real poles: reflect each one outside the unit circle.
+    # Real poles: reflect each one that lies outside the unit circle to 1 / p, inside it.
     positive = disc > 0
     root = jnp.where(positive, jnp.sqrt(jnp.where(positive, disc, 1)), 0) / 2
     p0, p1 = a1 / 2 + root, a1 / 2 - root
@@ -557,7 +593,7 @@ def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.A
 
 
 # ----------------------------------------------------------------------------------------------
-# The padding recursion (SPEC 2.5).
+# The padding recursion.
 
 
 def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
@@ -605,9 +641,17 @@ def _extend_up(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
 
 
 def _direction_sets(coefs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(down, right, up, left) coefficient sets from any of the layouts of SPEC 2.2."""
+    """(down, right, up, left) coefficient sets from any of the coefficient layouts
+    (autocorrelation (2, K, L, K); covariance (4, 1, L, 1); symmetric covariance (2, 1, L, 1))."""
     if coefs.shape[0] == 4:  # covariance: bottom, right, top, left
         return coefs[0], coefs[1], coefs[2], coefs[3]
+    # Why up and left reuse the down and right sets: up (left) padding is the down (right)
+    # recursion on the data rotated by 180 degrees. Rotation maps every lag d to -d, and the
+    # autocorrelation of the zero-extended data is even, R(-d) = R(d), so the least-squares
+    # fit on the rotated data has exactly the same normal equations and coefficients. The
+    # symmetric covariance method sums the statistics of both directions, so its one set per
+    # axis is flip-symmetric by construction. (The plain covariance sums run over different
+    # windows for opposite directions, so those keep four sets, above.)
     return coefs[0], coefs[1], coefs[0], coefs[1]
 
 
