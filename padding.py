@@ -605,15 +605,77 @@ def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
     width = coefs.shape[-1]
     half = width // 2
     n = carry.shape[1]
-    centered = coefs[half]
-    # Shifted by zero-filling pads rather than slices, which XLA:CPU fuses into one loop.
-    inner = sum(jnp.sum(centered[:, k, None] * _shifted(carry, 0, k), axis=0) for k in range(width))
-    inner = inner[: n - width + 1]
-    if half == 0:
-        return inner
-    left = jnp.sum(coefs[:half] * carry[None, :, :width], axis=(1, 2))
-    right = jnp.sum(coefs[half + 1 :] * carry[None, :, n - width :], axis=(1, 2))
-    return jnp.concatenate([left, inner, right])
+    if width == 1:
+        return jnp.sum(coefs[0] * carry, axis=0)
+    # Why per-column weights: every output column is a weighted sum of the carry at column
+    # offsets -(K-1) .. K-1 from it. Writing the weights of all columns as one array
+    # weights[row, offset, column] (the centered set in the middle columns, the off-center sets
+    # shifted to their window in the K//2 columns at each end) turns the three pieces (left
+    # end, sliding middle, right end) and their concatenation into a single fused
+    # multiply-and-sum over 2K - 1 shifted copies of the carry, and its gradient into a few
+    # fused passes too: on XLA:CPU the number of small kernels, not arithmetic, is what the
+    # recursion costs.
+    span = 2 * width - 1
+
+    def placed(coef_set: jax.Array, first_offset: int) -> jax.Array:
+        # (L, K) weights at offsets first_offset .. first_offset + K - 1 -> (L, 2K - 1, 1)
+        low = first_offset + width - 1
+        return jnp.pad(coef_set, ((0, 0), (low, span - width - low)))[:, :, None]
+
+    left = [placed(coefs[q], -q) for q in range(half)]  # column q: window starts at column 0
+    middle = jnp.broadcast_to(placed(coefs[half], -half), (carry.shape[0], span, n - 2 * half))
+    right = [placed(coefs[q], -q) for q in range(half + 1, width)]  # window ends at column n - 1
+    return _weighted_offsets(carry, jnp.concatenate(left + [middle] + right, axis=2))
+
+
+def _skew(v: jax.Array, n: int) -> jax.Array:
+    """``out[r, j, i] = v[r, j, i + j]`` for i < n: v (L, S, M) with M >= n + S - 1 -> (L, S, n).
+
+    Why: the S shifted copies the row predictor needs, made by one reshape instead of one
+    kernel per shift. Rows of length M read back with length M + 1 start one element later
+    each time; XLA:CPU fuses the pad, reshape and slice into a single pass.
+    """
+    rows, span, m = v.shape
+    flat = jnp.pad(v.reshape(rows, span * m), ((0, 0), (0, span)))
+    return flat.reshape(rows, span, m + 1)[:, :, :n]
+
+
+def _offset_copies(x: jax.Array, span: int) -> jax.Array:
+    """``out[r, j, n] = x[r, n + j - (span - 1) // 2]``, zero outside: x (L, N) -> (L, span, N)."""
+    half = (span - 1) // 2
+    rows, n = x.shape
+    padded = jnp.pad(x, ((0, 0), (half, half)))
+    return _skew(jnp.broadcast_to(padded[:, None, :], (rows, span, n + 2 * half)), n)
+
+
+# Why a custom VJP: JAX's derivative of the sum over shifted copies transposes each shift into
+# its own pad and slice, a few small kernels per offset and per operand. Both partials are
+# single stacked expressions:  d weights[r, j, n] = g[n] carry[r, n + j - (K - 1)]  and
+# d carry[r, m] = sum_j (weights[r, j] g)[m - j + (K - 1)].
+@jax.custom_vjp
+def _weighted_offsets(carry: jax.Array, weights: jax.Array) -> jax.Array:
+    """``out[n] = sum_{r, j} weights[r, j, n] carry[r, n + j - (K - 1)]`` (zero outside the carry),
+    carry (L, N), weights (L, 2K - 1, N) -> (N,)."""
+    return jnp.sum(weights * _offset_copies(carry, weights.shape[1]), axis=(0, 1))
+
+
+def _weighted_offsets_fwd(carry, weights):
+    return _weighted_offsets(carry, weights), (carry, weights)
+
+
+def _weighted_offsets_bwd(residuals, g):
+    carry, weights = residuals
+    span = weights.shape[1]
+    half = (span - 1) // 2
+    d_weights = g * _offset_copies(carry, span)
+    # d carry[r, m] = sum_j spread[r, j, m + half - j]: with j reversed and the columns padded
+    # by half on both sides, that is a skewed read too.
+    spread = jnp.pad((weights * g)[:, ::-1], ((0, 0), (0, 0), (half, half)))
+    d_carry = jnp.sum(_skew(spread, carry.shape[1]), axis=1)
+    return d_carry, d_weights
+
+
+_weighted_offsets.defvjp(_weighted_offsets_fwd, _weighted_offsets_bwd)
 
 
 def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
@@ -628,6 +690,23 @@ def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
         return jnp.concatenate([carry[1:], row[None]]), row
 
     return jax.lax.scan(step, edge, None, length=num)[1]
+
+
+def _extend_both(
+    low_edge: jax.Array, high_edge: jax.Array, low_coefs: jax.Array, high_coefs: jax.Array, num_low: int, num_high: int
+) -> tuple[jax.Array, jax.Array]:
+    """Rows predicted before ``low_edge`` (the first L rows, up) and after ``high_edge`` (the
+    last L rows, down), each (L, N) -> ((num_low, N), (num_high, N)).
+
+    Why both at once: the up recursion is the down recursion on the rotated edge, so the two
+    sides are one recursion over a stacked pair of carries (run for the larger count, the
+    surplus rows dropped), which halves the number of kernels on XLA:CPU.
+    """
+    if num_low == 0 or num_high == 0:
+        return _extend_up(low_edge, low_coefs, num_low), _extend_down(high_edge, high_coefs, num_high)
+    edges = jnp.stack([_rotate(low_edge), high_edge])
+    rows = jax.vmap(_extend_down, in_axes=(0, 0, None))(edges, jnp.stack([low_coefs, high_coefs]), max(num_low, num_high))
+    return _rotate(rows[0, :num_low]), rows[1, :num_high]
 
 
 def _rotate(x: jax.Array) -> jax.Array:
@@ -710,14 +789,14 @@ def linear_prediction_pad(
 
     # Horizontal first (as rows of the transposed edge columns), then vertical on the widened
     # data. Only the L rows or columns at each edge take part, so no full-size copy is made.
-    left_cols = _extend_up(d[:, :length].T, left_set, left).T
-    right_cols = _extend_down(d[:, -length:].T, right_set, right).T
+    left_cols, right_cols = (
+        cols.T for cols in _extend_both(d[:, :length].T, d[:, -length:].T, left_set, right_set, left, right)
+    )
 
     def widened(rows: slice) -> jax.Array:
         return jnp.concatenate([left_cols[rows], d[rows], right_cols[rows]], axis=1)
 
-    top_rows = _extend_up(widened(slice(0, length)), up, top)
-    bottom_rows = _extend_down(widened(slice(-length, None)), down, bottom)
+    top_rows, bottom_rows = _extend_both(widened(slice(0, length)), widened(slice(-length, None)), up, down, top, bottom)
     # The interior is returned exactly as given, not as (data - mean) + mean.
     middle = jnp.concatenate([left_cols + mean, data, right_cols + mean], axis=1)
     return jnp.concatenate([top_rows + mean, middle, bottom_rows + mean], axis=0)
