@@ -605,77 +605,49 @@ def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
     width = coefs.shape[-1]
     half = width // 2
     n = carry.shape[1]
-    if width == 1:
-        return jnp.sum(coefs[0] * carry, axis=0)
-    # Why per-column weights: every output column is a weighted sum of the carry at column
-    # offsets -(K-1) .. K-1 from it. Writing the weights of all columns as one array
-    # weights[row, offset, column] (the centered set in the middle columns, the off-center sets
-    # shifted to their window in the K//2 columns at each end) turns the three pieces (left
-    # end, sliding middle, right end) and their concatenation into a single fused
-    # multiply-and-sum over 2K - 1 shifted copies of the carry, and its gradient into a few
-    # fused passes too: on XLA:CPU the number of small kernels, not arithmetic, is what the
-    # recursion costs.
-    span = 2 * width - 1
-
-    def placed(coef_set: jax.Array, first_offset: int) -> jax.Array:
-        # (L, K) weights at offsets first_offset .. first_offset + K - 1 -> (L, 2K - 1, 1)
-        low = first_offset + width - 1
-        return jnp.pad(coef_set, ((0, 0), (low, span - width - low)))[:, :, None]
-
-    left = [placed(coefs[q], -q) for q in range(half)]  # column q: window starts at column 0
-    middle = jnp.broadcast_to(placed(coefs[half], -half), (carry.shape[0], span, n - 2 * half))
-    right = [placed(coefs[q], -q) for q in range(half + 1, width)]  # window ends at column n - 1
-    return _weighted_offsets(carry, jnp.concatenate(left + [middle] + right, axis=2))
+    inner = _sliding_prediction(carry, coefs[half])[half : n - half]
+    if half == 0:
+        return inner
+    left = jnp.sum(coefs[:half] * carry[None, :, :width], axis=(1, 2))
+    right = jnp.sum(coefs[half + 1 :] * carry[None, :, n - width :], axis=(1, 2))
+    return jnp.concatenate([left, inner, right])
 
 
-def _skew(v: jax.Array, n: int) -> jax.Array:
-    """``out[r, j, i] = v[r, j, i + j]`` for i < n: v (L, S, M) with M >= n + S - 1 -> (L, S, n).
-
-    Why: the S shifted copies the row predictor needs, made by one reshape instead of one
-    kernel per shift. Rows of length M read back with length M + 1 start one element later
-    each time; XLA:CPU fuses the pad, reshape and slice into a single pass.
-    """
-    rows, span, m = v.shape
-    flat = jnp.pad(v.reshape(rows, span * m), ((0, 0), (0, span)))
-    return flat.reshape(rows, span, m + 1)[:, :, :n]
-
-
-def _offset_copies(x: jax.Array, span: int) -> jax.Array:
-    """``out[r, j, n] = x[r, n + j - (span - 1) // 2]``, zero outside: x (L, N) -> (L, span, N)."""
-    half = (span - 1) // 2
-    rows, n = x.shape
-    padded = jnp.pad(x, ((0, 0), (half, half)))
-    return _skew(jnp.broadcast_to(padded[:, None, :], (rows, span, n + 2 * half)), n)
-
-
-# Why a custom VJP: JAX's derivative of the sum over shifted copies transposes each shift into
-# its own pad and slice, a few small kernels per offset and per operand. Both partials are
-# single stacked expressions:  d weights[r, j, n] = g[n] carry[r, n + j - (K - 1)]  and
-# d carry[r, m] = sum_j (weights[r, j] g)[m - j + (K - 1)].
+# Why a custom VJP, and why unrolled: the sliding prediction is sum_{r,k} c[r, k] times the
+# carry row r shifted by k - K//2. Written as L K scalar-times-vector terms (no reduction over
+# an axis), XLA fuses it into one pass over the carry; a reduction per offset would be K
+# kernels, and stacking the shifted copies would write L (2K - 1) times the carry to memory.
+# JAX's own derivative would transpose every shift separately. The partials in closed form:
+#     d carry[r, m] = sum_k c[r, k] g[m - k + K//2]      (again L K fused terms)
+#     d c[r, k]     = sum_n g[n] carry[r, n + k - K//2]  (one small matrix product with the K
+#                                                         shifted copies of g)
 @jax.custom_vjp
-def _weighted_offsets(carry: jax.Array, weights: jax.Array) -> jax.Array:
-    """``out[n] = sum_{r, j} weights[r, j, n] carry[r, n + j - (K - 1)]`` (zero outside the carry),
-    carry (L, N), weights (L, 2K - 1, N) -> (N,)."""
-    return jnp.sum(weights * _offset_copies(carry, weights.shape[1]), axis=(0, 1))
+def _sliding_prediction(carry: jax.Array, centered: jax.Array) -> jax.Array:
+    """``out[n] = sum_{r,k} centered[r, k] carry[r, n + k - K//2]``, zero outside the carry;
+    carry (L, N), centered (L, K) -> (N,)."""
+    rows, width = centered.shape
+    half = width // 2
+    return sum(centered[r, k] * _shifted(carry[r : r + 1], 0, k - half)[0] for r in range(rows) for k in range(width))
 
 
-def _weighted_offsets_fwd(carry, weights):
-    return _weighted_offsets(carry, weights), (carry, weights)
+def _sliding_prediction_fwd(carry, centered):
+    return _sliding_prediction(carry, centered), (carry, centered)
 
 
-def _weighted_offsets_bwd(residuals, g):
-    carry, weights = residuals
-    span = weights.shape[1]
-    half = (span - 1) // 2
-    d_weights = g * _offset_copies(carry, span)
-    # d carry[r, m] = sum_j spread[r, j, m + half - j]: with j reversed and the columns padded
-    # by half on both sides, that is a skewed read too.
-    spread = jnp.pad((weights * g)[:, ::-1], ((0, 0), (0, 0), (half, half)))
-    d_carry = jnp.sum(_skew(spread, carry.shape[1]), axis=1)
-    return d_carry, d_weights
+def _sliding_prediction_bwd(residuals, g):
+    carry, centered = residuals
+    rows, width = centered.shape
+    half = width // 2
+    g_row = g[None]
+    d_carry = jnp.concatenate(
+        [sum(centered[r, k] * _shifted(g_row, 0, half - k) for k in range(width)) for r in range(rows)]
+    )
+    g_shifts = jnp.concatenate([_shifted(g_row, 0, half - k) for k in range(width)])  # (K, N)
+    d_centered = carry @ g_shifts.T
+    return d_carry, d_centered
 
 
-_weighted_offsets.defvjp(_weighted_offsets_fwd, _weighted_offsets_bwd)
+_sliding_prediction.defvjp(_sliding_prediction_fwd, _sliding_prediction_bwd)
 
 
 def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
