@@ -38,7 +38,8 @@ Lagrange extrapolation (``extr``, the paper's polynomial baseline): `make_extr_p
 `extr_pad`. The project's README ("Using the padding in your own code") lists where this
 implementation departs from the paper's code and why.
 
-Non-finite input: lp padding propagates NaN and inf. One NaN anywhere in a channel makes its
+Non-finite input: lp padding propagates NaN (an inf becomes NaN once the mean is subtracted,
+with the same effect). One NaN anywhere in a channel makes its
 mean and every statistic NaN, hence its fitted predictor, hence every padded pixel of that
 channel (the whole border; the interior is returned as given). Other channels are unaffected.
 """
@@ -519,7 +520,7 @@ def _covariance_window_matrix(n: int, length: int) -> np.ndarray:
     windows of `_COVARIANCE_WINDOWS`. Why a matrix product: its gradient is a dense matrix
     product too, where ten slices of the profiles each give XLA a pad to fuse into the backward
     pass over the full maps."""
-    count = n - length
+    count = max(n - length, 0)  # no fitting position along an axis that is not padded
     columns = []
     for windows in _COVARIANCE_WINDOWS[length]:
         for lag, start in windows:
@@ -733,6 +734,12 @@ def linear_prediction_pad(
 
     Returns:
         (top + y + bottom, left + x + right), same dtype as ``data``. Interior pixels are ``data``.
+
+    NaN input propagates: one NaN makes the mean and the statistics NaN, so the fitted predictor
+    and every padded pixel (the whole border) are NaN; the interior is still returned as given.
+    With `linear_prediction_pad_channels` or `Padding2dLayer`, only that channel is affected.
+    ``ValueError`` for bad options, and for data with fewer than ``length + 1`` pixels along a
+    padded axis or fewer than ``width`` pixels across its prediction front.
     """
     num_padding = _check_num_padding(num_padding)
     _check_rank(data, 2)
