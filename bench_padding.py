@@ -1,14 +1,23 @@
-"""Speed of every padding method, as a ratio to the 3x3 convolution it feeds.
+"""Speed of every padding method in one fixed unit, and the end-to-end cost of lp in RVSR.
 
-    python bench_padding.py [--repeats 20] [--methods lp2x3,lp6x7] [--batch 64]
+    python bench_padding.py [--repeats 15] [--methods lp2x3,lp6x7] [--presets lp2x3,lp6x7] [--quick]
 
-Two cases, both jitted: the RVSR case, a batch of (batch, 16, 48, 48) feature maps padded by 1
-on every side, and the padding-samples case, (3, 48, 48) padded by 24. For each method the
-table gives the median time of the forward pass and of forward + backward (the gradient of
-sum(output * cotangent) with respect to the input), and both as a ratio to the forward +
-backward time of an `eqx.nn.Conv2d` 16 -> 16, 3x3, on the padded RVSR batch (gradients with
-respect to input and weights), measured in the same run. Zero padding alone is too small and
-too dependent on fusion to divide by; the convolution is the work the padding serves.
+The unit: ``eqx.nn.Conv2d(16, 16, 3, padding=1)`` vmapped over a batch of 64 x 16 x 48 x 48
+feature maps, the gradient of ``sum(out ** 2)`` with respect to the input only, jitted. It is
+the 3x3 convolution the padding feeds in RVSR, measured in the same process, so the ratios
+travel between machines better than milliseconds do.
+
+Three tables, all jitted, all from one process in which every timed function runs once per
+round, round after round (interleaved repetitions, so that load from other processes hits all
+of them alike), reporting medians over the rounds:
+
+1. pad 1 on the same batch (64 x 16 x 48 x 48): forward, and forward + backward (the gradient
+   of ``sum(out * cotangent)`` with respect to the input), in ms and divided by the unit;
+2. the 24-pixel sample case (3 x 48 x 48 padded by 24, as in the padding-samples figure);
+3. the RVSR inference form (``rvsr.make_rvsr(..., inference=True)``) forward on a batch of
+   32 x 3 x 48 x 48 for each preset, divided by the ``repl`` preset's time. ``zero-repl`` is
+   printed too but is not the divisor: XLA:CPU's zero-padded convolution path is anomalous
+   (zero padding folded into the convolution is not the cheap case it is on a GPU).
 """
 
 from __future__ import annotations
@@ -27,70 +36,104 @@ import numpy as np
 from padding import PAPER_METHODS, make_padding_layer
 
 METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
+PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
+QUICK_METHODS = ["zero", "repl", "lp1x1cs", "lp2x3"]
+QUICK_PRESETS = ["repl", "lp1x1cs"]
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls, after one warm-up call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time in seconds of each ``fn()``, calling all of them once per round."""
+    for fn in fns.values():  # compile and warm up
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def time_padding(method: str, x: jax.Array, pad: int, repeats: int) -> tuple[float, float]:
-    """(forward, forward + backward) median times of padding ``x`` (batch, channel, y, x)."""
-    layer = make_padding_layer(method, ((pad, pad), (pad, pad)))
-    batched = jax.vmap(layer)
-    cotangent = jnp.asarray(np.random.default_rng(1).normal(size=(*x.shape[:2], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)), x.dtype)
+def unit_fn(batch: jax.Array) -> Callable[[], object]:
+    """The unit: 3x3 16 -> 16 conv (padding=1) on ``batch``, gradient of sum(out**2) w.r.t. input."""
+    conv = eqx.nn.Conv2d(16, 16, 3, padding=1, key=jax.random.PRNGKey(0))
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(jax.vmap(conv)(x) ** 2)))
+    return lambda: grad(batch)
+
+
+def padding_fns(method: str, x: jax.Array, pad: int) -> tuple[Callable[[], object], Callable[[], object]]:
+    """(forward, forward + backward) of padding ``x`` (batch, channel, y, x) by ``pad``."""
+    batched = jax.vmap(make_padding_layer(method, ((pad, pad), (pad, pad))))
+    shape = (*x.shape[:2], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
+    cotangent = jnp.asarray(np.random.default_rng(1).normal(size=shape), x.dtype)
     forward = jax.jit(batched)
     backward = jax.jit(jax.grad(lambda x: jnp.sum(batched(x) * cotangent)))
-    return median_time(lambda: forward(x), repeats), median_time(lambda: backward(x), repeats)
+    return (lambda: forward(x)), (lambda: backward(x))
 
 
-def time_conv(x: jax.Array, repeats: int) -> float:
-    """Forward + backward median time of a 3x3 16 -> 16 convolution on ``x`` padded by 1."""
-    conv = eqx.nn.Conv2d(16, 16, 3, key=jax.random.PRNGKey(0))
-    padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    cotangent = jnp.ones(x.shape, x.dtype)
+def rvsr_fn(preset: str, x: jax.Array) -> Callable[[], object]:
+    """Forward pass of the RVSR inference form of ``preset`` on ``x`` (batch, 3, y, x)."""
+    import presets
+    import rvsr
 
-    @jax.jit
-    @jax.grad
-    def grads(conv_and_input):
-        conv, inputs = conv_and_input
-        return jnp.sum(jax.vmap(conv)(inputs) * cotangent)
-
-    return median_time(lambda: grads((conv, padded)), repeats)
+    model_hpars = presets.get_preset_hpars(preset)["model_hpars"]
+    model, state = rvsr.make_rvsr(model_hpars, 4, inference=True, key=jax.random.PRNGKey(0))
+    forward = eqx.filter_jit(lambda model, x: jax.vmap(lambda image: model(image, state)[0])(x))
+    return lambda: forward(model, x)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
-    parser.add_argument("--batch", type=int, default=64, help="batch size of the RVSR case")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (medians over them)")
+    parser.add_argument("--methods", default=None, help="comma-separated padding method names")
+    parser.add_argument("--presets", default=None, help="comma-separated RVSR presets ('' for none)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few methods, presets and rounds, small batch")
     args = parser.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
+    methods = (args.methods.split(",") if args.methods is not None else QUICK_METHODS if args.quick else METHODS)
+    preset_names = (args.presets.split(",") if args.presets is not None else QUICK_PRESETS if args.quick else PRESETS)
+    methods, preset_names = [m for m in methods if m], [p for p in preset_names if p]
     unknown = [m for m in methods if m not in PAPER_METHODS]
-    if unknown or args.repeats < 1 or args.batch < 1:
-        print(f"error: unknown method(s) {unknown}" if unknown else "error: --repeats and --batch must be >= 1", file=sys.stderr)
+    if unknown or args.repeats < 1:
+        print(f"error: unknown method(s) {unknown}" if unknown else "error: --repeats must be >= 1", file=sys.stderr)
         return 2
+    repeats = min(args.repeats, 3) if args.quick else args.repeats
+    batch, rvsr_batch = (8, 4) if args.quick else (64, 32)
 
     rng = np.random.default_rng(0)
-    rvsr_batch = jnp.asarray(rng.normal(size=(args.batch, 16, 48, 48)), jnp.float32)
+    maps = jnp.asarray(rng.normal(size=(batch, 16, 48, 48)), jnp.float32)
     samples = jnp.asarray(rng.normal(size=(1, 3, 48, 48)), jnp.float32)
-    conv = time_conv(rvsr_batch, args.repeats)
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; conv 3x3 16->16 forward+backward on "
-          f"{tuple(rvsr_batch.shape)}: {conv * 1e3:.2f} ms (the unit of the ratios)")
-    header = f"{'method':<8} | {'pad 1: fwd ms':>13} {'fwd+bwd ms':>10} {'fwd/conv':>8} {'f+b/conv':>8} | {'pad 24: fwd ms':>14} {'fwd+bwd ms':>10} {'f+b/conv':>8}"
+    images = jnp.asarray(rng.uniform(size=(rvsr_batch, 3, 48, 48)), jnp.float32)
+
+    fns: dict[str, Callable[[], object]] = {"unit": unit_fn(maps)}
+    for method in methods:
+        fns[f"{method}/1/f"], fns[f"{method}/1/fb"] = padding_fns(method, maps, 1)
+        fns[f"{method}/24/f"], fns[f"{method}/24/fb"] = padding_fns(method, samples, 24)
+    for preset in preset_names:
+        fns[f"rvsr/{preset}"] = rvsr_fn(preset, images)
+    t = interleaved_medians(fns, repeats)
+    unit = t["unit"]
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} interleaved rounds, medians.")
+    print(f"UNIT = eqx.nn.Conv2d(16, 16, 3, padding=1) vmapped over {tuple(maps.shape)}, jitted gradient of "
+          f"sum(out ** 2) w.r.t. the input only: {unit * 1e3:.2f} ms")
+    print()
+    print(f"Padding of {tuple(maps.shape)} by 1 (fwd: forward; f+b: gradient of sum(out * cotangent) w.r.t. the input),")
+    print("ms and divided by UNIT; then 3 x 48 x 48 padded by 24, ms. zero and repl can show f+b faster than fwd:")
+    print("XLA drops the padding from the gradient (it only slices the cotangent).")
+    header = f"{'method':<8} | {'fwd ms':>7} {'f+b ms':>7} {'fwd/UNIT':>8} {'f+b/UNIT':>8} | {'pad24 fwd ms':>12} {'f+b ms':>7}"
     print(header)
     print("-" * len(header))
-    for method in methods:
-        f1, b1 = time_padding(method, rvsr_batch, 1, args.repeats)
-        f24, b24 = time_padding(method, samples, 24, args.repeats)
-        print(f"{method:<8} | {f1 * 1e3:13.2f} {b1 * 1e3:10.2f} {f1 / conv:8.3f} {b1 / conv:8.3f} | "
-              f"{f24 * 1e3:14.2f} {b24 * 1e3:10.2f} {b24 / conv:8.3f}", flush=True)
+    for m in methods:
+        f1, b1, f24, b24 = (t[f"{m}/{k}"] for k in ("1/f", "1/fb", "24/f", "24/fb"))
+        print(f"{m:<8} | {f1 * 1e3:7.2f} {b1 * 1e3:7.2f} {f1 / unit:8.3f} {b1 / unit:8.3f} | {f24 * 1e3:12.2f} {b24 * 1e3:7.2f}")
+    if preset_names:
+        print()
+        print(f"RVSR inference form, forward of {tuple(images.shape)}: ms and divided by the repl preset's time")
+        print("(zero-repl is shown but not the divisor: XLA:CPU's zero-padded convolution path is anomalous).")
+        base = t.get("rvsr/repl")
+        for p in preset_names:
+            ratio = f"{t[f'rvsr/{p}'] / base:6.3f}x repl" if base else "   (no repl preset timed)"
+            print(f"{p:<10} | {t[f'rvsr/{p}'] * 1e3:8.2f} ms | {ratio}")
     return 0
 
 

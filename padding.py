@@ -11,6 +11,37 @@ configuration ``lpLxW``: a neighbourhood of ``length`` L rows (in the padding di
 
 Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions and
 `Padding2dLayer` take ``(channel, y, x)``. ``num_padding = ((top, bottom), (left, right))``.
+
+Reading guide: the steps of the paper's linear prediction padding (its methods description),
+in the order `linear_prediction_pad` runs them, and where each lives.
+
+1. Remove the channel mean (added back at the end): `linear_prediction_pad`.
+2. Apodization: the data the statistics are estimated from is multiplied by a separable Tukey
+   window (`_tukey`); the recursion itself runs on the unwindowed data.
+3. Statistics and normal equations, by one of two least-squares formulations:
+   - autocorrelation method (``correlate_method`` "direct" or "fft"): the autocorrelation of the
+     zero-extended data at the lags the neighbourhood needs (`_normal_equations` lists them and
+     where each matrix entry reads; `_lag_sums_direct` / `_lag_sums_fft` compute the sums,
+     `_autocorrelation` scales them), then the symmetric normal equations ``M c = v`` with a
+     small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_coefs`, `_psd_solve`,
+     `_cholesky`, `_cho_solve`);
+   - covariance method ("cov*", width 1, length 1 or 2): the sums of lagged products over the
+     positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`,
+     `_covariance_stats`), solved in closed form, no factorization (`_covariance_solve`).
+4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion outside the unit
+   circle are reflected to their reciprocals, inside it (`_stabilise`).
+5. The padding recursion: new rows predicted one at a time from the last L rows, horizontal
+   padding first, then vertical padding of the widened data (`_predict_row`, `_extend_down`,
+   `_extend_up`, `_direction_sets`).
+
+Lagrange extrapolation (``extr``, the paper's polynomial baseline): `make_extr_pad_weights`,
+`extr_pad`. The project's README ("Using the padding in your own code") lists where this
+implementation departs from the paper's code and why.
+
+Non-finite input: lp padding propagates NaN (an inf becomes NaN once the mean is subtracted,
+with the same effect). One NaN anywhere in a channel makes its
+mean and every statistic NaN, hence its fitted predictor, hence every padded pixel of that
+channel (the whole border; the interior is returned as given). Other channels are unaffected.
 """
 
 from __future__ import annotations
@@ -68,7 +99,7 @@ PAPER_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Argument checks (SPEC 2.7): every failure is a ValueError that names the argument.
+# Argument checks: every failure is a ValueError that names the argument.
 
 
 def _check_num_padding(num_padding: Any) -> NumPadding:
@@ -114,18 +145,24 @@ def _check_num_predictors(num_predictors: Any) -> None:
 
 
 def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int, width: int) -> None:
+    """Pixels are required only along the axes that are padded: padding along an axis needs
+    ``length + 1`` pixels along it (a predictor neighbourhood plus the predicted pixel, which the
+    covariance sums need to be non-empty) and ``width`` pixels across it (the prediction front;
+    for the vertical padding the front includes the horizontal padding)."""
     ny, nx = shape
-    if min(ny, nx) < length + 1:
-        raise ValueError(
-            f"data of shape {shape} is too small for length={length}: "
-            f"it needs at least {length + 1} pixels along each axis"
-        )
-    (_, _), (left, right) = num_padding
-    if min(ny, nx + left + right) < width:
-        raise ValueError(
-            f"data of shape {shape} is too small for width={width}: "
-            f"the prediction front needs at least {width} pixels"
-        )
+    (top, bottom), (left, right) = num_padding
+    checks = []  # (padded sides, axis, pixels there, pixels needed, what needs them)
+    if left or right:
+        checks += [("left/right", "x", nx, length + 1, f"length={length}"), ("left/right", "y", ny, width, f"width={width} (the prediction front)")]
+    if top or bottom:
+        front = f"width={width} (the prediction front, including the left/right padding)"
+        checks += [("top/bottom", "y", ny, length + 1, f"length={length}"), ("top/bottom", "x", nx + left + right, width, front)]
+    for padded, axis, have, need, what in checks:
+        if have < need:
+            raise ValueError(
+                f"data of shape {shape} (y, x) is too small for {what}: padding {padded} needs at least "
+                f"{need} pixels along {axis}, got {have}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,7 +170,7 @@ def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int,
 
 
 def _tukey(n: int, dtype: Any) -> np.ndarray:
-    """The apodization window of SPEC 2.2: a periodic Tukey window of n + 1 points, first dropped."""
+    """The apodization window: a periodic Tukey window of n + 1 points, first dropped."""
     return scipy.signal.windows.tukey(n + 1, sym=False)[1:].astype(dtype)
 
 
@@ -160,13 +197,18 @@ _safe_div.defvjp(_safe_div_fwd, _safe_div_bwd)
 
 
 # Below this size the Cholesky factorization and the substitutions are unrolled into scalar
-# arithmetic, which vmap turns into vector operations across the whole batch of systems;
-# XLA:CPU's LAPACK calls cost several microseconds each for every small matrix of a batch.
+# arithmetic, which vmap turns into vector operations across the whole batch of systems (no
+# per-system loop, no dynamic shapes, which suits a GPU too): on XLA:CPU, jnp.linalg.cholesky
+# and triangular_solve run a batch of small systems as a loop of LAPACK calls, several
+# microseconds each. Above it, the unrolled graph would grow as n^3 and compile for minutes; a
+# column-at-a-time version in jnp operations (tried for lp6x7's 42 x 42 systems) ran slower
+# than the LAPACK loop on XLA:CPU, as each step rewrites the whole batch of factors.
 _UNROLLED_SOLVE_MAX_SIZE = 12
 
 
-def _cholesky(a: jax.Array):
-    """Lower Cholesky factor of a (n, n): an array, or for small n rows of scalars."""
+def _cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor (n, n) of a symmetric positive definite a (n, n), zeros above the
+    diagonal. A failed factorization (not positive definite) gives non-finite entries."""
     n = a.shape[0]
     if n > _UNROLLED_SOLVE_MAX_SIZE:
         return jnp.linalg.cholesky(a)
@@ -176,21 +218,22 @@ def _cholesky(a: jax.Array):
         lower[j].append(pivot)
         for i in range(j + 1, n):
             lower[i].append((a[i, j] - sum(lower[i][k] * lower[j][k] for k in range(j))) / pivot)
-    return lower
+    zero = jnp.zeros((), a.dtype)
+    return jnp.stack([jnp.stack(row + [zero] * (n - len(row))) for row in lower])
 
 
-def _cho_solve(factor, v: jax.Array) -> jax.Array:
-    """Solve ``(F F^T) x = v`` for the factor F of `_cholesky`; v: (n, k) -> (n, k)."""
-    if not isinstance(factor, list):
+def _cho_solve(factor: jax.Array, v: jax.Array) -> jax.Array:
+    """Solve ``(F F^T) x = v`` for the lower factor F (n, n) of `_cholesky`; v: (n, k) -> (n, k)."""
+    n = factor.shape[0]
+    if n > _UNROLLED_SOLVE_MAX_SIZE:
         y = jax.lax.linalg.triangular_solve(factor, v, left_side=True, lower=True)
         return jax.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True, transpose_a=True)
-    n = len(factor)
     y: list[jax.Array] = []
-    for i in range(n):  # forward substitution, one row of right-hand sides at a time
-        y.append((v[i] - sum(factor[i][k] * y[k] for k in range(i))) / factor[i][i])
+    for i in range(n):  # forward substitution with F, one row of right-hand sides at a time
+        y.append((v[i] - sum(factor[i, k] * y[k] for k in range(i))) / factor[i, i])
     x: list[jax.Array] = [None] * n
     for i in reversed(range(n)):  # back substitution with F^T
-        x[i] = (y[i] - sum(factor[k][i] * x[k] for k in range(i + 1, n))) / factor[i][i]
+        x[i] = (y[i] - sum(factor[k, i] * x[k] for k in range(i + 1, n))) / factor[i, i]
     return jnp.stack(x)
 
 
@@ -227,7 +270,7 @@ _psd_solve.defvjp(_psd_solve_fwd, _psd_solve_bwd)
 
 
 # ----------------------------------------------------------------------------------------------
-# Autocorrelation method (SPEC 2.3).
+# Autocorrelation method.
 
 
 def _smooth_size(n: int) -> int:
@@ -283,23 +326,105 @@ def _shifted(a: jax.Array, dy: int, dx: int) -> jax.Array:
     return jax.lax.pad(a, zero, ((-dy, dy, 0), (-dx, dx, 0)))
 
 
+# Why a custom VJP: differentiating the lagged products as written gives, per lag, a transposed
+# pad, a broadcast and an add, which XLA:CPU runs as several passes over the maps; the backward
+# then cost several times the forward. The gradient is known in closed form,
+#     d/da[p] sum_q w[q] a[q] a[q + t] = w[p] a[p + t] + w[p - t] a[p - t],
+# so the whole backward is one elementwise expression over shifted copies of ``a`` and of the
+# broadcast profile cotangents, which XLA fuses into a single pass whatever the number of lags.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _lag_profiles(a: jax.Array, lags: tuple[tuple[int, int], ...], axis: int) -> jax.Array:
+    """Lagged products summed across the other axis: ``P[l, i] = sum_j a[i, j] a[i + dy, j + dx]``
+    for axis 0 (``sum_j a[j, i] a[j + dy, i + dx]`` for axis 1), terms outside the data 0, for
+    ``(dy, dx) = lags[l]``. a: (y, x) -> (len(lags), a.shape[axis]).
+
+    Both kinds of statistics are sums of these profiles: the autocorrelation sums of the whole
+    profile, the covariance sums over the window of positions where a neighbourhood fits.
+    """
+    return jnp.stack([jnp.sum(a * _shifted(a, dy, dx), axis=1 - axis) for dy, dx in lags])
+
+
+def _lag_profiles_fwd(a, lags, axis):
+    return _lag_profiles(a, lags, axis), a
+
+
+def _lag_profiles_bwd(lags, axis, a, g):
+    grad = jnp.zeros_like(a)
+    for (dy, dx), gl in zip(lags, g):
+        w = gl[:, None] if axis == 0 else gl[None, :]
+        grad = grad + w * _shifted(a, dy, dx) + _shifted(w * a, -dy, -dx)
+    return (grad,)
+
+
+_lag_profiles.defvjp(_lag_profiles_fwd, _lag_profiles_bwd)
+
+
 def _lag_sums_direct(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
     """``S[l] = sum_{y,x} a[y, x] a[y + dy, x + dx]`` (terms outside the data are 0) for each
-    half-plane lag ``(dy, dx) = lags[l]``. a: (y, x) -> (len(lags),)."""
-    return jnp.stack([jnp.sum(a * _shifted(a, dy, dx)) for dy, dx in lags])
+    half-plane lag ``(dy, dx) = lags[l]``, one pass per lag. a: (y, x) -> (len(lags),)."""
+    return jnp.sum(_lag_profiles(a, lags, 0), axis=1)
 
 
+@functools.lru_cache(maxsize=None)
+def _fft_lag_basis(fy: int, fx: int, lags: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """``cos(2 pi (ky dy / fy + kx dx / fx))`` for the half spectrum (ky, kx <= fx // 2) of the
+    real FFT, flattened, by lag: (fy * (fx // 2 + 1), len(lags)), float64."""
+    ky = np.arange(fy)[:, None, None]
+    kx = np.arange(fx // 2 + 1)[None, :, None]
+    dy, dx = (np.array([lag[i] for lag in lags])[None, None, :] for i in (0, 1))
+    return np.cos(2 * np.pi * (ky * dy / fy + kx * dx / fx)).reshape(fy * (fx // 2 + 1), len(lags))
+
+
+def _half_spectrum_weights(fy: int, fx: int) -> np.ndarray:
+    """How often each bin of the half spectrum stands in the full one: 1 for kx = 0 and (fx even)
+    kx = fx / 2, 2 for the rest, whose mirror images the real FFT leaves out."""
+    w = np.full(fx // 2 + 1, 2.0)
+    w[0] = 1
+    if fx % 2 == 0:
+        w[-1] = 1
+    return np.broadcast_to(w, (fy, fx // 2 + 1)).reshape(-1)
+
+
+def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
+    """The FFT size of the ``fft`` autocorrelation: zero padding by at least m, to 7-smooth sizes."""
+    return _smooth_size(shape[0] + m), _smooth_size(shape[1] + m)
+
+
+# Why not irfft2 then gather: by the Wiener-Khinchin theorem the circular autocorrelation at a
+# lag l is (1 / F) sum_k |A_k|^2 cos(2 pi k . l / F) (|A|^2 is real and even), so the few lags
+# the normal equations read are one small matrix product with a constant cosine basis, where
+# an inverse FFT would compute all F lags. The backward pass is again closed-form: the gradient
+# of sum_l g_l S_l is the correlation of the data with the symmetric kernel
+# h = sum_l g_l (delta_l + delta_-l), whose transform is real, 2 sum_l g_l cos(2 pi k . l / F);
+# so it is one matrix product and one inverse FFT of the forward spectrum times it. Zero
+# padding to F >= N + m makes circular and linear correlation agree for these lags, in both
+# directions.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _lag_sums_fft(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
-    """As `_lag_sums_direct`, through the exact circular autocorrelation of the data zero-padded
-    to (s(y + m), s(x + m)), which equals the linear one for lags up to m."""
-    ny, nx = a.shape
+    """As `_lag_sums_direct`, computed from the power spectrum of the data zero-padded to the
+    FFT size of `_fft_size` (exact circular autocorrelation, also for odd widths)."""
+    return _lag_sums_fft_fwd(a, lags)[0]
+
+
+def _lag_sums_fft_fwd(a, lags):
     m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
-    fy, fx = _smooth_size(ny + m), _smooth_size(nx + m)
+    fy, fx = _fft_size(a.shape, m)
     spectrum = jnp.fft.rfft2(a, s=(fy, fx))
-    # The full output size matters when fx is odd: without it irfft2 assumes fx - 1 columns.
-    circular = jnp.fft.irfft2(spectrum * jnp.conj(spectrum), s=(fy, fx)).astype(a.dtype)
-    rows, cols = (np.array([lag[i] for lag in lags]) for i in (0, 1))
-    return circular[rows.astype(np.int32), (cols % fx).astype(np.int32)]
+    power = (jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2).reshape(-1)
+    basis = _fft_lag_basis(fy, fx, lags) * (_half_spectrum_weights(fy, fx)[:, None] / (fy * fx))
+    return power @ jnp.asarray(basis, a.dtype), (a, spectrum)
+
+
+def _lag_sums_fft_bwd(lags, residuals, g):
+    a, spectrum = residuals
+    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    fy, fx = _fft_size(a.shape, m)
+    kernel = (2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype)) @ g
+    grad = jnp.fft.irfft2(spectrum * kernel.reshape(fy, fx // 2 + 1), s=(fy, fx))
+    return (grad[: a.shape[0], : a.shape[1]].astype(a.dtype),)
+
+
+_lag_sums_fft.defvjp(_lag_sums_fft_fwd, _lag_sums_fft_bwd)
 
 
 def _prefer_fft(num_lags: int) -> bool:
@@ -312,7 +437,7 @@ def _autocorrelation(a: jax.Array, lags: tuple[tuple[int, int], ...], correlate_
     """``R(lag)`` of the zero-extended data a: (y, x) for half-plane ``lags`` -> (len(lags),).
 
     The two methods differ only in scale: ``direct`` divides the sums by y * x, ``fft`` by the
-    padded FFT size (SPEC 2.3). How the sums are computed is a matter of speed alone.
+    padded FFT size (as the paper's code does). How the sums are computed is a matter of speed alone.
     """
     ny, nx = a.shape
     m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
@@ -352,37 +477,57 @@ def _autocorrelation_coefs(
 
 
 # ----------------------------------------------------------------------------------------------
-# Covariance method (SPEC 2.4).
+# Covariance method.
+
+
+# The covariance sums by name, for one direction: predicted pixel x0 and predictors x1 (nearest)
+# and x2 along the axis, summed over the positions where all of them lie inside the data:
+#     r11 = sum x1 x1, r22 = sum x2 x2, r01 = sum x0 x1, r12 = sum x1 x2, r02 = sum x0 x2.
+# The least-squares normal equations of the covariance method are
+#     [r11 r12] [a1]   [r01]
+#     [r12 r22] [a2] = [r02]     (length 1: r11 a1 = r01).
+COVARIANCE_STAT_NAMES = {1: ("r11", "r01"), 2: ("r11", "r22", "r01", "r12", "r02")}
+
+# Each statistic as ``(lag, start)``: ``sum_{i = start}^{start + n - length - 1} a[i] a[i + lag]``
+# along the axis (n pixels, n - length fitting positions), in the order of the names above.
+# Forward (predict i from i - 1, i - 2, i = length .. n - 1): x0 starts at length, x1 at
+# length - 1, x2 at 0. Backward (predict i from i + 1, i + 2, i = 0 .. n - 1 - length): x0
+# starts at 0, x1 at 1, x2 at 2. A product is written with its lower index first.
+_COVARIANCE_WINDOWS = {
+    1: (((0, 0), (1, 0)), ((0, 1), (1, 0))),
+    2: (((0, 1), (0, 0), (1, 1), (1, 0), (2, 0)), ((0, 1), (0, 2), (1, 0), (1, 1), (2, 0))),
+}
 
 
 def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
-    """Sums of lagged products for predicting each pixel from the ``length`` before it along ``axis``.
+    """The covariance sums (`COVARIANCE_STAT_NAMES`) of a: (y, x) along ``axis`` -> (2, s), for
+    the directions (forward, backward) along it (axis 1: right, left; axis 0: bottom, top).
 
-    a: (y, x) -> (2, s) for the directions (forward, backward) along ``axis`` (axis 1: right,
-    left; axis 0: bottom, top), where the statistics are length 1: (r11, r01); length 2:
-    (r11, r22, r01, r12, r02). Sums run over the positions where the predicted pixel and all
-    predictors lie inside the data. Products are summed across ``axis`` first, then over the
-    valid range along it. All statistics of a direction reduce identically shaped windows, so
-    equal sums round equally (a constant channel gives a1 = 1 exactly, on the stabiliser's
-    boundary, whatever XLA fuses).
+    Products are summed across the axis first (`_lag_profiles`), then over the fitting window
+    along it. All statistics of a direction reduce identically shaped windows, so equal sums
+    round equally (a constant channel gives a1 = 1 exactly, on the stabiliser's boundary,
+    whatever XLA fuses).
     """
-    n = a.shape[axis]
-    # lagged[lag][i] = sum across the axis of a[i] * a[i + lag]; the last `lag` entries are 0
-    lagged = [jnp.sum(a * _shifted(a, *((lag, 0) if axis == 0 else (0, lag))), axis=1 - axis) for lag in range(length + 1)]
-    count = n - length
+    lags = tuple((lag, 0) if axis == 0 else (0, lag) for lag in range(length + 1))
+    profiles = _lag_profiles(a, lags, axis)  # the last `lag` entries of profile `lag` are 0
+    windows = jnp.asarray(_covariance_window_matrix(a.shape[axis], length), a.dtype)
+    return (profiles.reshape(-1) @ windows).reshape(2, -1)
 
-    def window(lag: int, start: int) -> jax.Array:
-        return lagged[lag][start : start + count]
 
-    if length == 1:
-        forward = [window(0, 0), window(1, 0)]
-        backward = [window(0, 1), window(1, 0)]
-    else:
-        # forward: predicted i, predictors i-1 (r1), i-2 (r2), i = 2..n-1
-        forward = [window(0, 1), window(0, 0), window(1, 1), window(1, 0), window(2, 0)]
-        # backward: predicted i, predictors i+1, i+2, i = 0..n-3
-        backward = [window(0, 1), window(0, 2), window(1, 0), window(1, 1), window(2, 0)]
-    return jnp.sum(jnp.stack([jnp.stack(forward), jnp.stack(backward)]), axis=-1)
+@functools.lru_cache(maxsize=None)
+def _covariance_window_matrix(n: int, length: int) -> np.ndarray:
+    """0/1 matrix ((length + 1) * n, 2 * s) whose columns sum the flattened lag profiles over the
+    windows of `_COVARIANCE_WINDOWS`. Why a matrix product: its gradient is a dense matrix
+    product too, where ten slices of the profiles each give XLA a pad to fuse into the backward
+    pass over the full maps."""
+    count = max(n - length, 0)  # no fitting position along an axis that is not padded
+    columns = []
+    for windows in _COVARIANCE_WINDOWS[length]:
+        for lag, start in windows:
+            column = np.zeros((length + 1, n))
+            column[lag, start : start + count] = 1
+            columns.append(column.reshape(-1))
+    return np.stack(columns, axis=1)
 
 
 def _covariance_solve(stats: jax.Array, length: int) -> tuple[jax.Array, ...]:
@@ -401,7 +546,7 @@ def _where_reciprocal(condition: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-    """Reflect the poles of the 1-D recursion into the unit circle (SPEC 2.4).
+    """Reflect the poles of the 1-D recursion into the unit circle.
 
     Only the branch taken carries a gradient: square roots and reciprocals of the other
     branches see guarded arguments, so no NaN leaks through ``jnp.where``.
@@ -417,7 +562,7 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
     a2_c = jnp.where(flip_complex, a2, -1)
     a1_complex = jnp.where(flip_complex, -a1 / a2_c, a1)
     a2_complex = jnp.where(flip_complex, 1 / a2_c, a2)
-    # Real poles: reflect each one outside the unit circle.
+    # Real poles: reflect each one that lies outside the unit circle to 1 / p, inside it.
     positive = disc > 0
     root = jnp.where(positive, jnp.sqrt(jnp.where(positive, disc, 1)), 0) / 2
     p0, p1 = a1 / 2 + root, a1 / 2 - root
@@ -449,7 +594,7 @@ def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.A
 
 
 # ----------------------------------------------------------------------------------------------
-# The padding recursion (SPEC 2.5).
+# The padding recursion.
 
 
 def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
@@ -461,15 +606,49 @@ def _predict_row(carry: jax.Array, coefs: jax.Array) -> jax.Array:
     width = coefs.shape[-1]
     half = width // 2
     n = carry.shape[1]
-    centered = coefs[half]
-    # Shifted by zero-filling pads rather than slices, which XLA:CPU fuses into one loop.
-    inner = sum(jnp.sum(centered[:, k, None] * _shifted(carry, 0, k), axis=0) for k in range(width))
-    inner = inner[: n - width + 1]
+    inner = _sliding_prediction(carry, coefs[half])[half : n - half]
     if half == 0:
         return inner
     left = jnp.sum(coefs[:half] * carry[None, :, :width], axis=(1, 2))
     right = jnp.sum(coefs[half + 1 :] * carry[None, :, n - width :], axis=(1, 2))
     return jnp.concatenate([left, inner, right])
+
+
+# Why a custom VJP, and why unrolled: the sliding prediction is sum_{r,k} c[r, k] times the
+# carry row r shifted by k - K//2. Written as L K scalar-times-vector terms (no reduction over
+# an axis), XLA fuses it into one pass over the carry; a reduction per offset would be K
+# kernels, and stacking the shifted copies would write L (2K - 1) times the carry to memory.
+# JAX's own derivative would transpose every shift separately. The partials in closed form:
+#     d carry[r, m] = sum_k c[r, k] g[m - k + K//2]      (again L K fused terms)
+#     d c[r, k]     = sum_n g[n] carry[r, n + k - K//2]  (one small matrix product with the K
+#                                                         shifted copies of g)
+@jax.custom_vjp
+def _sliding_prediction(carry: jax.Array, centered: jax.Array) -> jax.Array:
+    """``out[n] = sum_{r,k} centered[r, k] carry[r, n + k - K//2]``, zero outside the carry;
+    carry (L, N), centered (L, K) -> (N,)."""
+    rows, width = centered.shape
+    half = width // 2
+    return sum(centered[r, k] * _shifted(carry[r : r + 1], 0, k - half)[0] for r in range(rows) for k in range(width))
+
+
+def _sliding_prediction_fwd(carry, centered):
+    return _sliding_prediction(carry, centered), (carry, centered)
+
+
+def _sliding_prediction_bwd(residuals, g):
+    carry, centered = residuals
+    rows, width = centered.shape
+    half = width // 2
+    g_row = g[None]
+    d_carry = jnp.concatenate(
+        [sum(centered[r, k] * _shifted(g_row, 0, half - k) for k in range(width)) for r in range(rows)]
+    )
+    g_shifts = jnp.concatenate([_shifted(g_row, 0, half - k) for k in range(width)])  # (K, N)
+    d_centered = carry @ g_shifts.T
+    return d_carry, d_centered
+
+
+_sliding_prediction.defvjp(_sliding_prediction_fwd, _sliding_prediction_bwd)
 
 
 def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
@@ -486,6 +665,23 @@ def _extend_down(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
     return jax.lax.scan(step, edge, None, length=num)[1]
 
 
+def _extend_both(
+    low_edge: jax.Array, high_edge: jax.Array, low_coefs: jax.Array, high_coefs: jax.Array, num_low: int, num_high: int
+) -> tuple[jax.Array, jax.Array]:
+    """Rows predicted before ``low_edge`` (the first L rows, up) and after ``high_edge`` (the
+    last L rows, down), each (L, N) -> ((num_low, N), (num_high, N)).
+
+    Why both at once: the up recursion is the down recursion on the rotated edge, so the two
+    sides are one recursion over a stacked pair of carries (run for the larger count, the
+    surplus rows dropped), which halves the number of kernels on XLA:CPU.
+    """
+    if num_low == 0 or num_high == 0:
+        return _extend_up(low_edge, low_coefs, num_low), _extend_down(high_edge, high_coefs, num_high)
+    edges = jnp.stack([_rotate(low_edge), high_edge])
+    rows = jax.vmap(_extend_down, in_axes=(0, 0, None))(edges, jnp.stack([low_coefs, high_coefs]), max(num_low, num_high))
+    return _rotate(rows[0, :num_low]), rows[1, :num_high]
+
+
 def _rotate(x: jax.Array) -> jax.Array:
     return x[::-1, ::-1]
 
@@ -497,9 +693,17 @@ def _extend_up(edge: jax.Array, coefs: jax.Array, num: int) -> jax.Array:
 
 
 def _direction_sets(coefs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(down, right, up, left) coefficient sets from any of the layouts of SPEC 2.2."""
+    """(down, right, up, left) coefficient sets from any of the coefficient layouts
+    (autocorrelation (2, K, L, K); covariance (4, 1, L, 1); symmetric covariance (2, 1, L, 1))."""
     if coefs.shape[0] == 4:  # covariance: bottom, right, top, left
         return coefs[0], coefs[1], coefs[2], coefs[3]
+    # Why up and left reuse the down and right sets: up (left) padding is the down (right)
+    # recursion on the data rotated by 180 degrees. Rotation maps every lag d to -d, and the
+    # autocorrelation of the zero-extended data is even, R(-d) = R(d), so the least-squares
+    # fit on the rotated data has exactly the same normal equations and coefficients. The
+    # symmetric covariance method sums the statistics of both directions, so its one set per
+    # axis is flip-symmetric by construction. (The plain covariance sums run over different
+    # windows for opposite directions, so those keep four sets, above.)
     return coefs[0], coefs[1], coefs[0], coefs[1]
 
 
@@ -530,6 +734,12 @@ def linear_prediction_pad(
 
     Returns:
         (top + y + bottom, left + x + right), same dtype as ``data``. Interior pixels are ``data``.
+
+    NaN input propagates: one NaN makes the mean and the statistics NaN, so the fitted predictor
+    and every padded pixel (the whole border) are NaN; the interior is still returned as given.
+    With `linear_prediction_pad_channels` or `Padding2dLayer`, only that channel is affected.
+    ``ValueError`` for bad options, and for data with fewer than ``length + 1`` pixels along a
+    padded axis or fewer than ``width`` pixels across its prediction front.
     """
     num_padding = _check_num_padding(num_padding)
     _check_rank(data, 2)
@@ -558,14 +768,14 @@ def linear_prediction_pad(
 
     # Horizontal first (as rows of the transposed edge columns), then vertical on the widened
     # data. Only the L rows or columns at each edge take part, so no full-size copy is made.
-    left_cols = _extend_up(d[:, :length].T, left_set, left).T
-    right_cols = _extend_down(d[:, -length:].T, right_set, right).T
+    left_cols, right_cols = (
+        cols.T for cols in _extend_both(d[:, :length].T, d[:, -length:].T, left_set, right_set, left, right)
+    )
 
     def widened(rows: slice) -> jax.Array:
         return jnp.concatenate([left_cols[rows], d[rows], right_cols[rows]], axis=1)
 
-    top_rows = _extend_up(widened(slice(0, length)), up, top)
-    bottom_rows = _extend_down(widened(slice(-length, None)), down, bottom)
+    top_rows, bottom_rows = _extend_both(widened(slice(0, length)), widened(slice(-length, None)), up, down, top, bottom)
     # The interior is returned exactly as given, not as (data - mean) + mean.
     middle = jnp.concatenate([left_cols + mean, data, right_cols + mean], axis=1)
     return jnp.concatenate([top_rows + mean, middle, bottom_rows + mean], axis=0)
