@@ -1,30 +1,46 @@
-"""What every command-line script shares: one-line errors and argparse types.
+"""What every command-line script shares: one-line errors, the entry wrapper, argparse types.
 
-A script wraps its work in :func:`run_script`; any :class:`UserError` (missing data, a bad
-file, a request that cannot be met) or ``run_layout.LayoutError`` raised inside becomes one
-line ``{prog}: error: ...`` on stderr and exit status 1, never a traceback. Bad options are
-argparse's business (exit status 2) through the types below.
+A script wraps its work in :func:`run_script`. Expected failures (missing data, a bad file, a
+request that cannot be met) are :class:`UserError` or a subclass (``run_layout.LayoutError``,
+``presets.PlanError``, ``train_utils.JobError``, ...); ``run_script`` prints one line
+``{prog}: error: ...`` on stderr and returns exit status 1, never a traceback. A
+:class:`UsageError` (a bad command line found after argparse, or by :class:`ArgumentParser`)
+returns 2, like argparse's own errors. A script with further statuses passes ``statuses``; one
+that can be stopped and rerun passes ``interrupted`` (Ctrl-C: one line, status 130). Anything
+else is a bug and keeps its traceback.
+
+This module imports only the standard library at import time (``presets`` only inside
+:func:`preset_name` and friends), so that ``run_layout`` and ``presets`` can derive their
+errors from :class:`UserError` without an import cycle.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-import presets
-from run_layout import LayoutError
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn
 
 __all__ = [
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
     "UserError",
+    "UsageError",
+    "ArgumentParser",
+    "one_line",
     "run_script",
+    "int_at_least",
     "preset_name",
+    "preset_list",
+    "seed_list",
     "positive_int",
     "non_negative_int",
     "non_negative_float",
     "print_table",
 ]
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class UserError(Exception):
@@ -32,25 +48,59 @@ class UserError(Exception):
     and, where it can, what to do (which file is missing, which script makes it)."""
 
 
-def run_script(prog: str, body: Callable[[], None]) -> int:
-    """Run a script's ``body``; a ``UserError`` or ``LayoutError`` becomes one line on stderr
-    and exit status 1. Returns the exit status (0 on success)."""
+class UsageError(UserError):
+    """A bad command line: exit status 2 (argparse's own status for bad options)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` that raises :class:`UsageError` where argparse would
+    print its usage and exit, so that :func:`run_script` reports a bad command line in one line
+    (``--help`` still prints and exits 0)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error message on one line: runs of whitespace (newlines too) become one space; an
+    exception without a message gives its class name."""
+    text = " ".join(str(error).split())
+    return text or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
+def run_script(prog: str, body: Callable[[], int | None], *,
+               statuses: Mapping[type[BaseException], int] | None = None,
+               interrupted: str | None = None) -> int:
+    """Run a script's ``body`` and return its exit status: what ``body`` returns (``None``
+    is 0), or for an exception that is expected, after printing ``{prog}: error: <one line>``
+    on stderr, its status.
+
+    Expected are :class:`UserError` (status 1), :class:`UsageError` (2) and the classes in
+    ``statuses`` (``{exception class: status}``), which may add classes (``{OSError: 1}``) or
+    give a subclass of ``UserError`` its own status; the most specific class of an exception
+    decides. With ``interrupted`` set, Ctrl-C (``KeyboardInterrupt``) prints
+    ``{prog}: {interrupted}`` and returns 130; without it, it propagates. Other exceptions
+    propagate with their traceback: they are bugs.
+    """
+    table: dict[type[BaseException], int] = {UserError: EXIT_ERROR, UsageError: EXIT_USAGE, **(statuses or {})}
     try:
-        body()
-    except (UserError, LayoutError) as e:
-        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    return 0
+        status = body()
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        status = next((table[c] for c in type(e).__mro__ if c in table), None)
+        if status is None:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return status
+    return 0 if status is None else status
 
 
-def preset_name(text: str) -> str:
-    """argparse type: one of the paper's presets (``presets.presets``)."""
-    if text not in presets.presets:
-        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: {', '.join(presets.presets)}")
-    return text
-
-
-def _int_at_least(text: str, minimum: int) -> int:
+def int_at_least(text: str, minimum: int) -> int:
+    """``int(text)`` if it is at least ``minimum``, else ``argparse.ArgumentTypeError``."""
     try:
         value = int(text)
     except ValueError:
@@ -62,12 +112,12 @@ def _int_at_least(text: str, minimum: int) -> int:
 
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
-    return _int_at_least(text, 1)
+    return int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an int >= 0."""
-    return _int_at_least(text, 0)
+    return int_at_least(text, 0)
 
 
 def non_negative_float(text: str) -> float:
@@ -79,6 +129,35 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def preset_name(text: str) -> str:
+    """argparse type: one of the paper's presets (``presets.presets``)."""
+    import presets  # here, not at the top: presets imports run_layout, which imports this module
+
+    if text not in presets.presets:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: {', '.join(presets.presets)}")
+    return text
+
+
+def preset_list(text: str) -> list[str]:
+    """argparse type of ``--presets``: comma-separated presets, or ``all`` (``presets.parse_presets``)."""
+    import presets
+
+    try:
+        return presets.parse_presets(text)
+    except presets.PlanError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type of ``--seeds``: seeds like ``0-11`` or ``0,3,5`` (``presets.parse_seeds``)."""
+    import presets
+
+    try:
+        return presets.parse_seeds(text)
+    except presets.PlanError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def print_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

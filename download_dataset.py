@@ -42,6 +42,7 @@ from urllib.parse import quote
 import requests
 from tqdm import tqdm
 
+import cli
 from io_utils import atomic_write_json
 from paths_config import get_paths
 
@@ -58,7 +59,7 @@ CHUNK_BYTES = 1 << 16
 T = TypeVar("T")
 
 
-class DownloadError(Exception):
+class DownloadError(cli.UserError):
     """An expected failure; ``main`` prints it as one line and exits with status 1."""
 
 
@@ -425,25 +426,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or for the next bytes; a transfer silent for "
                              "longer is retried from where it stopped (default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=3, help="retries after a transient failure (default: %(default)s)")
-    parser.add_argument("--retry-wait", type=float, default=2.0,
+    parser.add_argument("--retries", type=cli.non_negative_int, default=3, help="retries after a transient failure (default: %(default)s)")
+    parser.add_argument("--retry-wait", type=cli.non_negative_float, default=2.0,
                         help="seconds before the first retry, doubled for each next one (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.retries < 0 or not 0 <= args.retry_wait < float("inf") or not 0 < args.timeout < float("inf"):
-        parser.error("--retries and --retry-wait must be non-negative and --timeout positive (finite numbers)")
-    try:
+    if not 0 < args.timeout < float("inf"):
+        parser.error(f"argument --timeout: expected a finite number > 0, got {args.timeout}")
+
+    def body() -> None:
         download_dataset(args.metax_url, Path(args.dataset_folder), Path(args.temp_folder),
                          args.timeout, args.retries, args.retry_wait)
-    except DownloadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (OSError, requests.RequestException) as error:  # e.g. disk full, a malformed --metax-url
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; rerun to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    # OSError: e.g. a full disk; RequestException: e.g. a malformed --metax-url.
+    return cli.run_script("download_dataset.py", body, statuses={OSError: 1, requests.RequestException: 1},
+                          interrupted="interrupted; rerun to resume")
 
 
 if __name__ == "__main__":

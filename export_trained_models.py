@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 print(export_run(run, Path(args.output_folder), args.overwrite))
             except cli.UserError as e:  # one damaged run must not stop the others' export
-                print(f"{run.path}: error: {' '.join(str(e).split())}", file=sys.stderr)
+                print(f"{run.path}: error: {cli.one_line(e)}", file=sys.stderr)
                 failed.append(run.path.name)
         if failed:
             raise cli.UserError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")

@@ -16,11 +16,14 @@ Importing this module has no side effects; it re-exports the hyperparameters and
 ``presets`` for scripts that look for them here.
 """
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import cli
+from cli import UsageError
 from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets, split_hpars
 
 __all__ = [
@@ -35,38 +38,26 @@ __all__ = [
     "main",
 ]
 
-EXIT_ERROR, EXIT_USAGE, EXIT_OUT_OF_MEMORY = 1, 2, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_OUT_OF_MEMORY = cli.EXIT_ERROR, cli.EXIT_USAGE, 3
 USAGE = "usage: python job.py preset=NAME [seed=N] [name=value ...]"
+# UsageError (a bad command line; exit status 2) is cli's, imported above: slurm_train.py and
+# reproduce.py catch it from job.parse_args as job.UsageError.
 
 
-class UsageError(ValueError):
-    """A bad command line."""
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A ``cli`` argparse type whose complaint is a ``UsageError``."""
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(str(e)) from None
+
+    return checked
 
 
 def _int(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise UsageError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _float(minimum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UsageError(f"expected a number, got {text!r}") from None
-        if not value >= minimum or value == float("inf"):
-            raise UsageError(f"expected a finite number >= {minimum}, got {text}")
-        return value
-
-    return parse
+    return _checked(lambda text: cli.int_at_least(text, minimum))
 
 
 def _bool(text: str) -> bool:
@@ -109,14 +100,8 @@ def _batch_size(text: str) -> int | str:
     return "max" if text == "max" else _int(1)(text)
 
 
-def _preset(text: str) -> str:
-    if text not in presets:
-        raise UsageError(f"unknown preset {text!r}; choose one of {', '.join(presets)}")
-    return text
-
-
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "preset": _preset,
+    "preset": _checked(cli.preset_name),
     "seed": _int(0),
     "resume_checkpoint": _optional(_int(-1)),
     "folder": _text,
@@ -130,7 +115,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "timing_filename": _optional(_text),
     "inference_steps": _optional(_int(1)),
     "inference_data_path": _optional(_text),
-    "cooldown": _float(0.0),
+    "cooldown": _checked(cli.non_negative_float),
     "image_shape": _image_shape,
     "test_image_save_interval": _int(0),
 }
@@ -169,37 +154,32 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     import paths_config  # the environment (LPPAD_*) is read here, at the command line only
 
-    try:
-        job = job_hpars(parse_args(argv), paths_config.get_paths())
-    except UsageError as e:
-        print(f"job.py: error: {e} ({USAGE})", file=sys.stderr)
-        return EXIT_USAGE
-    import train_utils  # heavy (JAX); imported only to run a job
+    def body() -> int:
+        try:
+            job = job_hpars(parse_args(argv), paths_config.get_paths())
+        except UsageError as e:
+            raise UsageError(f"{e} ({USAGE})") from None
+        import train_utils  # heavy (JAX); imported only to run a job
 
-    try:
-        train_utils.run_job(*split_hpars(job))
-    except train_utils.JobError as e:
-        print(f"job.py: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_ERROR
-    except train_utils.TrainingInterrupted as e:
-        # The shell convention for a process ended by a signal, which Slurm scripts test for.
-        print(f"job.py: {e}; checkpoint written", file=sys.stderr)
-        return 128 + e.signum
-    except Exception as e:
-        if not _is_out_of_memory(e):
-            raise
-        print(f"job.py: out of memory: {_one_line(e)[:300]}", file=sys.stderr)
-        return EXIT_OUT_OF_MEMORY
-    return 0
+        try:
+            train_utils.run_job(*split_hpars(job))
+        except train_utils.TrainingInterrupted as e:
+            # The shell convention for a process ended by a signal, which Slurm scripts test for.
+            print(f"job.py: {e}; checkpoint written", file=sys.stderr)
+            return 128 + e.signum
+        except Exception as e:
+            if isinstance(e, cli.UserError) or not _is_out_of_memory(e):
+                raise  # run_script: a UserError (JobError, ...) is one line and status 1; the rest a bug
+            print(f"job.py: out of memory: {cli.one_line(e)[:300]}", file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        return 0
+
+    return cli.run_script("job.py", body)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import cli
 from io_utils import atomic_path, partial_paths
 from paths_config import get_paths
 
@@ -57,7 +58,7 @@ PAPER_TEST_CHANNEL_MEANS = (-0.2805, -0.3090, -0.2221)
 PAPER_TEST_MEAN_VARIANCE = 0.0438
 
 
-class ConversionError(Exception):
+class ConversionError(cli.UserError):
     """An expected failure; ``main`` prints it as one line and exits with status 1."""
 
 
@@ -230,18 +231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-test", type=int, help="explicit test size for a smaller (synthetic) set")
     parser.add_argument("--permutation", type=Path,
                         help="JSON list giving the file order (default: the paper's for 10,000 files, else identity)")
-    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="crop size (default: %(default)s)")
+    parser.add_argument("--image-size", type=cli.positive_int, default=IMAGE_SIZE, help="crop size (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .npy outputs")
     parser.add_argument("--delete-nc", action="store_true",
                         help="delete the .nc files after both outputs are written and verified")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.image_size < 1:
-        parser.error("--image-size must be positive")
     folder = Path(args.dataset_folder)
     train_path = folder / paths["train_data_filename"]
     test_path = folder / paths["test_data_filename"]
-    try:
+
+    def body() -> None:
         files = find_nc_files(folder)
         num_train, num_test = choose_split(len(files), args.num_train, args.num_test)
         permutation = load_permutation(args.permutation, len(files))
@@ -251,21 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.delete_nc:
             for path in files:
                 path.unlink()
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the outputs were not changed (rerun to start over)", file=sys.stderr)
-        return 130
-    print(f"wrote {train_path} ({num_train} images) and {test_path} ({num_test} images)"
-          + (f"; deleted {len(files)} .nc files" if args.delete_nc else ""))
-    means = test_stats[:, 0].mean(axis=0)
-    print(f"test set channel means {np.array2string(means, precision=4)} (paper: {list(PAPER_TEST_CHANNEL_MEANS)}), "
-          f"mean per-image channel variance {test_stats[:, 1].mean():.4f} (paper: {PAPER_TEST_MEAN_VARIANCE})")
-    return 0
+        print(f"wrote {train_path} ({num_train} images) and {test_path} ({num_test} images)"
+              + (f"; deleted {len(files)} .nc files" if args.delete_nc else ""))
+        means = test_stats[:, 0].mean(axis=0)
+        print(f"test set channel means {np.array2string(means, precision=4)} (paper: {list(PAPER_TEST_CHANNEL_MEANS)}), "
+              f"mean per-image channel variance {test_stats[:, 1].mean():.4f} (paper: {PAPER_TEST_MEAN_VARIANCE})")
+
+    return cli.run_script("make_dataset_npys.py", body, statuses={OSError: 1},
+                          interrupted="interrupted; the outputs were not changed (rerun to start over)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import cli
 from io_utils import atomic_path
 from make_dataset_npys import BANDS  # the format's variable names, defined where it is read
 from paths_config import get_paths
@@ -197,18 +198,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-times", type=int, default=1, help="time steps per file (default: %(default)s)")
     parser.add_argument("--zip", metavar="PATH", help="also store the files in a zip at PATH")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         paths = make_synthetic_dataset(
             args.folder, args.count, args.size, args.seed,
             start_number=args.start_number, prefix=args.prefix, num_times=args.num_times,
         )
         if args.zip:
             zip_files(paths, args.zip)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(paths)} files to {args.folder}" + (f" and {args.zip}" if args.zip else ""))
-    return 0
+        print(f"wrote {len(paths)} files to {args.folder}" + (f" and {args.zip}" if args.zip else ""))
+
+    # make_synthetic_dataset checks its arguments with ValueError (a bad --count, --size, ...).
+    return cli.run_script("make_synthetic_dataset.py", body, statuses={ValueError: 1, OSError: 1})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import paths_config
 import run_layout
+from cli import UserError
 from padding import PAPER_METHODS
 
 REPLACE = "<replace>"
@@ -184,8 +185,8 @@ LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")
 Run = tuple[str, int]  # (preset, seed)
 
 
-class PlanError(ValueError):
-    """A ``--presets`` / ``--seeds`` selection that names no valid runs."""
+class PlanError(UserError, ValueError):
+    """A ``--presets`` / ``--seeds`` selection that names no valid runs (a ``cli.UserError``)."""
 
 
 def plan(selected_presets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Run]:

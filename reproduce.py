@@ -43,14 +43,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
-
+import cli
 import paths_config
 import presets
 import run_layout
 from presets import LAYER_NMSE_PRESETS
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
 STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
@@ -103,12 +102,11 @@ FAST_SMOKE = dataclasses.replace(
 )
 
 
-class UsageError(ValueError):
-    """A bad command line."""
+UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
-class StepFailed(RuntimeError):
-    """A step of the workflow failed; the message says which and why."""
+class StepFailed(cli.UserError):
+    """A step of the workflow failed; the message says which and why (exit status 1)."""
 
 
 @dataclasses.dataclass
@@ -360,21 +358,13 @@ def _step_list(text: str) -> list[str]:
     return names
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises ``UsageError`` where argparse would print its usage and exit, so that ``main``
-    reports a bad command line in one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = cli.ArgumentParser(
         prog="reproduce.py", description="Run the paper's workflow in order, skipping finished work.",
         epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.")
-    parser.add_argument("--presets", help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
-    parser.add_argument("--train-steps", type=int, help="training steps per run (default: the paper's 1,500,000)")
+    parser.add_argument("--presets", type=cli.preset_list, help="comma-separated presets, or 'all' (default: all)")
+    parser.add_argument("--seeds", type=cli.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument("--train-steps", type=cli.positive_int, help="training steps per run (default: the paper's 1,500,000)")
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", help="comma-separated steps to leave out")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
@@ -395,16 +385,11 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     if args.fast and not args.smoke:
         raise UsageError("--fast needs --smoke")
     scale = (FAST_SMOKE if args.fast else SMOKE) if args.smoke else PAPER
-    try:
-        chosen_presets = presets.parse_presets(args.presets) if args.presets else scale.presets
-        chosen_seeds = presets.parse_seeds(args.seeds) if args.seeds else scale.seeds
-    except presets.PlanError as e:
-        raise UsageError(str(e)) from None
+    chosen_presets = args.presets or scale.presets
+    chosen_seeds = args.seeds or scale.seeds
     train_steps = args.train_steps if args.train_steps is not None else scale.train_steps
     if train_steps is None:
         train_steps = presets.hpars["train_steps"]
-    if train_steps < 1:
-        raise UsageError("--train-steps must be 1 or more")
     for arg in job_args:
         if arg.partition("=")[0] in RESERVED_JOB_NAMES:
             raise UsageError(f"{arg!r} after --: reproduce.py sets {', '.join(RESERVED_JOB_NAMES)} itself")
@@ -440,7 +425,7 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
         try:
             STEP_FUNCTIONS[step](workflow)
         except StepFailed as e:
-            print(f"reproduce.py: error: step {step}: {e}", file=sys.stderr)
+            print(f"reproduce.py: error: step {step}: {cli.one_line(e)}", file=sys.stderr)
             return EXIT_FAILED
     graphs = workflow.paths["graphs_folder"]
     print(f"\ndone in {time.monotonic() - start:.0f} s; figures and tables in {graphs}")
@@ -449,16 +434,9 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    try:
-        workflow, steps = parse_command_line(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"reproduce.py: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return run_steps(workflow, steps)
-    except KeyboardInterrupt:
-        print("reproduce.py: interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.run_script("reproduce.py", lambda: run_steps(*parse_command_line(argv)),
+                          interrupted="interrupted; rerun the same command to continue")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import UserError
 from io_utils import atomic_path, atomic_write_json, atomic_write_text
 
 _MODEL_STEM = re.compile(r"^(?P<preset>.+)_s(?P<seed>\d+)$")
@@ -63,8 +64,9 @@ SLURM_JOB_MAP_FILENAME = "slurm_jobs.json"
 SLURM_LOGS_FOLDER = "slurm_logs"
 
 
-class LayoutError(ValueError):
-    """A folder or file of the layout is missing or unreadable (reported as one line)."""
+class LayoutError(UserError, ValueError):
+    """A folder or file of the layout is missing or unreadable (a ``cli.UserError``: one line,
+    exit status 1)."""
 
 
 def _presets():

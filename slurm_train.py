@@ -42,15 +42,14 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
-
+import cli
 import paths_config
 import presets
 import run_layout
 from io_utils import atomic_write_json
 from presets import FEW_SEED_PRESETS, PAPER_SEEDS, Run, plan  # noqa: F401  (the plan lives in presets)
 
-EXIT_ERROR, EXIT_USAGE = 1, 2
+EXIT_ERROR, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 WARNING_SIGNAL_SECONDS = 300
 # job.py names that slurm_train.py sets itself, per task.
 RESERVED_NAMES = ("preset", "seed", "resume_checkpoint", "folder")
@@ -61,40 +60,15 @@ SLURM_TIMEOUT_SECONDS = 60
 DEFAULT_RUNS_FOLDER = paths_config.default_paths()["train_runs_folder"]
 
 
-class UsageError(ValueError):
-    """A bad command line."""
+UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
-class SlurmError(RuntimeError):
-    """A Slurm command failed or is missing."""
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """Raises ``UsageError`` where argparse would print its usage and exit, so that ``main``
-    reports a bad command line in one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+class SlurmError(cli.UserError):
+    """A Slurm command failed or is missing (exit status 1)."""
 
 
 # ----------------------------------------------------------------------------------------------
 # What to run
-
-
-def parse_presets(text: str) -> list[str]:
-    """``presets.parse_presets`` with a bad selection as a ``UsageError``."""
-    try:
-        return presets.parse_presets(text)
-    except presets.PlanError as e:
-        raise UsageError(str(e)) from None
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``presets.parse_seeds`` with a bad selection as a ``UsageError``."""
-    try:
-        return presets.parse_seeds(text)
-    except presets.PlanError as e:
-        raise UsageError(str(e)) from None
 
 
 def run_folders(run: Run, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Path]:
@@ -125,7 +99,7 @@ def _slurm(command: list[str], stdin: str | None = None) -> str:
     except subprocess.TimeoutExpired:
         raise SlurmError(f"{command[0]} did not answer within {SLURM_TIMEOUT_SECONDS} s") from None
     if done.returncode != 0:
-        complaint = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        complaint = cli.one_line(done.stderr) or f"exit status {done.returncode}"
         raise SlurmError(f"{command[0]} failed: {complaint}")
     return done.stdout
 
@@ -425,22 +399,22 @@ def collect_status(
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="slurm_train.py",
         description="Submit training runs as a Slurm array job, or show their status.",
         epilog="Names after -- go to every job.py task, e.g. -- train_steps=100000 batch_size=32.",
     )
-    parser.add_argument("--presets", help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument("--presets", type=cli.preset_list, help="comma-separated presets, or 'all' (default: all)")
+    parser.add_argument("--seeds", type=cli.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
     parser.add_argument("--status", action="store_true", help="print the state of each run instead of submitting")
     parser.add_argument("--dry-run", action="store_true", help="print the job script instead of submitting it")
-    parser.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per task; 0 asks for none (default 1)")
-    parser.add_argument("--cpus-per-task", type=int, help="CPU cores per task (default: the cluster's)")
+    parser.add_argument("--gpus-per-task", type=cli.non_negative_int, default=1, help="GPUs per task; 0 asks for none (default 1)")
+    parser.add_argument("--cpus-per-task", type=cli.positive_int, help="CPU cores per task (default: the cluster's)")
     parser.add_argument("--mem", default="80G", help="memory per task, e.g. 80G (default 80G); 'none' omits it")
     parser.add_argument("--time", default="4-00:00:00", help="time limit per task (default 4-00:00:00)")
     parser.add_argument("--partition", help="Slurm partition")
     parser.add_argument("--account", help="Slurm account to charge")
-    parser.add_argument("--max-parallel", type=int, help="at most this many tasks at once")
+    parser.add_argument("--max-parallel", type=cli.positive_int, help="at most this many tasks at once")
     return parser
 
 
@@ -451,12 +425,6 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         split = argv.index("--")
         argv, extra = argv[:split], argv[split + 1 :]
     args = make_parser().parse_args(argv)
-    if args.gpus_per_task < 0:
-        raise UsageError("--gpus-per-task must be 0 or more")
-    if args.cpus_per_task is not None and args.cpus_per_task < 1:
-        raise UsageError("--cpus-per-task must be 1 or more")
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise UsageError("--max-parallel must be 1 or more")
     if args.status and (args.dry_run or extra):
         raise UsageError("--status takes only --presets and --seeds")
     if args.mem is not None and args.mem.lower() == "none":
@@ -474,56 +442,52 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (1 for a ``SlurmError`` or another
+    ``cli.UserError``, 2 for a bad command line)."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args, extra = parse_command_line(argv)
-        selected_presets = parse_presets(args.presets) if args.presets is not None else None
-        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    except UsageError as e:
-        print(f"slurm_train.py: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    return cli.run_script("slurm_train.py", lambda: _run(argv))
+
+
+def _run(argv: list[str]) -> int:
+    args, extra = parse_command_line(argv)
+    selected_presets, seeds = args.presets, args.seeds
     import job
 
     paths = paths_config.get_paths()  # the environment (LPPAD_*) is read here only
     runs_folder = Path(paths["train_runs_folder"])
     train_steps = job.job_hpars(job.parse_args(["preset=repl", *extra]), paths)["train_steps"]
-    try:
-        if args.status:
-            selected = None if selected_presets is None and seeds is None else plan(selected_presets, seeds)
-            for line in status_lines(collect_status(selected, train_steps, runs_folder)):
-                print(line)
-            return 0
-
-        job_map = load_job_map(runs_folder)
-        queued = queued_runs(job_map, queue_states())
-        runs = [r for r in plan(selected_presets, seeds)
-                if not is_finished(r, train_steps, runs_folder) and r not in queued]  # fmt: skip
-        skipped = len(plan(selected_presets, seeds)) - len(runs)
-        if skipped:
-            print(f"slurm_train.py: {skipped} run(s) already finished or queued are left out", file=sys.stderr)
-        if not runs:
-            print("slurm_train.py: nothing to submit", file=sys.stderr)
-            return 0
-        resources = Resources(
-            args.gpus_per_task, args.cpus_per_task, args.mem, args.time, args.partition, args.account, args.max_parallel
-        )
-        log_folder = run_layout.slurm_logs_folder(runs_folder).resolve()
-        script = job_script(runs, resources, extra, log_folder)
-        if args.dry_run:
-            print(script, end="")
-            return 0
-        # Slurm does not create the output folder; a task without one fails silently.
-        log_folder.mkdir(parents=True, exist_ok=True)
-        job_id = submit(script)
-        record_submission(job_id, runs, train_steps, log_folder, runs_folder)
-        print(job_id)
-        print(f"slurm_train.py: submitted {len(runs)} task(s) as array job {job_id}; logs in {log_folder}",
-              file=sys.stderr)  # fmt: skip
+    if args.status:
+        selected = None if selected_presets is None and seeds is None else plan(selected_presets, seeds)
+        for line in status_lines(collect_status(selected, train_steps, runs_folder)):
+            print(line)
         return 0
-    except SlurmError as e:
-        print(f"slurm_train.py: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+
+    job_map = load_job_map(runs_folder)
+    queued = queued_runs(job_map, queue_states())
+    runs = [r for r in plan(selected_presets, seeds)
+            if not is_finished(r, train_steps, runs_folder) and r not in queued]  # fmt: skip
+    skipped = len(plan(selected_presets, seeds)) - len(runs)
+    if skipped:
+        print(f"slurm_train.py: {skipped} run(s) already finished or queued are left out", file=sys.stderr)
+    if not runs:
+        print("slurm_train.py: nothing to submit", file=sys.stderr)
+        return 0
+    resources = Resources(
+        args.gpus_per_task, args.cpus_per_task, args.mem, args.time, args.partition, args.account, args.max_parallel
+    )
+    log_folder = run_layout.slurm_logs_folder(runs_folder).resolve()
+    script = job_script(runs, resources, extra, log_folder)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    # Slurm does not create the output folder; a task without one fails silently.
+    log_folder.mkdir(parents=True, exist_ok=True)
+    job_id = submit(script)
+    record_submission(job_id, runs, train_steps, log_folder, runs_folder)
+    print(job_id)
+    print(f"slurm_train.py: submitted {len(runs)} task(s) as array job {job_id}; logs in {log_folder}",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

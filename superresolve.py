@@ -51,12 +51,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+import cli
 import presets
 import run_layout
 import tiling
-from cli import UserError, non_negative_int, positive_int
+from cli import UserError, non_negative_int, positive_int, run_script
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 REPO = Path(__file__).resolve().parent
 DN_PER_UNIT = 10000 / 2
 """The dataset's scaling (make_dataset_npys.py): model units = digital number * 2 / 10000 - 1."""
@@ -764,13 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run(args)
-    except UserError as e:
-        print(f"superresolve.py: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return run_script("superresolve.py", lambda: run(args), interrupted="interrupted; rerun the same command to continue")
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -65,6 +65,7 @@ import paths_config
 import presets
 import run_layout
 import rvsr
+from cli import UserError, one_line
 from io_utils import atomic_write_json, atomic_write_text
 from run_layout import EXCEPTION_FILENAME, TEST_HISTORY_FILENAME, TEST_IMAGES_FOLDER, TRAIN_HISTORY_FILENAME
 
@@ -86,12 +87,7 @@ LOG_EVERY_STEPS = 10
 RESUME_INVARIANT_HPARS = presets.RESULT_KEYS
 
 
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line (job.py prints errors as one line)."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-class JobError(Exception):
+class JobError(UserError):
     """An expected failure that job.py reports as one line (bad data, existing folder, ...)."""
 
 
@@ -495,7 +491,7 @@ def load_checkpoint(path: str | os.PathLike, hpars: dict | None = None) -> tuple
         model_state = _deserialise_exactly(path / "model_state.eqx", state_like)
         opt_state = _deserialise_exactly(path / "opt_state.eqx", opt_state_like)
     except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path}: arrays unreadable or not of the model's shapes ({_one_line(e)})") from e
+        raise CheckpointError(f"checkpoint {path}: arrays unreadable or not of the model's shapes ({one_line(e)})") from e
     try:
         rng = np.random.default_rng()
         rng.bit_generator.state = info["numpy_rng_state"]
@@ -557,10 +553,6 @@ class Resume:
     skipped: list[tuple[int, str]]
 
 
-def _why(error: BaseException) -> str:
-    return _one_line(error)
-
-
 def newest_usable_checkpoint(hpars: dict) -> tuple[Resume | None, list[tuple[int, str]]]:
     """``(resume, rejected)``: the newest checkpoint of ``hpars["folder"]`` that fully loads
     (JSON, every array file, checksums, the history rows it counts) for ``hpars``, and the
@@ -574,7 +566,7 @@ def newest_usable_checkpoint(hpars: dict) -> tuple[Resume | None, list[tuple[int
         try:
             info = read_checkpoint_info(path)
         except CheckpointError as e:
-            rejected.append((step, _why(e)))
+            rejected.append((step, one_line(e)))
             continue
         _check_resume_hpars(hpars, info["hpars"], path)
         try:
@@ -582,7 +574,7 @@ def newest_usable_checkpoint(hpars: dict) -> tuple[Resume | None, list[tuple[int
             if hpars["save"]:
                 _history_rows_present(folder, info["history_rows"])
         except (CheckpointError, OSError) as e:
-            rejected.append((step, _why(e)))
+            rejected.append((step, one_line(e)))
             continue
         return Resume(path, ts, info, rejected), rejected
     return None, rejected
@@ -696,7 +688,7 @@ def load_image_data(
         # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
         data = data_utils.load_data_array(path, name, mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise DataError(f"{name} data file {path} is not a readable .npy array ({_one_line(e)})") from e
+        raise DataError(f"{name} data file {path} is not a readable .npy array ({one_line(e)})") from e
     channels, height, width = image_shape
     crop = (height + 2 * sr_rate, width + 2 * sr_rate)
     if data.ndim != 4 or data.shape[1] != channels or data.shape[2] < crop[0] or data.shape[3] < crop[1]:
@@ -958,10 +950,10 @@ def train(config: dict, options: dict | None = None) -> TrainState:
         raise
     except Exception as e:
         # Record why the run stopped, for the status and success tables; the error propagates.
-        _record_outcome(hpars, "failed", ts.step, f"training failed at step {ts.step}: {_one_line(e)}")
+        _record_outcome(hpars, "failed", ts.step, f"training failed at step {ts.step}: {one_line(e)}")
         if isinstance(e, OSError):  # a full disk or I/O error writing histories or images
             raise JobError(
-                f"training stopped at step {ts.step}: {_one_line(e)}; the checkpoints are intact: fix the cause "
+                f"training stopped at step {ts.step}: {one_line(e)}; the checkpoints are intact: fix the cause "
                 "and rerun with resume_checkpoint=-1"
             ) from e
         raise

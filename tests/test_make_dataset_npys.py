@@ -62,7 +62,7 @@ def nc_paths(folder: Path) -> list[Path]:
 def assert_failed_cleanly(folder: Path, capsys: pytest.CaptureFixture, *fragments: str) -> None:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1 and lines[0].startswith("make_dataset_npys.py: error: "), err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert not list(folder.glob("*.npy")), "no output, complete or partial, may be left"
@@ -218,7 +218,7 @@ def test_missing_folder_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "make_dataset_npys.py"), "--dataset-folder",
                              str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("error: dataset folder") and "\n" not in result.stderr.strip()
+    assert result.stderr.strip().startswith("make_dataset_npys.py: error: dataset folder") and "\n" not in result.stderr.strip()
 
 
 def test_synthetic_files_are_deterministic_and_satellite_like(tmp_path):

@@ -69,7 +69,7 @@ def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
     (["--seeds", "3-1"], "bad --seeds range"),
     (["--only", "train,plot"], "unknown step(s) plot"),
     (["--fast"], "--fast needs --smoke"),
-    (["--train-steps", "0"], "--train-steps must be 1 or more"),
+    (["--train-steps", "0"], "argument --train-steps: expected an integer >= 1"),
     (["--", "seed=3"], "reproduce.py sets"),
     (["--", "batch_size=big"], "after --: batch_size"),
     (["--", "nonsense=1"], "unknown name 'nonsense'"),

@@ -54,20 +54,6 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 # The plan and the command line
 
 
-def test_parse_seeds_and_presets():
-    assert slurm_train.parse_seeds("0-11") == list(range(12))
-    assert slurm_train.parse_seeds("3, 0-2,7") == [0, 1, 2, 3, 7]
-    assert slurm_train.parse_seeds("5") == [5]
-    for bad in ("", "x", "3-1", "-1", "1-", "1,,2", "0.5"):
-        with pytest.raises(slurm_train.UsageError):
-            slurm_train.parse_seeds(bad)
-    assert slurm_train.parse_presets("lp2x3,repl") == ["lp2x3", "repl"]
-    assert len(slurm_train.parse_presets("all")) == 22
-    for bad in ("lp2x3,nope", "repl,repl", ""):
-        with pytest.raises(slurm_train.UsageError):
-            slurm_train.parse_presets(bad)
-
-
 def test_default_plan_is_the_papers():
     runs = slurm_train.plan()
     assert len(runs) == 19 * 12 + 3 * 3
