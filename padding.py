@@ -26,8 +26,9 @@ in the order `linear_prediction_pad` runs them, and where each lives.
      small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_coefs`, `_psd_solve`,
      `_cholesky`, `_cho_solve`);
    - covariance method ("cov*", width 1, length 1 or 2): the sums of lagged products over the
-     positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`,
-     `_covariance_stats`), solved in closed form, no factorization (`_covariance_solve`).
+     positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`; `_covariance_sums`
+     reads them off the Gram matrices of the data), solved in closed form, no factorization
+     (`_covariance_solve`).
 4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion outside the unit
    circle are reflected to their reciprocals, inside it (`_stabilise`).
 5. The padding recursion: new rows predicted one at a time from the last L rows, horizontal
@@ -501,31 +502,108 @@ _COVARIANCE_WINDOWS = {
 
 def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
     """The covariance sums (`COVARIANCE_STAT_NAMES`) of a: (y, x) along ``axis`` -> (2, s), for
-    the directions (forward, backward) along it (axis 1: right, left; axis 0: bottom, top).
+    the directions (forward, backward) along it (axis 1: right, left; axis 0: bottom, top)."""
+    return _covariance_sums(a, length, (axis,))[0]
 
-    Products are summed across the axis first (`_lag_profiles`), then over the fitting window
-    along it. All statistics of a direction reduce identically shaped windows, so equal sums
-    round equally (a constant channel gives a1 = 1 exactly, on the stabiliser's boundary,
-    whatever XLA fuses).
+
+# Why Gram matrices: every covariance sum along an axis is a sum of entries of the Gram matrix
+# of the data along that axis, sum_{i in window} G[i, i + lag], with G = a a^T (y by y) for the
+# vertical sums and G = a^T a (x by x) for the horizontal ones. So all the sums of both axes are
+# two small matrix products per channel plus a product with a constant 0/1 window matrix. On
+# XLA:CPU this beat summing lagged products of shifted copies (each shift a pad, which XLA
+# materialised as a full copy of the maps before every reduction) by several times in the
+# same-process benchmark (forward of lp2x1cs about 2.7 times faster). The backward pass is
+# closed-form, but not as matrix products (B a with a banded B measured slower than the
+# elementwise form): only the Gram entries on the bands |i - j| <= length carry weight, so with
+# w[lag, i] the total weight of the product a[i] a[i + lag] (a constant 0/1 matrix times the
+# cotangents, `_covariance_profile_windows`),
+#     d/da[i] sum_{lag, j} w[lag, j] a[j] a[j + lag] = sum_lag w[lag, i] a[i + lag] + w[lag, i - lag] a[i - lag],
+# one elementwise expression over shifted copies of a, for both axes, which XLA fuses.
+# HIGHEST precision: on a GPU the default float32 matrix product may round its inputs to TF32
+# (10-bit mantissa), far too coarse for the statistics.
+_HIGHEST = jax.lax.Precision.HIGHEST
+# The Gram matrix costs n^2 times the other side per channel where the shifted products cost a
+# few passes, and its window matrix holds n^2 rows: above this size along an axis, the sums of
+# that axis come from the lagged products summed across it instead (the same backward pass).
+# On XLA:CPU the Gram form of lp2x1cs still measured faster at 512 x 512 maps; the limit caps
+# the cubic cost and the constant's size (256: 2.6 MB in float32) rather than marking a crossover.
+_GRAM_MAX_SIZE = 256
+
+
+def _gram(a: jax.Array, axis: int) -> jax.Array:
+    """Products summed across the other axis: a a^T (y, y) for axis 0, a^T a (x, x) for axis 1."""
+    return jnp.matmul(a, a.T, precision=_HIGHEST) if axis == 0 else jnp.matmul(a.T, a, precision=_HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _covariance_sums(a: jax.Array, length: int, axes: tuple[int, ...]) -> jax.Array:
+    """The covariance sums of a: (y, x) along each of ``axes`` -> (len(axes), 2, s), as in
+    `_covariance_stats`.
+
+    Each column of the window matrix picks the Gram entries of one statistic; all statistics of
+    an axis pick the same number of entries, so equal sums (a constant channel) round alike.
     """
-    lags = tuple((lag, 0) if axis == 0 else (0, lag) for lag in range(length + 1))
-    profiles = _lag_profiles(a, lags, axis)  # the last `lag` entries of profile `lag` are 0
-    windows = jnp.asarray(_covariance_window_matrix(a.shape[axis], length), a.dtype)
-    return (profiles.reshape(-1) @ windows).reshape(2, -1)
+    return _covariance_sums_fwd(a, length, axes)[0]
+
+
+def _covariance_sums_fwd(a, length, axes):
+    sums = []
+    for axis in axes:
+        n = a.shape[axis]
+        if n <= _GRAM_MAX_SIZE:
+            windows = jnp.asarray(_covariance_window_matrix(n, length), a.dtype)
+            sums.append(jnp.matmul(_gram(a, axis).reshape(-1), windows, precision=_HIGHEST))
+        else:  # lagged products summed across the axis (profiles), then over the windows
+            shifts = [(lag, 0) if axis == 0 else (0, lag) for lag in range(length + 1)]
+            profiles = jnp.stack([jnp.sum(a * _shifted(a, dy, dx), axis=1 - axis) for dy, dx in shifts])
+            windows = jnp.asarray(_covariance_profile_windows(n, length), a.dtype)
+            sums.append(jnp.matmul(profiles.reshape(-1), windows, precision=_HIGHEST))
+    return jnp.stack(sums).reshape(len(axes), 2, -1), a
+
+
+def _covariance_sums_bwd(length, axes, a, g):
+    grad = jnp.zeros_like(a)
+    for axis, g_axis in zip(axes, g):
+        n = a.shape[axis]
+        # The weight of each lagged product a[i] a[i + lag] in the cotangent-weighted sums: (length + 1, n).
+        profile_windows = jnp.asarray(_covariance_profile_windows(n, length), a.dtype)
+        weights = jnp.matmul(profile_windows, g_axis.reshape(-1), precision=_HIGHEST).reshape(length + 1, n)
+        for lag in range(length + 1):
+            w = weights[lag][:, None] if axis == 0 else weights[lag][None, :]
+            dy, dx = (lag, 0) if axis == 0 else (0, lag)
+            grad = grad + w * _shifted(a, dy, dx) + _shifted(w * a, -dy, -dx)
+    return (grad,)
+
+
+_covariance_sums.defvjp(_covariance_sums_fwd, _covariance_sums_bwd)
 
 
 @functools.lru_cache(maxsize=None)
-def _covariance_window_matrix(n: int, length: int) -> np.ndarray:
-    """0/1 matrix ((length + 1) * n, 2 * s) whose columns sum the flattened lag profiles over the
-    windows of `_COVARIANCE_WINDOWS`. Why a matrix product: its gradient is a dense matrix
-    product too, where ten slices of the profiles each give XLA a pad to fuse into the backward
-    pass over the full maps."""
-    count = max(n - length, 0)  # no fitting position along an axis that is not padded
+def _covariance_profile_windows(n: int, length: int) -> np.ndarray:
+    """0/1 matrix ((length + 1) * n, 2 * s): entry ((lag, i), k) is 1 where statistic k
+    (`_COVARIANCE_WINDOWS`) includes the product a[i] a[i + lag]."""
+    count = max(n - length, 0)
     columns = []
     for windows in _COVARIANCE_WINDOWS[length]:
         for lag, start in windows:
             column = np.zeros((length + 1, n))
             column[lag, start : start + count] = 1
+            columns.append(column.reshape(-1))
+    return np.stack(columns, axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _covariance_window_matrix(n: int, length: int) -> np.ndarray:
+    """0/1 matrix (n * n, 2 * s): column k sums the entries ``G[i, i + lag]`` of the flattened
+    Gram matrix (n, n) over the window ``start <= i < start + n - length`` of statistic k
+    (`_COVARIANCE_WINDOWS`), forward direction first."""
+    count = max(n - length, 0)  # no fitting position along an axis that is not padded
+    columns = []
+    for windows in _COVARIANCE_WINDOWS[length]:
+        for lag, start in windows:
+            column = np.zeros((n, n))
+            i = np.arange(start, start + count)
+            column[i, i + lag] = 1
             columns.append(column.reshape(-1))
     return np.stack(columns, axis=1)
 
@@ -580,8 +658,7 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
 def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.Array:
     """Coefficients (4, 1, L, 1) for (bottom, right, top, left), or (2, 1, L, 1) for
     (vertical, horizontal) with the symmetric methods; farthest predictor first."""
-    horizontal = _covariance_stats(a, length, axis=1)  # (right, left)
-    vertical = _covariance_stats(a, length, axis=0)  # (bottom, top)
+    vertical, horizontal = _covariance_sums(a, length, (0, 1))  # (bottom, top), (right, left)
     if correlate_method.startswith("cov_sym"):
         stats = jnp.stack([vertical.sum(0), horizontal.sum(0)])
     else:

@@ -371,6 +371,36 @@ def test_covariance_statistics_gradient_matches_autodiff(axis):
     np.testing.assert_allclose(ours, expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("length", [1, 2])
+def test_covariance_sums_gram_and_product_forms_agree(length, monkeypatch):
+    """The Gram-matrix forward (axes up to `_GRAM_MAX_SIZE`) and the lagged-product forward
+    (longer axes) give the same sums, and share the closed-form gradient."""
+    rng = np.random.default_rng(21)
+    with enable_x64(True):
+        a = jnp.asarray(rng.normal(size=(6, 7)))
+        g = jnp.asarray(rng.normal(size=(2, 2, 5 if length == 2 else 2)))
+        gram = padding._covariance_sums(a, length, (0, 1))
+        gram_grad = jax.grad(lambda a: jnp.sum(padding._covariance_sums(a, length, (0, 1)) * g))(a)
+        monkeypatch.setattr(padding, "_GRAM_MAX_SIZE", 0)
+        products = padding._covariance_sums(a, length, (0, 1))
+        products_grad = jax.grad(lambda a: jnp.sum(padding._covariance_sums(a, length, (0, 1)) * g))(a)
+    np.testing.assert_allclose(products, gram, atol=1e-12)
+    np.testing.assert_allclose(products_grad, gram_grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_covariance_sums_of_a_constant_channel_round_alike(length):
+    """A float32 constant minus its inexact mean is a tiny constant: all sums of an axis add the
+    same number of equal products, so they must come out exactly equal (a1 = 1 for length 1,
+    a zero determinant for length 2), not an ulp apart on either side of the stabiliser's edge."""
+    sums = jax.jit(lambda a: padding._covariance_sums(a, length, (0, 1)))
+    for value, shape in [(0.1, (33, 17)), (1 / 3, (48, 48)), (7.77, (9, 10))]:
+        d = jnp.full(shape, value, jnp.float32)
+        out = np.asarray(sums(d - jnp.mean(d)))
+        for row in out.reshape(-1, out.shape[-1]):
+            np.testing.assert_array_equal(row, row[0])
+
+
 @pytest.mark.parametrize("correlate_method, scale", [("direct", lambda ny, nx, m: ny * nx), ("fft", lambda ny, nx, m: padding._smooth_size(ny + m) * padding._smooth_size(nx + m))])
 def test_autocorrelation_scale(correlate_method, scale):
     a = np.random.default_rng(10).normal(size=(7, 11))
