@@ -24,7 +24,8 @@ import eval_models
 import rvsr
 from cli import print_table, run_script
 from eval_geometry import layer_nmse_center_size
-from eval_models import LAYER_NMSE_PADDINGS, LAYER_NMSE_PRESETS, NUM_FEATURE_MAPS
+from eval_models import LAYER_NMSE_PADDINGS, NUM_FEATURE_MAPS
+from presets import LAYER_NMSE_PRESETS
 from results_store import model_units, nested_get, read_json, run_units, update_json
 from run_layout import TrainedModel, layer_nmse_path
 

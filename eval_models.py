@@ -39,7 +39,6 @@ from eval_geometry import (
 from padding import make_padding_layer
 from run_layout import TrainedModel, find_trained_models
 
-LAYER_NMSE_PRESETS = ("zero_oc5", "lp2x3_oc5")  # the models of the paper's feature-map NMSE figure
 LAYER_NMSE_PADDINGS = ("zero", "repl", "lp2x3", "extr3")
 NUM_FEATURE_MAPS = 11  # input, head, 7 body blocks, body output, model output
 

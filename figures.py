@@ -41,11 +41,12 @@ from matplotlib import font_manager
 import eval_models
 import paths_config
 import presets
-import tiling
 import results_tables as rt
+import tiling
 from cli import UserError
 from eval_geometry import NUM_MASKS, fit_target_size, output_crop_of, output_side
-from eval_models import LAYER_NMSE_PADDINGS, LAYER_NMSE_PRESETS
+from eval_models import LAYER_NMSE_PADDINGS
+from presets import LAYER_NMSE_PRESETS
 from results_tables import COMPARED_PRESETS, PANEL_CROPS, MissingResults
 from run_layout import LayoutError, TrainedModel, layer_nmse_path, timing_path
 from sample_images import PADDING_SAMPLE_METHODS, centre_crops, image_to_srgb, inputs_and_targets, padding_sample_tiles

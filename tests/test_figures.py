@@ -78,7 +78,7 @@ def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Con
     run_layout.timing_path(ctx.results_folder).write_text(json.dumps(timing))
     layer_nmse = {p: {pad: {str(s): list(rng.uniform(0.5, 2.0) * np.geomspace(0.5, 0.01, 11) * (1 + 0.1 * s))
                             for s in SEEDS} for pad in eval_models.LAYER_NMSE_PADDINGS}
-                  for p in eval_models.LAYER_NMSE_PRESETS}
+                  for p in presets.LAYER_NMSE_PRESETS}
     run_layout.layer_nmse_path(ctx.results_folder).write_text(json.dumps(layer_nmse))
     ctx.trained_models_folder.mkdir(parents=True)
     if with_models:
