@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "partial_paths"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir", "fsync_file",
+           "partial_paths"]
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     """Flush a file's data to disk; the rename that follows must not overtake it."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -30,7 +31,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename inside ``folder`` durable (a no-op where directories can't be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -71,14 +72,14 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp} was not written; {path} is left unchanged")
         if fsync:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -66,8 +66,8 @@ import presets
 import run_layout
 import rvsr
 from cli import UserError, one_line
-from io_utils import atomic_write_json, atomic_write_text
-from run_layout import EXCEPTION_FILENAME, TEST_HISTORY_FILENAME, TEST_IMAGES_FOLDER, TRAIN_HISTORY_FILENAME
+from io_utils import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
+from run_layout import TEST_IMAGES_FOLDER
 
 # 1: checkpoint.json with "hpars"; 2: "config" and "options" apart, plus the size and SHA-256
 # of every array file and a checksum of checkpoint.json itself.
@@ -351,14 +351,6 @@ def _json_sha256(info: dict) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointWriteError(JobError):
     """A checkpoint could not be written (full disk, quota, I/O error); earlier checkpoints
     are untouched."""
@@ -371,7 +363,7 @@ def _write_checkpoint_files(tmp: Path, ts: TrainState, hpars: dict, history_rows
     files = {}
     for name, tree in arrays.items():
         eqx.tree_serialise_leaves(tmp / name, tree)
-        _fsync(tmp / name)
+        fsync_file(tmp / name)
         files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256_of_file(tmp / name)}
     config, options = presets.split_hpars(_to_json_data(hpars))
     info = {
@@ -407,7 +399,7 @@ def save_checkpoint(folder: str | os.PathLike, ts: TrainState, hpars: dict, hist
             shutil.rmtree(old)
         else:
             os.rename(tmp, final)
-        _fsync(folder)
+        fsync_dir(folder)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
@@ -631,7 +623,7 @@ class CsvHistory:
     def sync(self) -> None:
         """Flush the file to disk: a checkpoint that counts its rows must not outlive them."""
         if self.enabled and self.path.exists():
-            _fsync(self.path)
+            fsync_file(self.path)
 
 
 def _clear_run_folder(folder: Path) -> None:

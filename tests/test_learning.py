@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import presets
+import run_layout
 import train_utils
 
 STEPS = 30
@@ -56,13 +57,13 @@ def test_training_reduces_train_and_test_loss(tmp_path):
     ts = train_utils.train(hpars)
     assert ts.step == STEPS
 
-    train_losses = read_losses(tmp_path / "run" / train_utils.TRAIN_HISTORY_FILENAME)
+    train_losses = read_losses(tmp_path / "run" / run_layout.TRAIN_HISTORY_FILENAME)
     assert sorted(train_losses) == list(range(1, STEPS + 1))
     assert all(np.isfinite(list(train_losses.values())))
     first = train_losses[1]
     last = np.mean([train_losses[step] for step in range(STEPS - 4, STEPS + 1)])
     assert last < 0.5 * first, (first, last)
 
-    test_losses = read_losses(tmp_path / "run" / train_utils.TEST_HISTORY_FILENAME)
+    test_losses = read_losses(tmp_path / "run" / run_layout.TEST_HISTORY_FILENAME)
     assert sorted(test_losses) == [0, STEPS]
     assert test_losses[STEPS] < 0.5 * test_losses[0], test_losses
