@@ -46,6 +46,20 @@ from paths_config import get_paths
 BANDS = ("B04", "B03", "B02")
 """Variables read from each file, in channel order (R, G, B)."""
 
+DN_SCALE = 10000
+"""Level-1C digital numbers per unit of reflectance; the paper's units are ``v * 2 / DN_SCALE - 1``."""
+
+
+def dn_to_model_units(dn: np.ndarray) -> np.ndarray:
+    """Digital numbers -> the paper's units ``v * 2 / 10000 - 1``, float64 (values can exceed
+    16383, so no integer arithmetic)."""
+    return np.asarray(dn).astype(np.float64) * 2 / DN_SCALE - 1
+
+
+def model_units_to_dn(units: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`dn_to_model_units`, float64."""
+    return (np.asarray(units).astype(np.float64) + 1) * DN_SCALE / 2
+
 NUM_FILES = 10_000
 NUM_TRAIN = 9_000
 IMAGE_SIZE = 512
@@ -141,7 +155,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
                 if variable.dtype.kind not in "iuf":
                     raise ConversionError(f"{path}: {band} has non-numeric dtype {variable.dtype}")
                 raw = variable[0, :size, :size].values
-                channels.append(raw.astype(np.float64) * 2 / 10000 - 1)
+                channels.append(dn_to_model_units(raw))
     except ConversionError:
         raise
     except Exception as error:  # any reader failure means a malformed file; name it

@@ -56,12 +56,10 @@ import presets
 import run_layout
 import tiling
 from cli import UserError, non_negative_int, positive_int, run_script
+from make_dataset_npys import BANDS, dn_to_model_units, model_units_to_dn
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 REPO = Path(__file__).resolve().parent
-DN_PER_UNIT = 10000 / 2
-"""The dataset's scaling (make_dataset_npys.py): model units = digital number * 2 / 10000 - 1."""
-NETCDF_BANDS = ("B04", "B03", "B02")
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
 MAX_COMPARE_PIXELS = 4096 * 4096  # --compare-untiled runs the model on the whole raster at once
 WORK_SUFFIX = ".partial"
@@ -147,7 +145,7 @@ class NetCDFReader:
     def __init__(self, spec: InputSpec):
         import xarray as xr
 
-        names = spec.bands or NETCDF_BANDS
+        names = spec.bands or BANDS
         if len(names) != 3:
             raise UserError(f"--bands needs 3 NetCDF variable names for {spec.path}, got {len(names)}")
         try:
@@ -250,14 +248,14 @@ def to_model_units(raw: np.ndarray, units: str, nodata: float | None) -> np.ndar
     if nodata is not None and np.isfinite(nodata):
         invalid |= (raw == nodata).any(axis=0)
     if units == "dn":
-        x = x / DN_PER_UNIT - 1
+        x = dn_to_model_units(x)
     x[:, invalid] = np.nan
     return x.astype(np.float32)
 
 
 def from_model_units(y: np.ndarray, units: str) -> np.ndarray:
     """Model output (3, h, w) in the output units (the inverse scaling for "dn"), float32."""
-    return (((y.astype(np.float64) + 1) * DN_PER_UNIT) if units == "dn" else y).astype(np.float32)
+    return (model_units_to_dn(y) if units == "dn" else y).astype(np.float32)
 
 
 def fill_invalid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -627,7 +625,7 @@ def compare_untiled(job: Job, tiles: Sequence[tiling.Tile], output: Path, info: 
     if np.isfinite(job.nodata_out):
         tiled[tiled == job.nodata_out] = np.nan
     if job.input.units == "dn":
-        tiled = tiled / DN_PER_UNIT - 1
+        tiled = dn_to_model_units(tiled)
     seams = tiling.seam_mask(tiles, tiled.shape[1:], sr, SEAM_WIDTH)
     summary = tiling.deviation_summary(tiled, untiled, seams)
     if save is not None:
