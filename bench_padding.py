@@ -14,10 +14,13 @@ of them alike), reporting medians over the rounds:
 1. pad 1 on the same batch (64 x 16 x 48 x 48): forward, and forward + backward (the gradient
    of ``sum(out * cotangent)`` with respect to the input), in ms and divided by the unit;
 2. the 24-pixel sample case (3 x 48 x 48 padded by 24, as in the padding-samples figure);
-3. the RVSR inference form (``rvsr.make_rvsr(..., inference=True)``) forward on a batch of
-   32 x 3 x 48 x 48 for each preset, divided by the ``repl`` preset's time. ``zero-repl`` is
-   printed too but is not the divisor: XLA:CPU's zero-padded convolution path is anomalous
-   (zero padding folded into the convolution is not the cheap case it is on a GPU).
+3. the floors: the two parts of each lp method that do not shrink with the padding, timed
+   alone on the same batch, forward + backward: the statistics (lag sums or covariance sums)
+   and the solve of the normal equations (from precomputed statistics);
+4. the RVSR inference form (``rvsr.make_rvsr(..., inference=True)``) forward on a batch of
+   32 x 3 x 48 x 48 for each preset, divided by the ``repl`` preset's time: the same graph,
+   only the padding differs. ``zero-repl`` is printed too but is not the divisor, as its zero
+   padding is folded into the convolutions (a different graph).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import padding
 from padding import PAPER_METHODS, make_padding_layer
 
 METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
@@ -69,6 +73,54 @@ def padding_fns(method: str, x: jax.Array, pad: int) -> tuple[Callable[[], objec
     forward = jax.jit(batched)
     backward = jax.jit(jax.grad(lambda x: jnp.sum(batched(x) * cotangent)))
     return (lambda: forward(x)), (lambda: backward(x))
+
+
+def gradient_fn(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> Callable[[], object]:
+    """Forward + backward of ``f``: ``f(x)`` and the gradient of ``sum(f(x) * cotangent)`` w.r.t.
+    ``x``, jitted. The value is returned too: a closed-form backward that does not need it would
+    otherwise let XLA drop the forward computation."""
+    shape = jax.eval_shape(f, x).shape
+    cotangent = jnp.asarray(np.random.default_rng(2).normal(size=shape), x.dtype)
+
+    def value_and_grad(x):
+        value, vjp = jax.vjp(f, x)
+        return value, vjp(cotangent)[0]
+
+    compiled = jax.jit(value_and_grad)
+    return lambda: compiled(x)
+
+
+def floor_fns(method: str, x: jax.Array) -> tuple[Callable[[], object], Callable[[], object]]:
+    """(statistics, solve) of an lp method, each forward + backward on ``x`` (batch, channel, y, x).
+
+    Statistics: the lag sums of the autocorrelation method or the covariance sums, of ``x`` as
+    given (the mean removal and the window are elementwise passes, counted in the rest); solve:
+    the normal equations of both directions from those statistics.
+    """
+    options = PAPER_METHODS[method][1]
+    length, width, correlate_method = options["length"], options["width"], options["correlate_method"]
+    maps = x.reshape(-1, *x.shape[-2:])
+    if correlate_method in padding.COVARIANCE_METHODS:
+        def stats(a):
+            return padding._covariance_sums(a, length, (0, 1))
+
+        def solve(s):
+            s = jnp.stack([s[0, 0], s[1, 0], s[0, 1], s[1, 1]])
+            coefs = padding._covariance_solve(s.T, length)
+            return jnp.stack(padding._stabilise(coefs) if correlate_method.endswith("_stab") else coefs)
+    else:
+        lags, mat_index, rhs_index = padding._normal_equations(length, width)
+        n = length * width
+
+        def stats(a):
+            return padding._autocorrelation(a, lags, correlate_method)
+
+        def solve(r):
+            matrices = padding._select(r, mat_index) + 1e-7 * jnp.eye(n, dtype=r.dtype)
+            return jax.vmap(padding._psd_solve)(matrices, padding._select(r, rhs_index))
+
+    statistics = jax.jit(jax.vmap(stats))(maps)
+    return gradient_fn(jax.vmap(stats), maps), gradient_fn(jax.vmap(solve), statistics)
 
 
 def rvsr_fn(preset: str, x: jax.Array) -> Callable[[], object]:
@@ -108,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         fns[f"{method}/1/f"], fns[f"{method}/1/fb"] = padding_fns(method, maps, 1)
         fns[f"{method}/24/f"], fns[f"{method}/24/fb"] = padding_fns(method, samples, 24)
+    lp_methods = [m for m in methods if PAPER_METHODS[m][0] == "lp"]
+    for method in lp_methods:
+        fns[f"{method}/stats"], fns[f"{method}/solve"] = floor_fns(method, maps)
     for preset in preset_names:
         fns[f"rvsr/{preset}"] = rvsr_fn(preset, images)
     t = interleaved_medians(fns, repeats)
@@ -126,10 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         f1, b1, f24, b24 = (t[f"{m}/{k}"] for k in ("1/f", "1/fb", "24/f", "24/fb"))
         print(f"{m:<8} | {f1 * 1e3:7.2f} {b1 * 1e3:7.2f} {f1 / unit:8.3f} {b1 / unit:8.3f} | {f24 * 1e3:12.2f} {b24 * 1e3:7.2f}")
+    if lp_methods:
+        print()
+        print(f"Floors on {tuple(maps.shape)}, forward + backward, each part alone: the statistics and the solve")
+        print("of the normal equations; what is left of the f+b above is the mean, window, recursion and assembly.")
+        header = f"{'method':<8} | {'stats ms':>8} {'/UNIT':>6} | {'solve ms':>8} {'/UNIT':>6} | {'sum/UNIT':>8} {'f+b/UNIT':>8}"
+        print(header)
+        print("-" * len(header))
+        for m in lp_methods:
+            s_, v_ = t[f"{m}/stats"], t[f"{m}/solve"]
+            print(f"{m:<8} | {s_ * 1e3:8.2f} {s_ / unit:6.3f} | {v_ * 1e3:8.2f} {v_ / unit:6.3f} | {(s_ + v_) / unit:8.3f} {t[f'{m}/1/fb'] / unit:8.3f}")
     if preset_names:
         print()
         print(f"RVSR inference form, forward of {tuple(images.shape)}: ms and divided by the repl preset's time")
-        print("(zero-repl is shown but not the divisor: XLA:CPU's zero-padded convolution path is anomalous).")
+        print("(zero-repl is shown but not the divisor: its zero padding is folded into the convolutions).")
         base = t.get("rvsr/repl")
         for p in preset_names:
             ratio = f"{t[f'rvsr/{p}'] / base:6.3f}x repl" if base else "   (no repl preset timed)"
