@@ -7,7 +7,7 @@ feature maps, the gradient of ``sum(out ** 2)`` with respect to the input only, 
 the 3x3 convolution the padding feeds in RVSR, measured in the same process, so the ratios
 travel between machines better than milliseconds do.
 
-Three tables, all jitted, all from one process in which every timed function runs once per
+Four tables, all jitted, all from one process in which every timed function runs once per
 round, round after round (interleaved repetitions, so that load from other processes hits all
 of them alike), reporting medians over the rounds:
 
@@ -21,11 +21,19 @@ of them alike), reporting medians over the rounds:
    32 x 3 x 48 x 48 for each preset, divided by the ``repl`` preset's time: the same graph,
    only the padding differs. ``zero-repl`` is printed too but is not the divisor, as its zero
    padding is folded into the convolutions (a different graph).
+
+Run as a script on Linux, the benchmark restarts itself once with ``GLIBC_TUNABLES`` keeping
+freed large buffers on the heap (`STABLE_MALLOC`), unless that variable is already set or
+``--default-malloc`` is given. With glibc's defaults every buffer above its mmap threshold is
+mapped afresh on each call and its pages faulted in again: on a 2-core machine that made the
+unit vary between 8 and 13 ms from one process to the next, and some padding times by 2x.
+The first line of the output says which allocator setting was in effect.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -43,6 +51,7 @@ METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2
 PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
 QUICK_METHODS = ["zero", "repl", "lp1x1cs", "lp2x3"]
 QUICK_PRESETS = ["repl", "lp1x1cs"]
+STABLE_MALLOC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=None, help="comma-separated padding method names")
     parser.add_argument("--presets", default=None, help="comma-separated RVSR presets ('' for none)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few methods, presets and rounds, small batch")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
     args = parser.parse_args(argv)
     methods = (args.methods.split(",") if args.methods is not None else QUICK_METHODS if args.quick else METHODS)
     preset_names = (args.presets.split(",") if args.presets is not None else QUICK_PRESETS if args.quick else PRESETS)
@@ -168,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     t = interleaved_medians(fns, repeats)
     unit = t["unit"]
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} interleaved rounds, medians.")
+    malloc = os.environ.get("GLIBC_TUNABLES")
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} interleaved rounds, medians; "
+          f"malloc: {'GLIBC_TUNABLES=' + malloc if malloc else 'default settings'}.")
     print(f"UNIT = eqx.nn.Conv2d(16, 16, 3, padding=1) vmapped over {tuple(maps.shape)}, jitted gradient of "
           f"sum(out ** 2) w.r.t. the input only: {unit * 1e3:.2f} ms")
     print()
@@ -202,5 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def restart_with_stable_malloc() -> None:
+    """Re-run this script with `STABLE_MALLOC` (see the module docstring), once, on Linux."""
+    if sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in os.environ and "--default-malloc" not in sys.argv:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": STABLE_MALLOC})
+
+
 if __name__ == "__main__":
+    restart_with_stable_malloc()
     sys.exit(main())
