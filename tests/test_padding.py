@@ -339,11 +339,14 @@ def _lag_sums_by_definition(a: jax.Array, lags) -> jax.Array:
 
 @pytest.mark.parametrize("lag_sums", [padding._lag_sums_direct, padding._lag_sums_fft])
 @pytest.mark.parametrize("shape", [(7, 12), (11, 10)])
-def test_lag_sums_custom_gradient_matches_autodiff(lag_sums, shape):
-    """The closed-form backward passes of the lag sums against JAX's derivative of the definition."""
+@pytest.mark.parametrize("reach", [2, 5])
+def test_lag_sums_custom_gradient_matches_autodiff(lag_sums, shape, reach):
+    """The closed-form backward passes of the lag sums against JAX's derivative of the definition
+    (reach 2: 13 lags, the FFT method's backward in space; reach 5: 61 lags, by inverse FFT)."""
     rng = np.random.default_rng(17)
     a = jnp.asarray(rng.normal(size=shape))
-    lags = tuple((dy, dx) for dy in range(3) for dx in range(-2, 3) if dy > 0 or dx >= 0)
+    lags = tuple((dy, dx) for dy in range(reach + 1) for dx in range(-reach, reach + 1) if dy > 0 or dx >= 0)
+    assert (len(lags) <= padding._SPATIAL_BACKWARD_MAX_LAGS) == (reach == 2)
     g = jnp.asarray(rng.normal(size=len(lags)))
     with enable_x64(True):
         a, g = jnp.asarray(a, jnp.float64), jnp.asarray(g, jnp.float64)
