@@ -106,27 +106,23 @@ def floor_fns(method: str, x: jax.Array) -> tuple[Callable[[], object], Callable
     given (the mean removal and the window are elementwise passes, counted in the rest); solve:
     the normal equations of both directions from those statistics.
     """
-    options = PAPER_METHODS[method][1]
+    options = {**padding._LP_DEFAULTS, **PAPER_METHODS[method][1]}
     length, width, correlate_method = options["length"], options["width"], options["correlate_method"]
     maps = x.reshape(-1, *x.shape[-2:])
     if correlate_method in padding.COVARIANCE_METHODS:
         def stats(a):
             return padding._covariance_sums(a, length, (0, 1))
 
-        def solve(s):
-            s = jnp.stack([s[0, 0], s[1, 0], s[0, 1], s[1, 1]])
-            coefs = padding._covariance_solve(s.T, length)
-            return jnp.stack(padding._stabilise(coefs) if correlate_method.endswith("_stab") else coefs)
+        def solve(sums):
+            return padding._covariance_solve_all(sums, length, correlate_method)
     else:
-        lags, mat_index, rhs_index = padding._normal_equations(length, width)
-        n = length * width
+        lags = padding._normal_equations(length, width)[0]
 
         def stats(a):
             return padding._autocorrelation(a, lags, correlate_method)
 
         def solve(r):
-            matrices = padding._select(r, mat_index) + 1e-7 * jnp.eye(n, dtype=r.dtype)
-            return jax.vmap(padding._psd_solve)(matrices, padding._select(r, rhs_index))
+            return padding._autocorrelation_solve(r, length, width, options["cholesky_stab"])
 
     statistics = jax.jit(jax.vmap(stats))(maps)
     return gradient_fn(jax.vmap(stats), maps), gradient_fn(jax.vmap(solve), statistics)

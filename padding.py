@@ -23,12 +23,12 @@ in the order `linear_prediction_pad` runs them, and where each lives.
      zero-extended data at the lags the neighbourhood needs (`_normal_equations` lists them and
      where each matrix entry reads; `_lag_sums_direct` / `_lag_sums_fft` compute the sums,
      `_autocorrelation` scales them), then the symmetric normal equations ``M c = v`` with a
-     small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_coefs`, `_psd_solve`,
+     small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_solve`, `_psd_solve`,
      `_cholesky`, `_cho_solve`);
    - covariance method ("cov*", width 1, length 1 or 2): the sums of lagged products over the
      positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`; `_covariance_sums`
      reads them off the Gram matrices of the data), solved in closed form, no factorization
-     (`_covariance_solve`).
+     (`_covariance_solve_all`, `_covariance_solve`).
 4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion outside the unit
    circle are reflected to their reciprocals, inside it (`_stabilise`).
 5. The padding recursion: new rows predicted one at a time from the last L rows, horizontal
@@ -286,6 +286,11 @@ def _smooth_size(n: int) -> int:
         n += 1
 
 
+def _max_lag(lags: tuple[tuple[int, int], ...]) -> int:
+    """The largest |dy| or |dx| of the lags: how far the lag sums reach beyond a pixel."""
+    return max(max(abs(dy), abs(dx)) for dy, dx in lags)
+
+
 def _half_plane(dy: int, dx: int) -> tuple[int, int]:
     """The representative of lag (dy, dx) in the half-plane dy > 0, or dy = 0 and dx >= 0."""
     return (dy, dx) if dy > 0 or (dy == 0 and dx >= 0) else (-dy, -dx)
@@ -405,6 +410,8 @@ def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
 # maps of 48 x 48): lp2x1 (5 lags) 13.7 -> 7.2 ms, lp2x3 (13) 16.0 -> 11.5 ms, lp3x3 (23) 20.5 ->
 # 17.2 ms; lp2x5 (33) equal, lp4x5 (41) and lp6x7 (85) slower in space.
 _SPATIAL_BACKWARD_MAX_LAGS = 24
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _lag_sums_fft(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
     """As `_lag_sums_direct`, computed from the power spectrum of the data zero-padded to the
@@ -413,7 +420,7 @@ def _lag_sums_fft(a: jax.Array, lags: tuple[tuple[int, int], ...]) -> jax.Array:
 
 
 def _lag_sums_fft_fwd(a, lags):
-    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    m = _max_lag(lags)
     fy, fx = _fft_size(a.shape, m)
     spectrum = jnp.fft.rfft2(a, s=(fy, fx))
     power = (jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2).reshape(-1)
@@ -426,7 +433,7 @@ def _lag_sums_fft_bwd(lags, residuals, g):
     a, spectrum = residuals
     if spectrum is None:
         return (_symmetric_correlation(a, lags, g),)
-    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    m = _max_lag(lags)
     fy, fx = _fft_size(a.shape, m)
     kernel = (2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype)) @ g
     grad = jnp.fft.irfft2(spectrum * kernel.reshape(fy, fx // 2 + 1), s=(fy, fx))
@@ -440,7 +447,7 @@ def _symmetric_correlation(a: jax.Array, lags: tuple[tuple[int, int], ...], g: j
     The views are slices of one zero-padded copy, not one pad per shift: XLA:CPU fuses the
     slices into a single pass.
     """
-    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    m = _max_lag(lags)
     ny, nx = a.shape
     padded = jnp.pad(a, m)
 
@@ -466,7 +473,7 @@ def _autocorrelation(a: jax.Array, lags: tuple[tuple[int, int], ...], correlate_
     padded FFT size (as the paper's code does). How the sums are computed is a matter of speed alone.
     """
     ny, nx = a.shape
-    m = max(max(abs(dy), abs(dx)) for dy, dx in lags)
+    m = _max_lag(lags)
     lag_sums = _lag_sums_fft if _prefer_fft(len(lags)) else _lag_sums_direct
     if correlate_method == "direct":
         scale = 1 / (ny * nx)
@@ -494,10 +501,16 @@ def _autocorrelation_coefs(
     All K predicted positions of a direction share the system matrix, so one Cholesky
     factorization serves them all.
     """
-    lags, mat_index, rhs_index = _normal_equations(length, width)
-    r = _autocorrelation(a, lags, correlate_method)
+    lags = _normal_equations(length, width)[0]
+    return _autocorrelation_solve(_autocorrelation(a, lags, correlate_method), length, width, cholesky_stab)
+
+
+def _autocorrelation_solve(r: jax.Array, length: int, width: int, cholesky_stab: float) -> jax.Array:
+    """The normal equations of both directions from the autocorrelation ``r`` at the lags of
+    `_normal_equations`, solved -> coefficients (2, K, L, K) as in `_autocorrelation_coefs`."""
+    _, mat_index, rhs_index = _normal_equations(length, width)
     n = length * width
-    matrices = _select(r, mat_index) + jnp.asarray(cholesky_stab, a.dtype) * jnp.eye(n, dtype=a.dtype)
+    matrices = _select(r, mat_index) + jnp.asarray(cholesky_stab, r.dtype) * jnp.eye(n, dtype=r.dtype)
     coefs = jax.vmap(_psd_solve)(matrices, _select(r, rhs_index))  # (2, n, K): column q solves position q
     return jnp.swapaxes(coefs, 1, 2).reshape(2, width, length, width)
 
@@ -683,7 +696,12 @@ def _stabilise(coefs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
 def _covariance_coefs(a: jax.Array, length: int, correlate_method: str) -> jax.Array:
     """Coefficients (4, 1, L, 1) for (bottom, right, top, left), or (2, 1, L, 1) for
     (vertical, horizontal) with the symmetric methods; farthest predictor first."""
-    vertical, horizontal = _covariance_sums(a, length, (0, 1))  # (bottom, top), (right, left)
+    return _covariance_solve_all(_covariance_sums(a, length, (0, 1)), length, correlate_method)
+
+
+def _covariance_solve_all(sums: jax.Array, length: int, correlate_method: str) -> jax.Array:
+    """The coefficients of `_covariance_coefs` from the sums of `_covariance_sums` (2, 2, s)."""
+    vertical, horizontal = sums  # (bottom, top), (right, left)
     if correlate_method.startswith("cov_sym"):
         stats = jnp.stack([vertical.sum(0), horizontal.sum(0)])
     else:
