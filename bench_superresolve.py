@@ -27,23 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from make_synthetic_dataset import make_scene
+
 REPO = Path(__file__).resolve().parent
 THROUGHPUT = re.compile(r"= ([0-9.eE+-]+) input Mpx/s")
-
-
-def make_scene(path: Path, size: int, seed: int = 0) -> None:
-    """A size x size georeferenced GeoTIFF of satellite-like digital numbers (uint16, bands
-    R, G, B; UTM 35N, 10 m pixels), made like the synthetic dataset (make_synthetic_dataset.py)."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    from make_synthetic_dataset import reflectance_to_dn, synthetic_reflectance
-
-    dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (size, size)))
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint16", crs="EPSG:32635",
-                   transform=from_origin(300_000, 7_000_000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(dn)
 
 
 def default_model(folder: Path, preset: str = "lp2x3") -> Path:

@@ -56,7 +56,7 @@ import presets
 import run_layout
 import tiling
 from cli import UserError, non_negative_int, positive_int, run_script
-from make_dataset_npys import BANDS, dn_to_model_units, model_units_to_dn
+from sentinel2 import BANDS, dn_to_model_units, model_units_to_dn
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 REPO = Path(__file__).resolve().parent
@@ -301,7 +301,7 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
     """``(model, state, sr_rate)``: the weights of ``spec.path`` in an output crop 0 model (every
     layer padded, so any tile size works and the raster's outer edge is padded by the model's
     own padding, as in training), reparameterized unless the spec says otherwise."""
-    import eval_models
+    import published_models
     import rvsr
 
     path = Path(spec.path)
@@ -310,17 +310,17 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
     parsed = run_layout.parse_model_stem(path.stem)
     try:
         if parsed is not None and parsed[0] == spec.preset:
-            model, state = eval_models.load_trained_model(
+            model, state = published_models.load_trained_model(
                 run_layout.TrainedModel(spec.preset, parsed[1], path.parent), output_crop=0)
         else:  # a file named otherwise, with --preset
             hpars = presets.get_preset_hpars(spec.preset)
-            model_hpars = {**hpars["model_hpars"], "hidden_channels": eval_models.read_hidden_channels(path)}
+            model_hpars = {**hpars["model_hpars"], "hidden_channels": published_models.read_hidden_channels(path)}
             model, state = rvsr.load_rvsr(path, model_hpars, hpars["sr_rate"], output_crop=0)
     except (UserError, OSError, ValueError) as e:
         raise UserError(f"{spec.path} is not usable RVSR weights for preset {spec.preset} ({e})") from None
     if spec.reparameterize:
         model = rvsr.reparameterize(model)
-    return model, state, model.tail.layers[2].factor
+    return model, state, model.sr_rate
 
 
 # Per-process caches: a Dask worker runs many batches and loads the model (and opens the input)
