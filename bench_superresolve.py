@@ -8,7 +8,7 @@ Each size runs ``superresolve.py`` in a fresh process on a synthetic scene (digi
 GeoTIFF), and its peak resident memory (``ru_maxrss`` from ``os.wait4``) and its reported
 steady-state throughput (input megapixels per second, compilation excluded) are read. The first
 size should fit in one tile: it is the one-pass baseline. The checks printed at the end are
-the targets of README.md, "Super-resolving a large raster": peak memory of the largest size at
+the targets behind docs/speed.md, "superresolve.py: throughput and memory": peak memory of the largest size at
 most 1.6x that of the smallest (outputs are never held whole), tiled throughput at least 0.8x
 the one-pass throughput, and cost linear in area. Without ``--model`` a random-init RVSR of
 the paper's width (16 hidden channels) with lp2x3 padding is used: the speed does not depend

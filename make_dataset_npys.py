@@ -1,4 +1,4 @@
-"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (README "Dataset").
+"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (docs/dataset.md).
 
 Input: the files ``*NNNNNN.nc`` anywhere under the dataset folder (hidden folders skipped),
 sorted by name and numbered consecutively, 10,000 of them. Each holds the variables ``B04``,

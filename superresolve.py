@@ -10,7 +10,7 @@ This is the tiled processing studied by Niemitalo et al. (2025), "Per-channel au
 linear prediction padding in tiled CNN processing of 2D spatial data" (arXiv:2502.12300): each
 tile is padded at its edges by the model's own padding (the paper's case, ``--halo 0``), or
 overlaps its neighbours by a halo whose outputs are cropped away. The geometry is in
-``tiling.py``; README.md, section "Super-resolving a large raster", is the user guide.
+``tiling.py``; docs/superresolve.md is the user guide.
 
 Input: a GeoTIFF (or anything GDAL reads), a NetCDF file of the dataset's format (variables
 B04, B03, B02, first time step), a Zarr array, or a .npy array, each ``(band, y, x)``.
@@ -479,7 +479,7 @@ def run_dask(job: Job, groups: Iterable[list[tiling.Tile]], progress: Any, worke
                 except (ImportError, AttributeError) as e:
                     # Typically a worker that cannot import this repository.
                     raise UserError(f"a Dask task failed ({type(e).__name__}: {e}); start the workers with this "
-                                    f"repository ({REPO}) on PYTHONPATH, see README.md") from None
+                                    f"repository ({REPO}) on PYTHONPATH, see docs/superresolve.md") from None
                 except UserError as e:
                     raise UserError(f"on a Dask worker: {e}") from None
                 pixels += sum(n for _, n in results)
@@ -648,7 +648,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superresolve.py",
         description="Super-resolve a large raster with a trained RVSR model, tile by tile (Niemitalo et al. 2025, "
-                    "arXiv:2502.12300). See README.md, 'Super-resolving a large raster'.")
+                    "arXiv:2502.12300). See docs/superresolve.md.")
     parser.add_argument("input", help="GeoTIFF, NetCDF (.nc, bands B04 B03 B02), Zarr (.zarr) or .npy (band, y, x)")
     parser.add_argument("output", help="GeoTIFF (.tif, .tiff) or Zarr (.zarr)")
     parser.add_argument("--model", required=True, help="weights file, e.g. results/trained_models/lp2x3_s0.eqx")
