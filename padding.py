@@ -13,31 +13,48 @@ Array shapes: single-channel functions take ``(y, x)``; ``*_channels`` functions
 `Padding2dLayer` take ``(channel, y, x)``. ``num_padding = ((top, bottom), (left, right))``.
 
 Reading guide: the steps of the paper's linear prediction padding (its methods description),
-in the order `linear_prediction_pad` runs them, and where each lives.
+in the order `linear_prediction_pad` runs them, each with its formula and where it lives, here
+and in `padding_reference.py` (beside this file in the repository), which writes the same steps
+plainly (slow, float64, JAX's own derivatives) and is what the tests check this module against.
+One channel d of shape (Ny, Nx); neighbourhood of L = ``length`` rows (in the padding
+direction) by K = ``width`` columns.
 
-1. Remove the channel mean (added back at the end): `linear_prediction_pad`.
-2. Apodization: the data the statistics are estimated from is multiplied by a separable Tukey
-   window (`_tukey`); the recursion itself runs on the unwindowed data.
+1. Remove the channel mean, ``d <- d - mean(d)``; it is added back at the end
+   (`linear_prediction_pad`; reference `lp_pad`).
+2. Apodization: the statistics are estimated from ``a = d * w_y[:, None] * w_x[None, :]``, w a
+   periodic Tukey window of N + 1 points without its first (`_tukey`); the recursion itself
+   runs on d, not a.
 3. Statistics and normal equations, by one of two least-squares formulations:
    - autocorrelation method (``correlate_method`` "direct" or "fft"): the autocorrelation of the
-     zero-extended data at the lags the neighbourhood needs (`_normal_equations` lists them and
-     where each matrix entry reads; `_lag_sums_direct` / `_lag_sums_fft` compute the sums,
-     `_autocorrelation` scales them), then the symmetric normal equations ``M c = v`` with a
-     small ridge ``cholesky_stab``, solved by Cholesky (`_autocorrelation_solve`, `_psd_solve`,
-     `_cholesky`, `_cho_solve`);
-   - covariance method ("cov*", width 1, length 1 or 2): the sums of lagged products over the
-     positions where the whole neighbourhood fits (`COVARIANCE_STAT_NAMES`; `_covariance_sums`
-     reads them off the Gram matrices of the data), solved in closed form, no factorization
-     (`_covariance_solve_all`, `_covariance_solve`).
-4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion outside the unit
-   circle are reflected to their reciprocals, inside it (`_stabilise`).
-5. The padding recursion: new rows predicted one at a time from the last L rows, horizontal
-   padding first, then vertical padding of the widened data (`_predict_row`, `_extend_down`,
-   `_extend_up`, `_direction_sets`).
+     zero-extended data, ``R(dy, dx) = sum_{y,x} a[y, x] a[y + dy, x + dx] / S`` with S = Ny Nx
+     ("direct") or the padded FFT size Fy Fx ("fft"), at the lags the neighbourhood needs
+     (`_normal_equations` lists them and where each matrix entry reads; `_lag_sums_direct` /
+     `_lag_sums_fft` compute the sums, `_autocorrelation` scales them; reference
+     `autocorrelation_coefs`). Per predicted position q of the front, with predictor offsets
+     p_i: ``(M + cholesky_stab I) c = v``, ``M[i, j] = R(p_i - p_j)``, ``v[j] = R((L, q) - p_j)``,
+     solved by Cholesky (`_autocorrelation_solve`, `_psd_solve`, `_cholesky`, `_cho_solve`);
+   - covariance method ("cov*", width 1, length 1 or 2): sums of lagged products over the
+     positions where the whole neighbourhood fits, ``r_ij = sum_y a[y - i] a[y - j]``
+     (`COVARIANCE_STAT_NAMES`; `_covariance_sums` reads them off the Gram matrices of the data;
+     reference `covariance_stats`), solved in closed form: ``a1 = r01 / r11`` (L = 1), or
+     ``a1 = (r01 r22 - r02 r12) / D``, ``a2 = (r02 r11 - r01 r12) / D``, ``D = r11 r22 - r12^2``
+     (L = 2), no factorization (`_covariance_solve_all`, `_covariance_solve`; reference
+     `covariance_coefs`). "cov_sym*" adds the sums of the two opposite directions first.
+4. Stabilisation ("cov_stab", "cov_sym_stab"): poles of the 1-D recursion
+   ``x[n] = a1 x[n-1] + a2 x[n-2]`` outside the unit circle are reflected to their reciprocals,
+   inside it: ``a1 <- 1 / a1`` where ``|a1| > 1`` (L = 1); complex poles with ``a2 < -1`` give
+   ``(a1, a2) <- (-a1 / a2, 1 / a2)``; real poles ``p = a1 / 2 +- sqrt(a1^2 + 4 a2) / 2`` with
+   ``|p| > 1`` become ``1 / p`` (`_stabilise`; reference `covariance_coefs`).
+5. The padding recursion: new rows predicted one at a time from the last L rows,
+   ``new[n] = sum_{r,k} c_q[r, k] carry[r, s + k]`` with the window start
+   ``s = clip(n - K // 2, 0, N - K)`` and q = n - s (off-centre sets near the ends keep the front
+   from narrowing); horizontal padding first, then vertical padding of the widened data
+   (`_predict_row`, `_extend_down`, `_extend_up`, `_direction_sets`; reference `extend_down`).
 
 Lagrange extrapolation (``extr``, the paper's polynomial baseline): `make_extr_pad_weights`,
-`extr_pad`. The project's README ("Using the padding in your own code") lists where this
-implementation departs from the paper's code and why.
+`extr_pad`. docs/padding.md lists where this implementation departs from the paper's code
+and why, and how it is made fast; docs/speed.md has the measurements behind the choices
+noted in the comments here.
 
 Non-finite input: lp padding propagates NaN (an inf becomes NaN once the mean is subtracted,
 with the same effect). One NaN anywhere in a channel makes its
@@ -406,9 +423,8 @@ def _fft_size(shape: tuple[int, int], m: int) -> tuple[int, int]:
 # padding to F >= N + m makes circular and linear correlation agree for these lags, in both
 # directions. With few lags the same correlation is cheaper in space (`_symmetric_correlation`):
 # on XLA:CPU the inverse FFT and the complex product before it cost more than one fused pass
-# over 2 * (number of lags) shifted views. Measured in one process (forward + backward, 64 x 16
-# maps of 48 x 48): lp2x1 (5 lags) 13.7 -> 7.2 ms, lp2x3 (13) 16.0 -> 11.5 ms, lp3x3 (23) 20.5 ->
-# 17.2 ms; lp2x5 (33) equal, lp4x5 (41) and lp6x7 (85) slower in space.
+# over 2 * (number of lags) shifted views. Faster in space up to lp3x3's 23 lags, equal at
+# lp2x5's 33, slower beyond (measured: docs/speed.md, "Padding: design choices measured").
 _SPATIAL_BACKWARD_MAX_LAGS = 24
 
 
@@ -549,8 +565,8 @@ def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
 # vertical sums and G = a^T a (x by x) for the horizontal ones. So all the sums of both axes are
 # two small matrix products per channel plus a product with a constant 0/1 window matrix. On
 # XLA:CPU this beat summing lagged products of shifted copies (each shift a pad, which XLA
-# materialised as a full copy of the maps before every reduction) by several times in the
-# same-process benchmark (forward of lp2x1cs about 2.7 times faster). The backward pass is
+# materialised as a full copy of the maps before every reduction) by several times (measured:
+# docs/speed.md, "Padding: design choices measured"). The backward pass is
 # closed-form, but not as matrix products (B a with a banded B measured slower than the
 # elementwise form): only the Gram entries on the bands |i - j| <= length carry weight, so with
 # w[lag, i] the total weight of the product a[i] a[i + lag] (a constant 0/1 matrix times the
