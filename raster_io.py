@@ -278,7 +278,9 @@ def scaled_transform(transform: Sequence[float] | None, scale: int) -> tuple[flo
 def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dtype: Any, nodata: float,
                         crs: str | None, transform: Sequence[float] | None, attrs: dict) -> None:
     """An empty output dataset at ``path`` (layout in the module docstring): ``data`` of
-    ``shape`` (band, y, x), chunked ``(band, chunk, chunk)``, filled with ``nodata``."""
+    ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``. One band per
+    chunk: GDAL reads a band's block without decoding the other bands (3x faster COG writing
+    for 3 bands than chunks of all bands)."""
     import dask.array
     import xarray as xr
 
@@ -299,10 +301,10 @@ def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dty
             mapping["GeoTransform"] = " ".join(repr(float(v)) for v in (c, a, b, f, d, e))
         coords[GRID_MAPPING] = ((), 0, mapping)
         data_attrs["grid_mapping"] = GRID_MAPPING
-    empty = dask.array.empty(shape, dtype=dtype, chunks=(bands, chunk, chunk))
+    empty = dask.array.empty(shape, dtype=dtype, chunks=(1, chunk, chunk))
     dataset = xr.Dataset({DATA_VARIABLE: (("band", "y", "x"), empty, data_attrs)}, coords=coords,
                          attrs={k: _attr_value(v) for k, v in attrs.items()})
-    encoding = {DATA_VARIABLE: {"chunks": (bands, chunk, chunk), "_FillValue": nodata}}
+    encoding = {DATA_VARIABLE: {"chunks": (1, chunk, chunk), "_FillValue": nodata}}
     dataset.to_zarr(str(path), mode="w", compute=False, encoding=encoding, zarr_format=2, consolidated=True)
 
 

@@ -234,13 +234,13 @@ def run(args: argparse.Namespace) -> int:
     source = _source(args)
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
-    loader.load()  # checks the weights before any work, and warms this process's cache
+    sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
     model_file = os.stat(spec.path)
     dn = args.units == "dn"
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = tiling.predict_raster(
-            loader, source.path, output, scale=None, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
+            loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
             batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
             preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype="float32",
             workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,

@@ -3,7 +3,7 @@ one batch of tiles (read, fill, model, post-process, write), and running the bat
 process or on a Dask cluster.
 
 A path destination is written through ``DESTINATION.partial/``: ``output.zarr`` (the output
-dataset, one chunk per tile core), ``done/`` (an empty file per finished tile, touched after
+dataset, one chunk per band and tile core), ``done/`` (an empty file per finished tile, touched after
 its chunk is written), ``settings.json`` (written last: what a rerun must match to continue)
 and ``run_id``. When every tile is done, the store becomes the Zarr output, or GDAL makes the
 Cloud-Optimized GeoTIFF from it; the result is renamed into place and the folder removed.
@@ -66,8 +66,8 @@ class RunSummary:
 
     destination: Path
     tiles: int  # in the grid
-    processed: int  # tiles processed by this call (the rest were done before, or skipped as nodata)
-    input_pixels: int  # core pixels processed by this call
+    processed: int  # tiles this call went through (the rest were done before); some may be all nodata
+    input_pixels: int  # core pixels the model processed in this call (tiles without a valid pixel skipped)
     seconds: float  # processing, after compiling (local) / including it (Dask)
     compile_seconds: float | None  # the one compilation of a local run; None on Dask
     size: tuple[int, int]  # of the input raster, (height, width)
@@ -455,14 +455,16 @@ def run(request: Request) -> np.ndarray | RunSummary:
     # compilation of the run), traced only for Dask (the workers compile).
     compile_seconds = None
     example = np.zeros((batch_size, in_bands, *window), np.float32)
-    if local and todo:
-        start = time.perf_counter()
-        out = tiling.batch_call(model, example)
-        compile_seconds = time.perf_counter() - start
-        out_shape, out_dtype = out.shape, out.dtype
-    else:
-        out = eqx.filter_eval_shape(tiling.vmapped, model, jax.ShapeDtypeStruct(example.shape, example.dtype))
-        out_shape, out_dtype = out.shape, out.dtype
+    try:
+        if local and todo:
+            start = time.perf_counter()
+            out = tiling.batch_call(model, example)
+            compile_seconds = time.perf_counter() - start
+        else:
+            out = eqx.filter_eval_shape(tiling.vmapped, model, jax.ShapeDtypeStruct(example.shape, example.dtype))
+    except Exception as e:  # the user's model: say which input it failed on, keep the cause
+        raise TilingError(f"the model fails on a batch of tiles {example.shape} ({type(e).__name__}: {e})") from e
+    out_shape, out_dtype = out.shape, out.dtype
     if out_shape[2:] != (scale * window[0], scale * window[1]):
         raise TilingError(f"the model maps a {window[0]}x{window[1]} tile to {out_shape[2]}x{out_shape[3]}, "
                           f"not scale {scale}")
@@ -497,9 +499,8 @@ def run(request: Request) -> np.ndarray | RunSummary:
                     desc=label, file=sys.stderr)
     start = time.perf_counter()
     try:
-        if local:
-            if job.work_dir is None:
-                _CACHE[("run", run_id)] = (reader, None)
+        if local:  # this process's reader and store for the run: the ones opened here
+            _CACHE[("run", run_id)] = (reader, None if work_dir is None else raster_io.open_zarr_data(job.store))
             pixels = _run_local(job, model, source, groups, progress, result)
         else:
             pixels = _run_dask(job, request, source, groups, progress, result)

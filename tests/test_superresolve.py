@@ -193,7 +193,7 @@ def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geoti
     # An xarray dataset (tests/test_tiling.py checks GDAL reads it too), chunked like the tiles.
     dataset = xr.open_zarr(zarr_out)
     assert dataset["data"].dims == ("band", "y", "x") and dataset["data"].dtype == np.float32
-    assert zarr.open_group(str(zarr_out), mode="r")["data"].chunks == (3, SR * TILE, SR * TILE)
+    assert zarr.open_group(str(zarr_out), mode="r")["data"].chunks == (1, SR * TILE, SR * TILE)
     np.testing.assert_array_equal(dataset["data"].values, read(tif))
     assert dataset.attrs["units"] == "dn" and dataset.attrs["preset"] == "zero-repl"
     assert float(dataset["x"][0]) == 300_000 + 2.5 / 2 and float(dataset["y"][0]) == 7_000_000 - 2.5 / 2
