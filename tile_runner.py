@@ -521,8 +521,7 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raster_io.publish(job.store, destination)
     else:
         assembled = work_dir / "assembled.tif"
-        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest",
-                            tags={k: v for k, v in request.attrs.items()})
+        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs)
         raster_io.publish(assembled, destination)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,
