@@ -139,15 +139,16 @@ def write_s2_nc(path: str | os.PathLike, dn: np.ndarray, first_day: int = 0) -> 
         dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 
 
-def make_scene(path: str | os.PathLike, size: int, seed: int = 0) -> None:
-    """A ``size`` x ``size`` georeferenced GeoTIFF of the same synthetic digital numbers (uint16,
-    bands R, G, B; UTM 35N, 10 m pixels, the grid of :func:`write_s2_nc`): a raster for
-    superresolve.py, its tests and its benchmark."""
+def make_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int = 0) -> None:
+    """A ``size`` x ``size`` (or ``(height, width)``) georeferenced GeoTIFF of the same synthetic
+    digital numbers (uint16, bands R, G, B; UTM 35N, 10 m pixels, the grid of
+    :func:`write_s2_nc`): a raster for superresolve.py, its tests and its benchmark."""
     import rasterio  # imported here so that importing this module stays light
     from rasterio.transform import from_origin
 
-    dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (size, size)))
-    profile = dict(driver="GTiff", width=size, height=size, count=len(BANDS), dtype="uint16", crs="EPSG:32635",
+    height, width = (size, size) if isinstance(size, int) else size
+    dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (height, width)))
+    profile = dict(driver="GTiff", width=width, height=height, count=len(BANDS), dtype="uint16", crs="EPSG:32635",
                    transform=from_origin(300_000, 7_000_000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(dn)
