@@ -13,7 +13,7 @@ overlaps its neighbours by a halo whose outputs are cropped away. This script is
 line over :func:`tiling.predict_raster` (docs/tiled_processing.md), which does the tiling,
 nodata, resuming, Dask and the output formats; what is RVSR's lives here: loading the
 published weights and the dataset's units (digital numbers ``v`` scaled to ``v * 2 / 10000 - 1``
-and back). README.md, section "Super-resolving a large raster", is the user guide.
+and back). docs/superresolve.md is the user guide.
 
 Input: a GeoTIFF (or anything GDAL reads), a NetCDF file of the dataset's format (variables
 B04, B03, B02, first time step), a Zarr array or dataset, or a .npy array, each ``(band, y, x)``.
@@ -42,7 +42,7 @@ import run_layout
 import tile_runner
 import tiling
 from cli import UserError, non_negative_int, positive_int, run_script
-from make_dataset_npys import BANDS, dn_to_model_units, model_units_to_dn
+from sentinel2 import BANDS, dn_to_model_units, model_units_to_dn
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
@@ -78,7 +78,7 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
     """``(model, state, sr_rate)``: the weights of ``spec.path`` in an output crop 0 model (every
     layer padded, so any tile size works and the raster's outer edge is padded by the model's
     own padding, as in training), reparameterized unless the spec says otherwise."""
-    import eval_models
+    import published_models
     import rvsr
 
     path = Path(spec.path)
@@ -87,17 +87,17 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
     parsed = run_layout.parse_model_stem(path.stem)
     try:
         if parsed is not None and parsed[0] == spec.preset:
-            model, state = eval_models.load_trained_model(
+            model, state = published_models.load_trained_model(
                 run_layout.TrainedModel(spec.preset, parsed[1], path.parent), output_crop=0)
         else:  # a file named otherwise, with --preset
             hpars = presets.get_preset_hpars(spec.preset)
-            model_hpars = {**hpars["model_hpars"], "hidden_channels": eval_models.read_hidden_channels(path)}
+            model_hpars = {**hpars["model_hpars"], "hidden_channels": published_models.read_hidden_channels(path)}
             model, state = rvsr.load_rvsr(path, model_hpars, hpars["sr_rate"], output_crop=0)
     except (UserError, OSError, ValueError) as e:
         raise UserError(f"{spec.path} is not usable RVSR weights for preset {spec.preset} ({e})") from None
     if spec.reparameterize:
         model = rvsr.reparameterize(model)
-    return model, state, model.tail.layers[2].factor
+    return model, state, model.sr_rate
 
 
 def load_tile_model(spec: ModelSpec) -> Any:
@@ -168,7 +168,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superresolve.py",
         description="Super-resolve a large raster with a trained RVSR model, tile by tile (Niemitalo et al. 2025, "
-                    "arXiv:2502.12300). See README.md, 'Super-resolving a large raster'.")
+                    "arXiv:2502.12300). See docs/superresolve.md.")
     parser.add_argument("input", help="GeoTIFF, NetCDF (.nc, bands B04 B03 B02), Zarr (.zarr) or .npy (band, y, x)")
     parser.add_argument("output", help="GeoTIFF (.tif, .tiff; Cloud-Optimized) or Zarr (.zarr)")
     parser.add_argument("--model", required=True, help="weights file, e.g. results/trained_models/lp2x3_s0.eqx")

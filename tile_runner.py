@@ -260,50 +260,57 @@ def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarra
 
 
 def fingerprint(obj: Any) -> str:
-    """A digest of a model (or hook) that changes when its code names or array values change:
-    the class or function name, the arrays of an Equinox module or pytree, a closure's cells,
-    a partial's arguments, a loader's function and arguments."""
+    """A digest of a model (or hook) that changes when its code or weights change: the class or
+    function name and bytecode, the arrays of an Equinox module or other pytree, what a
+    closure or partial holds, a loader's function and arguments, a dataclass's fields. Plain
+    values count where they configure (arguments, closure cells, fields), not inside
+    containers, where they are more likely state (a list counting calls)."""
     digest = hashlib.sha256()
 
-    def visit(o: Any, depth: int = 0) -> None:
-        if depth > 4:
+    def visit(o: Any, depth: int = 0, config: bool = True) -> None:
+        if depth > 6:
             return
         if isinstance(o, (np.ndarray, jax.Array, np.generic)):
             a = np.ascontiguousarray(np.asarray(o))
             digest.update(f"{a.shape}{a.dtype}".encode())
             digest.update(memoryview(a).cast("B"))
-            return
-        if o is None or isinstance(o, (bool, int, float, str, bytes)):
-            digest.update(repr(o).encode())
-            return
-        if isinstance(o, (list, tuple)):
+        elif o is None or isinstance(o, (bool, int, float, str, bytes)):
+            if config:
+                digest.update(repr(o).encode())
+        elif isinstance(o, (list, tuple)):
             for item in o:
-                visit(item, depth + 1)
-            return
-        kind = o if isinstance(o, type) else type(o)
-        digest.update(f"{getattr(o, '__module__', kind.__module__)}.{getattr(o, '__qualname__', kind.__qualname__)}".encode())
-        if isinstance(o, ModelLoader):
-            visit(o.function, depth + 1)
-            visit(o.args, depth + 1)
-        elif dataclasses.is_dataclass(o) and not isinstance(o, type) and not callable(o):
-            visit([getattr(o, f.name) for f in dataclasses.fields(o)], depth + 1)
-        elif isinstance(o, functools.partial):
-            visit(o.func, depth + 1)
-            visit(o.args, depth + 1)
-            visit(sorted(o.keywords.items()), depth + 1)
-        elif inspect.isfunction(o):
-            digest.update(o.__code__.co_code)
-            for cell in o.__closure__ or ():
-                try:
-                    visit(cell.cell_contents, depth + 1)
-                except ValueError:  # an empty cell
-                    pass
-        elif hasattr(o, "__wrapped__"):  # jax.jit and functools.wraps
-            visit(o.__wrapped__, depth + 1)
+                visit(item, depth + 1, config=False)
+        elif isinstance(o, dict):
+            for key in sorted(o, key=str):
+                visit(o[key], depth + 1, config=False)
         else:
-            leaves = jax.tree_util.tree_leaves(o)
-            if not (len(leaves) == 1 and leaves[0] is o):
-                visit(leaves, depth + 1)
+            kind = o if isinstance(o, type) else type(o)
+            digest.update(f"{getattr(o, '__module__', kind.__module__)}."
+                          f"{getattr(o, '__qualname__', kind.__qualname__)}".encode())
+            if isinstance(o, ModelLoader):
+                visit(o.function, depth + 1)
+                for arg in o.args:
+                    visit(arg, depth + 1)
+            elif dataclasses.is_dataclass(o) and not isinstance(o, type) and not callable(o):
+                for field in dataclasses.fields(o):
+                    visit(getattr(o, field.name), depth + 1)
+            elif isinstance(o, functools.partial):
+                visit(o.func, depth + 1)
+                for arg in (*o.args, *o.keywords.values()):
+                    visit(arg, depth + 1)
+            elif inspect.isfunction(o):
+                digest.update(o.__code__.co_code)
+                for cell in o.__closure__ or ():
+                    try:
+                        visit(cell.cell_contents, depth + 1)
+                    except ValueError:  # an empty cell
+                        pass
+            elif hasattr(o, "__wrapped__"):  # jax.jit and functools.wraps
+                visit(o.__wrapped__, depth + 1)
+            elif not isinstance(o, type):
+                leaves = jax.tree_util.tree_leaves(o)
+                if not (len(leaves) == 1 and leaves[0] is o):
+                    visit(leaves, depth + 1)
 
     visit(obj)
     return digest.hexdigest()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import rasterio
+from dask_cluster import dask_cluster as dask_cluster_at
 from rasterio.transform import from_origin
 
 import presets
@@ -353,41 +353,10 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models):
 # Dask: a real scheduler and two workers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dask_cluster(tmp_path):
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    log = open(tmp_path / "dask.log", "w")
-    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)]
-    try:
-        for i in range(2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
-                 "--host", "127.0.0.1", "--name", f"w{i}", "--local-directory", str(tmp_path / f"w{i}")],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-        from dask.distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=120)
+    with dask_cluster_at(tmp_path) as address:
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
 
 
 def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
