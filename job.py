@@ -24,7 +24,8 @@ from typing import Any
 
 import cli
 from cli import UsageError
-from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets, split_hpars
+from presets import (CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, preset_name, presets,
+                     split_hpars)
 
 __all__ = [
     "CHECKPOINT_STEPS",
@@ -101,7 +102,7 @@ def _batch_size(text: str) -> int | str:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "preset": _checked(cli.preset_name),
+    "preset": _checked(preset_name),
     "seed": _int(0),
     "resume_checkpoint": _optional(_int(-1)),
     "folder": _text,

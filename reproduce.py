@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+import catalog
 import cli
 import paths_config
 import presets
@@ -201,11 +202,11 @@ def training_skip_reason(workflow: Workflow, preset: str, seed: int) -> str | No
     in the trained-models folder (a published one) counts as done. A run whose trainer
     recorded the outcome "diverged" is done too (a result); any other outcome is retried."""
     runs_folder = workflow.paths["train_runs_folder"]
-    folders = run_layout.run_folder_candidates(runs_folder, preset, seed)
+    folders = catalog.run_folder_candidates(runs_folder, preset, seed)
     if not any(folder.is_dir() for folder in folders):
         exported = run_layout.TrainedModel(preset, seed, Path(workflow.paths["trained_models_folder"])).weights_path
         return "exported model exists" if exported.exists() else None
-    if run_layout.is_run_finished(runs_folder, preset, seed, workflow.train_steps):
+    if catalog.is_run_finished(runs_folder, preset, seed, workflow.train_steps):
         return "finished"
     for folder in folders:
         outcome = run_layout.read_outcome(folder)
@@ -362,8 +363,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="reproduce.py", description="Run the paper's workflow in order, skipping finished work.",
         epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.")
-    parser.add_argument("--presets", type=cli.preset_list, help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", type=cli.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument("--presets", type=presets.preset_list, help="comma-separated presets, or 'all' (default: all)")
+    parser.add_argument("--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
     parser.add_argument("--train-steps", type=cli.positive_int, help="training steps per run (default: the paper's 1,500,000)")
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", help="comma-separated steps to leave out")

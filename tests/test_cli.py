@@ -141,17 +141,17 @@ def test_int_and_float_types():
 
 
 def test_preset_and_seed_lists():
-    assert cli.preset_name("lp2x3") == "lp2x3"
+    assert presets.preset_name("lp2x3") == "lp2x3"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown preset 'nope'"):
-        cli.preset_name("nope")
-    assert cli.seed_list("0-11") == list(range(12))
-    assert cli.seed_list("3, 0-2,7") == [0, 1, 2, 3, 7]
-    assert cli.seed_list("5") == [5]
+        presets.preset_name("nope")
+    assert presets.seed_list("0-11") == list(range(12))
+    assert presets.seed_list("3, 0-2,7") == [0, 1, 2, 3, 7]
+    assert presets.seed_list("5") == [5]
     for bad in ("", "x", "3-1", "-1", "1-", "1,,2", "0.5"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.seed_list(bad)
-    assert cli.preset_list("lp2x3,repl") == ["lp2x3", "repl"]
-    assert len(cli.preset_list("all")) == 22
+            presets.seed_list(bad)
+    assert presets.preset_list("lp2x3,repl") == ["lp2x3", "repl"]
+    assert len(presets.preset_list("all")) == 22
     for bad in ("lp2x3,nope", "repl,repl", ""):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.preset_list(bad)
+            presets.preset_list(bad)

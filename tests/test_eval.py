@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import bilinear_test
+import catalog
 import data_utils
 import cli
 import eval_geometry as geo
@@ -142,16 +143,16 @@ def test_target_size_fits_the_images():
 
 
 def test_find_models_and_hidden_channels(published, tmp_path):
-    found = run_layout.find_trained_models(published)
+    found = catalog.find_trained_models(published)
     assert [(m.preset, m.seed) for m in found] == [("lp2x3_oc5", 0), ("zero_oc5", 0), ("repl", 0), ("repl", 1)]
-    assert [m.name for m in run_layout.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
+    assert [m.name for m in catalog.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
     assert published_models.read_hidden_channels(found[0].weights_path) == HIDDEN
     bad = tmp_path / "repl_s0.eqx"
     np.save(bad, np.zeros((2, 2)))
     with pytest.raises(cli.UserError, match="not an RVSR weights file"):
         published_models.read_hidden_channels(bad)
     with pytest.raises(run_layout.LayoutError, match="no trained models folder"):
-        run_layout.find_trained_models(tmp_path / "missing")
+        catalog.find_trained_models(tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import equinox as eqx
 import numpy as np
 import pytest
 
+import catalog
+import checkpoints
 import run_layout
 import train_utils
 
@@ -137,7 +139,7 @@ def flip_a_bit(checkpoint: Path) -> None:
 def test_all_checkpoints_unusable_changes_nothing(tmp_path, data, env, damage):
     folder = tmp_path / "run"
     assert run_job(folder, data, env, train_steps=8).returncode == 0
-    steps = train_utils.list_checkpoints(folder)
+    steps = checkpoints.list_checkpoints(folder)
     assert steps == [4, 8]
     for step in steps:
         damage(run_layout.checkpoint_folder(folder, step))
@@ -156,7 +158,7 @@ def test_all_checkpoints_unusable_changes_nothing(tmp_path, data, env, damage):
 def test_protect_existing_false_starts_over(tmp_path, data, env, uninterrupted):
     folder = tmp_path / "run"
     assert run_job(folder, data, env, train_steps=8).returncode == 0
-    for step in train_utils.list_checkpoints(folder):
+    for step in checkpoints.list_checkpoints(folder):
         garble_json(run_layout.checkpoint_folder(folder, step))
     done = run_job(folder, data, env, protect_existing="False")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -179,7 +181,7 @@ def test_damaged_newest_checkpoint_resumes_from_previous(tmp_path, data, env, un
     assert done.returncode == 0, done.stderr[-2000:]
     assert "skipping checkpoint of step 12" in done.stdout and "resuming from step 8" in done.stdout
     assert_same_run(folder, uninterrupted)
-    train_utils.load_checkpoint(run_layout.checkpoint_folder(folder, 12))  # rewritten, verifies
+    checkpoints.load_checkpoint(run_layout.checkpoint_folder(folder, 12))  # rewritten, verifies
 
 
 def test_format_1_checkpoint_still_resumes(tmp_path, data, env, uninterrupted):
@@ -243,7 +245,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, data, env):
             break  # finished before this kill
         process.send_signal(signal.SIGKILL)
         process.wait()
-        checkpoints_at_kills.append(train_utils.list_checkpoints(folder))
+        checkpoints_at_kills.append(checkpoints.list_checkpoints(folder))
     assert len(checkpoints_at_kills) >= 3 and any(checkpoints_at_kills), checkpoints_at_kills
     done = run_job(folder, data, env, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -294,13 +296,13 @@ def test_full_disk_during_checkpoint_keeps_earlier_ones(tmp_path, data, monkeypa
         return serialise(path, tree)
 
     monkeypatch.setattr(eqx, "tree_serialise_leaves", fill_disk_at_step_12)
-    with pytest.raises(train_utils.CheckpointWriteError, match="No space left on device") as error:
+    with pytest.raises(checkpoints.CheckpointWriteError, match="No space left on device") as error:
         train_utils.train(tiny_hpars(folder, data))
     assert "step 12" in str(error.value) and "resume_checkpoint=-1" in str(error.value)
-    assert train_utils.list_checkpoints(folder) == [4, 8]
+    assert checkpoints.list_checkpoints(folder) == [4, 8]
     assert not [p for p in folder.iterdir() if run_layout.is_temporary_checkpoint_name(p.name)]
     for step in (4, 8):
-        train_utils.load_checkpoint(run_layout.checkpoint_folder(folder, step))  # intact: checksums hold
+        checkpoints.load_checkpoint(run_layout.checkpoint_folder(folder, step))  # intact: checksums hold
     assert json.loads((folder / "exception.json").read_text())["kind"] == "failed"
 
     monkeypatch.setattr(eqx, "tree_serialise_leaves", serialise)  # space freed
@@ -339,23 +341,23 @@ def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, env):
     whole = tmp_path / "whole"
     done = subprocess.run(eval_mse_command(published, whole, data["test"]), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = run_layout.find_output_crop_sumsqs(whole)
+    expected = catalog.find_output_crop_sumsqs(whole)
     assert len(expected) == 4
 
     parts = tmp_path / "parts"
     process = subprocess.Popen(eval_mse_command(published, parts, data["test"]), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
-    while not run_layout.find_output_crop_sumsqs(parts) and process.poll() is None and time.monotonic() < deadline:
+    while not catalog.find_output_crop_sumsqs(parts) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    stored_at_kill = len(run_layout.find_output_crop_sumsqs(parts))
+    stored_at_kill = len(catalog.find_output_crop_sumsqs(parts))
     assert 1 <= stored_at_kill < 4, "killed too late to test anything"
 
     done = subprocess.run(eval_mse_command(published, parts, data["test"]), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    got = run_layout.find_output_crop_sumsqs(parts)
+    got = catalog.find_output_crop_sumsqs(parts)
     assert sorted(got) == sorted(expected)
     for run, path in expected.items():
         np.testing.assert_array_equal(np.load(got[run]), np.load(path))
@@ -374,7 +376,7 @@ def test_full_disk_while_appending_history_is_one_clear_error(tmp_path, data, mo
     monkeypatch.setattr(train_utils.CsvHistory, "append", fill_disk_after_step_14)
     with pytest.raises(train_utils.JobError, match="No space left on device.*checkpoints are intact"):
         train_utils.train(tiny_hpars(folder, data))
-    assert train_utils.list_checkpoints(folder) == [4, 8, 12]
+    assert checkpoints.list_checkpoints(folder) == [4, 8, 12]
     monkeypatch.setattr(train_utils.CsvHistory, "append", append)
     train_utils.train(tiny_hpars(folder, data))
     assert_same_run(folder, uninterrupted)

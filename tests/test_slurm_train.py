@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+import checkpoints
 import run_layout
 import slurm_train
 from slurm_cluster import SlurmCluster, missing_requirements
@@ -242,7 +243,7 @@ def test_trainer_resumes_exactly_after_sigterm(tmp_path, monkeypatch):
     assert (interrupted.value.signum, interrupted.value.step) == (signal.SIGTERM, 7)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the trainer's handler is gone again
     run = tmp_path / "run"
-    assert train_utils.list_checkpoints(run) == [4, 7]
+    assert checkpoints.list_checkpoints(run) == [4, 7]
     assert not (run / "exception.txt").exists()  # an interruption is not a failure
     assert len((run / "train_history.csv").read_text().splitlines()) == 1 + 7
 
@@ -357,7 +358,7 @@ def test_array_job_trains_and_status_reports(capsys, cluster, training, slurm_en
     for index, preset in enumerate(["zero-repl", "repl"]):
         folder = slurm_env / "runs" / f"{preset}_s0"
         log = task_log(slurm_env, job_id, index)
-        assert slurm_train.checkpoint_steps(folder) == [FIRST_CHECKPOINT, TRAIN_STEPS], log
+        assert checkpoints.complete_checkpoint_steps(folder) == [FIRST_CHECKPOINT, TRAIN_STEPS], log
         assert "job.py exited with status 0" in log
         reference_runs[preset] = folder
 
@@ -397,7 +398,7 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_exactly(
     assert stopped, log
     interrupted_at = int(stopped[1])
     assert 1 <= interrupted_at < TRAIN_STEPS
-    assert slurm_train.checkpoint_steps(folder) == sorted({interrupted_at, FIRST_CHECKPOINT, TRAIN_STEPS})
+    assert checkpoints.complete_checkpoint_steps(folder) == sorted({interrupted_at, FIRST_CHECKPOINT, TRAIN_STEPS})
     assert "job.py exited with status 138" in log  # 128 + SIGUSR1, then the task requeued itself
     assert "restart 1" in log
     assert f"Resuming from {folder.relative_to(slurm_env) / f'{interrupted_at:08d}'}" in log

@@ -15,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+import checkpoints
 import data_utils
 import presets
+import train_state
 import train_utils
 
 
@@ -64,13 +66,13 @@ def test_run_folder_contents(tmp_path, data_paths):
     ts = train_utils.train(hpars)
     run = tmp_path / "run"
     assert ts.step == 3
-    assert train_utils.list_checkpoints(run) == [2, 3]
+    assert checkpoints.list_checkpoints(run) == [2, 3]
 
     train_rows = read_csv(run / "train_history.csv")
     assert train_rows[0] == ["step", "loss", "learning_rate"]
     assert [int(r[0]) for r in train_rows[1:]] == [1, 2, 3]
     # The learning rate logged for step s is the one used by that update: schedule(s - 1).
-    schedule = train_utils.make_schedule(hpars)
+    schedule = train_state.make_schedule(hpars)
     for step, loss, lr in train_rows[1:]:
         assert np.isfinite(float(loss))
         assert float(lr) == pytest.approx(float(schedule(int(step) - 1)), rel=1e-6)
@@ -90,7 +92,7 @@ def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1)
     ts = train_utils.train(hpars)
     checkpoint = tmp_path / "run" / "00000001"
-    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(train_utils.CHECKPOINT_FILES)
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(checkpoints.CHECKPOINT_FILES)
     info = json.loads((checkpoint / "checkpoint.json").read_text())
     assert info["step"] == 1 and info["config"]["preset"] == "lp1x1cs" and info["options"]["train_steps"] == 1
     assert set(info["config"]) == set(presets.CONFIG_KEYS) and "folder" not in info["config"]
@@ -103,7 +105,7 @@ def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
             records.append(np.load(f, allow_pickle=False))
     assert [r.shape for r in records] == [leaf.shape for leaf in model_leaves(ts.model)]
 
-    loaded, _ = train_utils.load_checkpoint(checkpoint)
+    loaded, _ = checkpoints.load_checkpoint(checkpoint)
     for a, b in zip(model_leaves(loaded.model), model_leaves(ts.model)):
         np.testing.assert_array_equal(a, b)
     assert loaded.rng.bit_generator.state == ts.rng.bit_generator.state
@@ -146,9 +148,9 @@ def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths):
 def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
     train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=2))
     other = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=3, resume_checkpoint=-1, batch_size=3)
-    with pytest.raises(train_utils.CheckpointError, match="batch_size"):
+    with pytest.raises(checkpoints.CheckpointError, match="batch_size"):
         train_utils.train(other)
-    with pytest.raises(train_utils.CheckpointError, match="00000001"):
+    with pytest.raises(checkpoints.CheckpointError, match="00000001"):
         train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, resume_checkpoint=1))
 
 
@@ -166,16 +168,16 @@ def test_stop_signal_writes_checkpoint_then_stops(tmp_path, data_paths, monkeypa
     with pytest.raises(train_utils.TrainingInterrupted) as stopped:
         train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=5, checkpoint_steps=[]))
     assert (stopped.value.signum, stopped.value.step) == (signal.SIGUSR1, 2)
-    assert train_utils.list_checkpoints(tmp_path / "run") == [2]
+    assert checkpoints.list_checkpoints(tmp_path / "run") == [2]
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
 
 
 def test_latest_checkpoint_skips_partial_and_incomplete(tmp_path):
     (tmp_path / ".partial-00000009-abcd").mkdir()
     (tmp_path / "00000005").mkdir()  # incomplete: no files
-    assert train_utils.list_checkpoints(tmp_path) == [5]
-    assert train_utils.latest_checkpoint(tmp_path) is None
-    assert train_utils.latest_checkpoint(tmp_path / "missing") is None
+    assert checkpoints.list_checkpoints(tmp_path) == [5]
+    assert checkpoints.latest_checkpoint(tmp_path) is None
+    assert checkpoints.latest_checkpoint(tmp_path / "missing") is None
 
 
 def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, data_paths):
@@ -189,10 +191,10 @@ def test_protect_existing(tmp_path, data_paths):
     (run / "notes.txt").write_text("not written by the trainer")
     with pytest.raises(train_utils.RunFolderExistsError, match="protect_existing=False"):
         train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1))
-    assert train_utils.list_checkpoints(run) == [1, 2]
+    assert checkpoints.list_checkpoints(run) == [1, 2]
 
     train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1, protect_existing=False))
-    assert train_utils.list_checkpoints(run) == [1]  # the old run's checkpoints are gone
+    assert checkpoints.list_checkpoints(run) == [1]  # the old run's checkpoints are gone
     assert (run / "notes.txt").exists()  # files the trainer did not write stay
     assert len(read_csv(run / "train_history.csv")) == 2
 
@@ -229,7 +231,7 @@ def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch):
     assert "NaN at step 2" in (tmp_path / "run" / "exception.txt").read_text()
     outcome = json.loads((tmp_path / "run" / "exception.json").read_text())
     assert outcome == {"kind": "diverged", "step": 2, "message": "training loss is NaN at step 2"}
-    assert train_utils.list_checkpoints(tmp_path / "run") == []
+    assert checkpoints.list_checkpoints(tmp_path / "run") == []
 
 
 def test_huge_loss_stops_only_after_warmup(tmp_path):
