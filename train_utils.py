@@ -323,7 +323,8 @@ def load_image_data(
     """The images ``(N, 3, H, W)`` float32 of a .npy file (memory-mapped); ``DataError`` in
     one line if missing, of another shape or dtype, or (``check_finite``) holding a NaN or
     infinity, naming the first such image: caught here, before a training run spends hours
-    on it, rather than as a NaN loss later."""
+    on it, rather than as a NaN loss later. The finite check reads the whole file once per
+    version of it (``data_utils.first_non_finite_image_of_file``), not at every resume."""
     require_data_file(path, name)
     try:
         # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
@@ -339,7 +340,7 @@ def load_image_data(
     if len(data) < min_images:
         raise DataError(f"{name} data {path} has {len(data)} images, fewer than the batch size {min_images}")
     if check_finite:
-        bad = data_utils.first_non_finite_image(data)
+        bad = data_utils.first_non_finite_image_of_file(path, data)
         if bad is not None:
             raise DataError(
                 f"{name} data {path}: image {bad} holds NaN or infinite values; remake the file with make_dataset_npys.py"
@@ -478,8 +479,9 @@ def train(config: dict, options: dict | None = None) -> TrainState:
     # Without saving there is nowhere to put a test loss, so it is not computed (fast dry
     # runs and timing).
     # The data is checked before the run folder is touched. Runs that save results also get
-    # every value checked for NaN / infinity (a minute for the full 28 GB, against days of
-    # training); dry runs and timing runs (save=False) skip that.
+    # every value checked for NaN / infinity (a minute or more for the full 28 GB; once per
+    # version of each file, recorded beside it, so resumes and requeues skip it); dry runs
+    # and timing runs (save=False) skip that.
     train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size, check_finite=save)
     test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size, check_finite=True) if save else None
     ts, histories = _start_run(hpars)

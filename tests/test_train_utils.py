@@ -281,6 +281,29 @@ def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path,
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
+def test_resumed_run_does_not_read_the_data_again_but_a_changed_file_is(tmp_path, data_paths, monkeypatch):
+    # The finite-values check reads a data file once per version of it (a stamp beside it),
+    # not at every resume or Slurm requeue; a file rewritten since is read, and refused, again.
+    train = tmp_path / "train.npy"
+    train.write_bytes(Path(data_paths["train"]).read_bytes())
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(train), train_steps=1,
+                       checkpoint_steps=[1])  # fmt: skip
+    train_utils.train(hpars)
+
+    def no_scan(data):
+        raise AssertionError("the data was read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data_utils, "first_non_finite_image", no_scan)
+        assert train_utils.train({**hpars, "train_steps": 2, "resume_checkpoint": -1}).step == 2
+    images = np.load(train)
+    images[1, 0, 5, 5] = np.nan
+    np.save(train, images)
+    with pytest.raises(train_utils.DataError, match="image 1 holds NaN or infinite"):
+        train_utils.train({**hpars, "train_steps": 3, "resume_checkpoint": -1})
+    assert checkpoints.list_checkpoints(tmp_path / "run") == [1, 2]
+
+
 def test_non_finite_test_data_is_refused_too(tmp_path, data_paths):
     array = np.load(data_paths["test"]).copy()
     array[0, 0, 0, 0] = -np.inf
