@@ -24,8 +24,17 @@ from typing import Any
 
 import cli
 from cli import UsageError
-from presets import (CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, preset_name, presets,
-                     split_hpars)
+from presets import (
+    CHECKPOINT_STEPS,
+    REPLACE,
+    default_hpars,
+    get_preset_hpars,
+    hpars,
+    merge_hpars,
+    preset_name,
+    presets,
+    split_hpars,
+)
 
 __all__ = [
     "CHECKPOINT_STEPS",

@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
 import catalog
 import cli
 import paths_config

@@ -42,6 +42,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
 import catalog
 import checkpoints
 import cli

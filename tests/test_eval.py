@@ -17,12 +17,12 @@ import pytest
 
 import bilinear_test
 import catalog
-import data_utils
 import cli
+import data_utils
 import eval_geometry as geo
-import eval_models as em
 import eval_inference_time
 import eval_layer_nmse
+import eval_models as em
 import eval_mse
 import eval_train_time
 import presets
