@@ -33,6 +33,7 @@ pixel are skipped.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import logging
@@ -342,6 +343,12 @@ def _forget_files() -> None:
     with _CACHE_LOCK:
         for key in [k for k in _CACHE if k[0] in ("reader", "store")]:
             del _CACHE[key]
+
+
+# An input left open until the interpreter's final garbage collection would be closed by its
+# __del__ when the modules it needs are gone (rasterio then reports "Error in sys.excepthook" on
+# stderr): drop the cached files while the interpreter is still whole, also on Dask workers.
+atexit.register(_forget_files)
 
 
 def loaded_model(spec: ModelSpec) -> tuple[Any, Any, int]:
@@ -766,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_script("superresolve.py", lambda: run(args), interrupted="interrupted; rerun the same command to continue")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _forget_files()  # no input file stays open after the run
 
 
 if __name__ == "__main__":
