@@ -96,12 +96,9 @@ def new_hash(algorithm: str) -> "hashlib._Hash":
 
 
 def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of the file at ``path``, read in chunks."""
-    digest = new_hash(algorithm)
+    """Hex digest of the file at ``path`` (``algorithm`` as :func:`new_hash` takes it)."""
     with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, lambda: new_hash(algorithm)).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import paths_config
 import presets
 import published_models
 import results_tables as rt
+import run_layout
 import tiling
 from cli import UserError
 from eval_geometry import NUM_MASKS, fit_target_size, output_crop_of, output_side
@@ -55,7 +56,7 @@ from theory import THEORY_METHODS, one_step_nmse
 
 SR_RATE: int = presets.hpars["sr_rate"]  # of every preset; the image figures use it
 TILING_PADDINGS: tuple[str, ...] = tuple(COMPARED_PRESETS)
-SAMPLE_TEST_IMAGES = (2, 7, 24, 36)  # a subset of the trainer's sample images
+FIGURE_SAMPLE_IMAGES = run_layout.SAMPLE_TEST_IMAGES[:4]  # test images of the image figures
 FONT_PREFERENCE = ("Times New Roman", "Liberation Serif")
 PADDING_COLORS = {"lp2x3": "tab:blue", "repl": "tab:orange", "zero": "tab:green"}
 CROP_COLORS = {0: "C0", 1: "C1", 5: "C2"}
@@ -210,7 +211,7 @@ def make_padding_samples(ctx: Context, count: int = 10, size: int = 96) -> list[
     return save_figure(fig, "padding_samples", ctx.graphs_folder)
 
 
-def make_inputs_and_targets(ctx: Context, indices: Sequence[int] = SAMPLE_TEST_IMAGES) -> list[Path]:
+def make_inputs_and_targets(ctx: Context, indices: Sequence[int] = FIGURE_SAMPLE_IMAGES) -> list[Path]:
     """Low-res inputs (top) and high-res targets (bottom) of a few test images, centre crops
     as in the test loss (48x48 and 192x192 for full-size data, eval_mse.py's default size)."""
     data = ctx.test_images(4 * SR_RATE)
@@ -242,7 +243,7 @@ def _centre_window(image: np.ndarray, size: int) -> np.ndarray:
     return image[..., centre - half:centre + half, centre - half:centre + half]
 
 
-def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], window: int = 96) -> list[Path]:
+def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0], window: int = 96) -> list[Path]:
     """The paper's tiling figure: outputs stitched from 2x2 tiles, around the tile corner (the image centre), and their
     absolute deviation from the untiled output (mean over channels), for the paddings of
     ``TILING_PADDINGS`` at output crops 0, 1 and 5; one trained model (the lowest successful

@@ -48,10 +48,9 @@ __all__ = [
     "main",
 ]
 
-EXIT_ERROR, EXIT_USAGE, EXIT_OUT_OF_MEMORY = cli.EXIT_ERROR, cli.EXIT_USAGE, 3
+EXIT_OUT_OF_MEMORY = 3
+"""job.py's exit status when training runs out of memory (timing_search.py tries a smaller batch)."""
 USAGE = "usage: python job.py preset=NAME [seed=N] [name=value ...]"
-# UsageError (a bad command line; exit status 2) is cli's, imported above: slurm_train.py and
-# reproduce.py catch it from job.parse_args as job.UsageError.
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:

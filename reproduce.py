@@ -51,7 +51,6 @@ import presets
 import run_layout
 from presets import LAYER_NMSE_PRESETS
 
-EXIT_FAILED, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
 STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
@@ -104,7 +103,6 @@ FAST_SMOKE = dataclasses.replace(
 )
 
 
-UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
 class StepFailed(cli.UserError):
@@ -356,7 +354,7 @@ def _step_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in STEPS]
     if unknown or not names:
-        raise UsageError(f"unknown step(s) {', '.join(unknown) or repr(text)}; steps: {', '.join(STEPS)}")
+        raise cli.UsageError(f"unknown step(s) {', '.join(unknown) or repr(text)}; steps: {', '.join(STEPS)}")
     return names
 
 
@@ -385,7 +383,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
         argv, job_args = argv[:split], argv[split + 1:]
     args = make_parser().parse_args(argv)
     if args.fast and not args.smoke:
-        raise UsageError("--fast needs --smoke")
+        raise cli.UsageError("--fast needs --smoke")
     scale = (FAST_SMOKE if args.fast else SMOKE) if args.smoke else PAPER
     chosen_presets = args.presets or scale.presets
     chosen_seeds = args.seeds or scale.seeds
@@ -394,13 +392,13 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
         train_steps = presets.hpars["train_steps"]
     for arg in job_args:
         if arg.partition("=")[0] in RESERVED_JOB_NAMES:
-            raise UsageError(f"{arg!r} after --: reproduce.py sets {', '.join(RESERVED_JOB_NAMES)} itself")
+            raise cli.UsageError(f"{arg!r} after --: reproduce.py sets {', '.join(RESERVED_JOB_NAMES)} itself")
     import job  # no side effects; its parser checks the names and values
 
     try:
         job.parse_args(["preset=repl", *scale.job_args, *job_args])
-    except job.UsageError as e:
-        raise UsageError(f"after --: {e}") from None
+    except cli.UsageError as e:
+        raise cli.UsageError(f"after --: {e}") from None
     steps = _step_list(args.only) if args.only else list(STEPS)
     skipped = _step_list(args.skip) if args.skip else []
     steps = [s for s in STEPS if s in steps and s not in skipped]
@@ -428,7 +426,7 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
             STEP_FUNCTIONS[step](workflow)
         except StepFailed as e:
             print(f"reproduce.py: error: step {step}: {cli.one_line(e)}", file=sys.stderr)
-            return EXIT_FAILED
+            return cli.EXIT_ERROR
     graphs = workflow.paths["graphs_folder"]
     print(f"\ndone in {time.monotonic() - start:.0f} s; figures and tables in {graphs}")
     return 0

@@ -56,6 +56,8 @@ TRAIN_HISTORY_FILENAME = "train_history.csv"
 TEST_HISTORY_FILENAME = "test_history.csv"
 RUN_HISTORY_FILENAMES = {"train": TRAIN_HISTORY_FILENAME, "test": TEST_HISTORY_FILENAME}
 TEST_IMAGES_FOLDER = "test_images"
+SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
+"""The test images whose input, target and predictions a run saves in ``test_images/``."""
 OUTCOME_FILENAME = "exception.json"
 EXCEPTION_FILENAME = "exception.txt"
 PARTIAL_CHECKPOINT_PREFIX = ".partial-"

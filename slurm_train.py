@@ -50,9 +50,8 @@ import paths_config
 import presets
 import run_layout
 from io_utils import atomic_write_json
-from presets import FEW_SEED_PRESETS, PAPER_SEEDS, Run, plan  # noqa: F401  (the plan lives in presets)
+from presets import Run, plan
 
-EXIT_ERROR, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 WARNING_SIGNAL_SECONDS = 300
 # job.py names that slurm_train.py sets itself, per task.
 RESERVED_NAMES = ("preset", "seed", "resume_checkpoint", "folder")
@@ -63,7 +62,6 @@ SLURM_TIMEOUT_SECONDS = 60
 DEFAULT_RUNS_FOLDER = paths_config.default_paths()["train_runs_folder"]
 
 
-UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
 class SlurmError(cli.UserError):
@@ -426,18 +424,18 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, extra = argv[:split], argv[split + 1 :]
     args = make_parser().parse_args(argv)
     if args.status and (args.dry_run or extra):
-        raise UsageError("--status takes only --presets and --seeds")
+        raise cli.UsageError("--status takes only --presets and --seeds")
     if args.mem is not None and args.mem.lower() == "none":
         args.mem = None
     import job  # no side effects; its parser knows job.py's names and value types
 
     for arg in extra:
         if arg.partition("=")[0] in RESERVED_NAMES:
-            raise UsageError(f"{arg!r} after --: slurm_train.py sets {', '.join(RESERVED_NAMES)} itself")
+            raise cli.UsageError(f"{arg!r} after --: slurm_train.py sets {', '.join(RESERVED_NAMES)} itself")
     try:
         job.parse_args(["preset=repl", *extra])
-    except job.UsageError as e:
-        raise UsageError(f"after --: {e}") from None
+    except cli.UsageError as e:
+        raise cli.UsageError(f"after --: {e}") from None
     return args, extra
 
 

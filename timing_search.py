@@ -33,11 +33,11 @@ import paths_config
 import presets
 from cli import UserError, non_negative_float, non_negative_int, positive_int, print_table
 from eval_geometry import DEFAULT_TARGET_SIZE, output_crop_of, output_side, sr_rate_of
+from job import EXIT_OUT_OF_MEMORY
 from results_store import Unit, nested_get, read_json, run_units, update_json
 from run_layout import timing_path as results_timing_path
 
 JOB_SCRIPT = Path(__file__).resolve().parent / "job.py"
-JOB_EXIT_OUT_OF_MEMORY = 3
 PROBE_STEPS = 5  # steps of a batch-size probe; only whether it runs matters
 MODES = ("train", "inference")
 
@@ -172,7 +172,7 @@ def _ran(result: JobResult, what: str) -> bool:
     """True if the job ran, False if it ran out of memory; ``UserError`` for other failures."""
     if result.returncode == 0:
         return True
-    if result.returncode == JOB_EXIT_OUT_OF_MEMORY:
+    if result.returncode == EXIT_OUT_OF_MEMORY:
         return False
     raise UserError(f"{what}: job.py failed with exit status {result.returncode}: {result.message}")
 

@@ -51,10 +51,9 @@ import rvsr
 from checkpoints import CheckpointError
 from cli import UserError, one_line
 from io_utils import atomic_write_json, atomic_write_text, fsync_file
-from run_layout import TEST_IMAGES_FOLDER
+from run_layout import SAMPLE_TEST_IMAGES, TEST_IMAGES_FOLDER
 from train_state import TrainState, build_model, init_train_state, make_optimizer, trainable
 
-SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
 MAX_LOSS_AFTER_WARMUP = 1e6
 WARMUP_STEPS = 100
 # Losses are fetched from the device every this many steps, so that the host can prepare the

@@ -10,7 +10,6 @@ import pytest
 
 import cli
 import download_dataset
-import job
 import make_dataset_npys
 import presets
 import reproduce
@@ -111,7 +110,6 @@ def test_every_scripts_expected_failures_are_user_errors():
         assert issubclass(error, cli.UserError), error
     # ValueError too, as before, for code that caught them as such.
     assert issubclass(run_layout.LayoutError, ValueError) and issubclass(presets.PlanError, ValueError)
-    assert job.UsageError is slurm_train.UsageError is reproduce.UsageError is cli.UsageError
     # A transient download failure is retried inside download_dataset, not reported.
     assert not issubclass(download_dataset.TransientError, cli.UserError)
 

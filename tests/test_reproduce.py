@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import cli
 import reproduce
 import run_layout
 
@@ -76,7 +77,7 @@ def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
     (["--no-such-option"], "unrecognized arguments"),
 ])
 def test_bad_command_lines(capsys, args, message):
-    assert reproduce.main(args) == reproduce.EXIT_USAGE
+    assert reproduce.main(args) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("reproduce.py: error: ") and message in err and err.count("\n") == 1
 
