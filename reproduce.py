@@ -1,7 +1,7 @@
 """Run the paper's whole workflow in order, skipping what is already done.
 
     python reproduce.py [--presets lp2x3,repl] [--seeds 0-11] [--train-steps N]
-                        [--only STEP,...] [--skip STEP,...] [--dry-run] [-- name=value ...]
+                        [--only STEP,...] [--skip STEP,...] [--dry-run] [--yes] [-- name=value ...]
     python reproduce.py --smoke [--fast] [--smoke-root smoke]
 
 Steps, in order (each a script of this repository, run as a subprocess):
@@ -27,7 +27,9 @@ in ``main``; the steps get them as the workflow's paths and the scripts as their
 (``smoke/``): synthetic .nc files served by a local Metax stand-in, a small split of small
 images, short training of six presets with two seeds, every evaluation with small caps, and
 the notebook, which must write every figure. ``--fast`` shrinks it to two presets, one seed
-and ten steps (CI). Exit status: 0 done, 1 a step failed, 2 a bad command line.
+and ten steps (CI). At full scale, a run that would download the dataset or train first says
+so and asks (at a terminal) or needs ``--yes``. Exit status: 0 done, 1 a step failed, 2 a bad
+command line or an unconfirmed full-scale run.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Workflow:
     job_args: list[str]
     env: dict[str, str]
     dry_run: bool = False
+    confirmed: bool = False  # --yes: download and train at full scale without asking
 
     @property
     def paths(self) -> dict[str, str]:
@@ -295,11 +298,16 @@ def step_notebook(workflow: Workflow) -> None:
         "--ExecutePreprocessor.timeout=-1", "--output-dir", graphs, NOTEBOOK])
     if status != 0:
         raise StepFailed(f"executing {NOTEBOOK.name} failed with exit status {status}")
-    if workflow.scale.synthetic_files and not workflow.dry_run:
-        skipped = notebook_skips(graphs / NOTEBOOK.name)
-        if skipped:
-            raise StepFailed("the smoke run must make every figure and table, but the notebook "
-                             + "; ".join(skipped))
+    if workflow.dry_run:
+        return
+    # The reasons are in the executed copy only; say them here too, where the run is watched.
+    skipped = notebook_skips(graphs / NOTEBOOK.name)
+    for line in skipped:
+        print(f"notebook: {line}")
+    if skipped and workflow.scale.synthetic_files:
+        raise StepFailed("the smoke run must make every figure and table, but the notebook " + "; ".join(skipped))
+    print(f"notebook: {'all figures and tables made' if not skipped else f'{len(skipped)} skipped'}; "
+          f"the executed copy is {graphs / NOTEBOOK.name}")
 
 
 def notebook_skips(executed: Path) -> list[str]:
@@ -368,6 +376,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", help="comma-separated steps to leave out")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    parser.add_argument("--yes", action="store_true",
+                        help="download the dataset and train at full scale without asking (needed without a terminal)")
     parser.add_argument("--smoke", action="store_true", help="a toy run of everything, offline on a CPU, in --smoke-root")
     parser.add_argument("--fast", action="store_true", help="with --smoke: two presets, one seed, ten steps")
     parser.add_argument("--smoke-root", default="smoke", help="folder of the smoke run (default: %(default)s)")
@@ -411,12 +421,44 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     runs = presets.plan(chosen_presets, chosen_seeds)
     workflow = Workflow(scale, runs, list(dict.fromkeys(p for p, _ in runs)),
                         None if chosen_seeds is None else list(chosen_seeds), train_steps,
-                        [*scale.job_args, *job_args], env, args.dry_run)
+                        [*scale.job_args, *job_args], env, args.dry_run, args.yes)
     return workflow, steps
+
+
+def full_scale_work(workflow: Workflow, steps: Sequence[str]) -> list[str]:
+    """What of ``steps`` would download the real dataset or train, one line each; nothing for
+    toy runs (--smoke), dry runs and work that is done already."""
+    if workflow.dry_run or workflow.scale.synthetic_files:
+        return []
+    work = []
+    if "download" in steps and not all(path.exists() for path in data_files(workflow)):
+        work.append(f"download the paper's dataset from Metax (about 30 GB) into {workflow.paths['dataset_folder']} "
+                    "and convert it")
+    if "train" in steps:
+        todo = [run for run in workflow.runs if not training_skip_reason(workflow, *run)]
+        if todo:
+            work.append(f"train {len(todo)} runs ({len({p for p, _ in todo})} presets) of {workflow.train_steps:,} steps each into "
+                        f"{workflow.paths['train_runs_folder']} (the paper's runs took about a day or more each on one GPU)")
+    return work
+
+
+def confirm_full_scale(workflow: Workflow, steps: Sequence[str]) -> None:
+    """Say what a full-scale run is about to do and go on only with --yes or a "y" typed at a
+    terminal; ``UsageError`` otherwise (nothing has been started)."""
+    work = full_scale_work(workflow, steps)
+    if not work or workflow.confirmed:
+        return
+    print("reproduce.py is about to:\n" + "\n".join(f"  - {line}" for line in work))
+    hint = "rerun with --yes to go ahead, --dry-run to list the commands, or --smoke for a toy run"
+    if not sys.stdin.isatty():
+        raise cli.UsageError(f"a full-scale run needs confirmation: {hint}")
+    if input("Go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise cli.UsageError(f"not confirmed; {hint}")
 
 
 def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
     """Run ``steps`` in order; the exit status."""
+    confirm_full_scale(workflow, steps)
     start = time.monotonic()
     print(f"{len(workflow.runs)} training runs of {len(workflow.presets)} presets, {workflow.train_steps} steps each; "
           f"steps: {', '.join(steps)}")
