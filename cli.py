@@ -31,6 +31,7 @@ __all__ = [
     "ArgumentParser",
     "one_line",
     "run_script",
+    "run_main",
     "int_at_least",
     "positive_int",
     "non_negative_int",
@@ -95,6 +96,18 @@ def run_script(prog: str, body: Callable[[], int | None], *,
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return status
     return 0 if status is None else status
+
+
+def run_main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+             argv: Sequence[str] | None = None, **run_script_options: Any) -> int:
+    """A script's ``main``, the one convention of every script: parse ``argv`` (default
+    ``sys.argv[1:]``) with ``parser`` and run ``body(args)``, both inside :func:`run_script`
+    under the name ``parser.prog``, so that a bad command line is one line and exit status 2
+    like every other expected failure. ``run_script_options`` (``statuses``, ``interrupted``)
+    go to :func:`run_script`."""
+    if not isinstance(parser, ArgumentParser):
+        raise TypeError("run_main needs a cli.ArgumentParser (argparse's own would exit by itself)")
+    return run_script(parser.prog, lambda: body(parser.parse_args(argv)), **run_script_options)
 
 
 def int_at_least(text: str, minimum: int) -> int:

@@ -106,15 +106,14 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = paths_config.get_paths()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="export_trained_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-folder", default=paths["train_runs_folder"], help="default: %(default)s")
     parser.add_argument("--output-folder", default=paths["trained_models_folder"], help="default: %(default)s")
     parser.add_argument("--presets", nargs="+", type=presets.preset_name, metavar="PRESET", help="default: all")
     parser.add_argument("--seeds", nargs="+", type=cli.non_negative_int, metavar="SEED", help="default: all")
     parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
-    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
         runs = find_run_folders(args.runs_folder, args.presets, args.seeds)
         if not runs:
             raise cli.UserError(f"no run folders of the requested presets / seeds in {args.runs_folder}")
@@ -128,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failed:
             raise cli.UserError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")
 
-    return cli.run_script("export_trained_models.py", body)
+    return cli.run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 its argparse types, and that every script's expected failures are ``cli.UserError``."""
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,29 @@ def test_argument_parser_errors_are_usage_errors(capsys):
     assert cli.run_script("x.py", lambda: parser.parse_args(["--bogus"]) and None) == 2
     err = capsys.readouterr().err
     assert err.startswith("x.py: error: unrecognized arguments: --bogus") and err.count("\n") == 1
+
+
+def test_run_main_parses_inside_the_error_wrapper(capsys):
+    parser = cli.ArgumentParser(prog="x.py")
+    parser.add_argument("--count", type=cli.positive_int, default=1)
+    assert cli.run_main(parser, lambda args: args.count + 2, ["--count", "3"]) == 5
+    assert cli.run_main(parser, lambda args: None, ["--count", "0"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == "x.py: error: argument --count: expected an integer >= 1, got 0\n"
+    with pytest.raises(TypeError, match="cli.ArgumentParser"):
+        cli.run_main(argparse.ArgumentParser(), lambda args: None, [])
+
+
+SCRIPTS = ["bilinear_test", "download_dataset", "eval_inference_time", "eval_layer_nmse", "eval_mse", "eval_train_time",
+           "export_trained_models", "make_dataset_npys", "make_synthetic_dataset"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_reports_a_bad_option_in_one_line(script, capsys):
+    # The one convention (cli.run_main): exit status 2 and one line, never argparse's usage text.
+    module = importlib.import_module(script)
+    assert module.main(["--no-such-option"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == f"{script}.py: error: unrecognized arguments: --no-such-option\n"
 
 
 def test_statuses_add_classes_and_the_most_specific_class_decides(capsys):

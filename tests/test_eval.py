@@ -267,8 +267,8 @@ def test_eval_mse_bad_input(published, test_data, tmp_path, capsys):
     capsys.readouterr()
     other_size = [*mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"), "--target-size", "16"]
     assert "--overwrite" in error_line(other_size)
-    with pytest.raises(SystemExit):
-        eval_mse.main(["--presets", "nonsense"])
+    assert eval_mse.main(["--presets", "nonsense"]) == 2
+    assert "eval_mse.py: error: argument --presets: unknown preset 'nonsense'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,6 +298,7 @@ def test_ring_padding_errors_on_a_ramp():
     np.testing.assert_allclose(deviations, expected_deviations, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch):
     args = ["--models-folder", str(published), "--results-folder", str(tmp_path), "--test-data", str(test_data),
             "--target-size", "96", "--num-images", "2", "--batch-size", "2"]  # fmt: skip
@@ -454,6 +455,7 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
 
 # The child process only calls setrlimit between fork and exec, which is safe in a process
 # that runs JAX threads.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_real_job_out_of_memory_is_detected(tmp_path):
     """job.py under an address-space limit: a batch too large exits 3, which the search
