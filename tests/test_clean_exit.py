@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a pytest run of its own: tens of seconds
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Run by a pytest of its own in a subprocess, so that its interpreter's exit can be watched.

@@ -214,6 +214,7 @@ def test_write_table_formats(tmp_path):
 # Figures
 
 
+@pytest.mark.slow
 def test_every_step_writes_its_files(results, capsys, monkeypatch):
     # Models with lp padding and all twelve padding methods take long to compile on a CPU;
     # the smoke run (reproduce.py --smoke) makes the full figures.
