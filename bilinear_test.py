@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+import cli
+
 SIZE, FACTOR = 48, 4
 
 
@@ -69,24 +71,27 @@ LIBRARIES: dict[str, tuple[str, Callable[[np.ndarray], float]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="bilinear_test.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="largest accepted difference (default: %(default)s)")
-    args = parser.parse_args(argv)
-    image = np.random.default_rng(args.seed).uniform(-1, 1, (SIZE, SIZE))
-    failed = False
-    for name, (module, difference) in LIBRARIES.items():
-        try:
-            __import__(module)
-        except ImportError:
-            print(f"{name}: skipped ({module} is not installed)")
-            continue
-        value = difference(image)
-        ok = value <= args.tolerance
-        failed |= not ok
-        verdict = "replication" if ok else f"NOT replication (above {args.tolerance:g})"
-        print(f"{name}: max abs difference {value:.3g}: {verdict}")
-    return 1 if failed else 0
+
+    def body(args: argparse.Namespace) -> int:
+        image = np.random.default_rng(args.seed).uniform(-1, 1, (SIZE, SIZE))
+        failed = False
+        for name, (module, difference) in LIBRARIES.items():
+            try:
+                __import__(module)
+            except ImportError:
+                print(f"{name}: skipped ({module} is not installed)")
+                continue
+            value = difference(image)
+            ok = value <= args.tolerance
+            failed |= not ok
+            verdict = "replication" if ok else f"NOT replication (above {args.tolerance:g})"
+            print(f"{name}: max abs difference {value:.3g}: {verdict}")
+        return 1 if failed else 0
+
+    return cli.run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

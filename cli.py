@@ -2,16 +2,17 @@
 
 A script wraps its work in :func:`run_script`. Expected failures (missing data, a bad file, a
 request that cannot be met) are :class:`UserError` or a subclass (``run_layout.LayoutError``,
-``presets.PlanError``, ``train_utils.JobError``, ...); ``run_script`` prints one line
+``presets.PlanError``, ...); ``run_script`` prints one line
 ``{prog}: error: ...`` on stderr and returns exit status 1, never a traceback. A
 :class:`UsageError` (a bad command line found after argparse, or by :class:`ArgumentParser`)
 returns 2, like argparse's own errors. A script with further statuses passes ``statuses``; one
 that can be stopped and rerun passes ``interrupted`` (Ctrl-C: one line, status 130). Anything
 else is a bug and keeps its traceback.
 
-This module imports only the standard library at import time (``presets`` only inside
-:func:`preset_name` and friends), so that ``run_layout`` and ``presets`` can derive their
-errors from :class:`UserError` without an import cycle.
+This module imports only the standard library and knows no experiment: the argument types of
+presets and seeds are the plan's (``presets.preset_name``, ``presets.preset_list``,
+``presets.seed_list``), so that every other module can derive its errors from
+:class:`UserError`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ __all__ = [
     "ArgumentParser",
     "one_line",
     "run_script",
+    "run_main",
     "int_at_least",
-    "preset_name",
-    "preset_list",
-    "seed_list",
     "positive_int",
     "non_negative_int",
     "non_negative_float",
@@ -99,6 +98,18 @@ def run_script(prog: str, body: Callable[[], int | None], *,
     return 0 if status is None else status
 
 
+def run_main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+             argv: Sequence[str] | None = None, **run_script_options: Any) -> int:
+    """A script's ``main``, the one convention of every script: parse ``argv`` (default
+    ``sys.argv[1:]``) with ``parser`` and run ``body(args)``, both inside :func:`run_script`
+    under the name ``parser.prog``, so that a bad command line is one line and exit status 2
+    like every other expected failure. ``run_script_options`` (``statuses``, ``interrupted``)
+    go to :func:`run_script`."""
+    if not isinstance(parser, ArgumentParser):
+        raise TypeError("run_main needs a cli.ArgumentParser (argparse's own would exit by itself)")
+    return run_script(parser.prog, lambda: body(parser.parse_args(argv)), **run_script_options)
+
+
 def int_at_least(text: str, minimum: int) -> int:
     """``int(text)`` if it is at least ``minimum``, else ``argparse.ArgumentTypeError``."""
     try:
@@ -129,35 +140,6 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
-
-
-def preset_name(text: str) -> str:
-    """argparse type: one of the paper's presets (``presets.presets``)."""
-    import presets  # here, not at the top: presets imports run_layout, which imports this module
-
-    if text not in presets.presets:
-        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: {', '.join(presets.presets)}")
-    return text
-
-
-def preset_list(text: str) -> list[str]:
-    """argparse type of ``--presets``: comma-separated presets, or ``all`` (``presets.parse_presets``)."""
-    import presets
-
-    try:
-        return presets.parse_presets(text)
-    except presets.PlanError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def seed_list(text: str) -> list[int]:
-    """argparse type of ``--seeds``: seeds like ``0-11`` or ``0,3,5`` (``presets.parse_seeds``)."""
-    import presets
-
-    try:
-        return presets.parse_seeds(text)
-    except presets.PlanError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def print_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -6,12 +6,17 @@ batches as ``(batch, channel, y, x)``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
+
+from io_utils import atomic_write_json
 
 # sRGB transfer function constants (IEC 61966-2-1).
 _SRGB_LINEAR_LIMIT = 0.0031308
@@ -161,3 +166,52 @@ def first_non_finite_image(data: np.ndarray, chunk_bytes: int = 256 << 20) -> in
         if not finite.all():
             return start + int(np.argmin(finite))
     return None
+
+
+# The stamp of a data file found free of NaN and infinity: ``{file}{FINITE_STAMP_SUFFIX}`` beside it.
+FINITE_STAMP_SUFFIX = ".finite.json"
+_IDENTITY_END_BYTES = 1 << 20  # hashed at each end of a file: the .npy header, the first and last images
+
+
+def finite_stamp_path(path: str | os.PathLike) -> Path:
+    """``{path}.finite.json``: where the finite-values check of the data file ``path`` is recorded."""
+    return Path(f"{os.fspath(path)}{FINITE_STAMP_SUFFIX}")
+
+
+def file_identity(path: str | os.PathLike) -> dict:
+    """What tells one version of the file ``path`` from another without reading it whole: its
+    size, inode, modification and status-change times (nanoseconds), and the SHA-256 of its
+    first and last MiB (for a .npy file: the header, the first and the last images)."""
+    with open(path, "rb") as f:
+        stat = os.fstat(f.fileno())
+        digest = hashlib.sha256(f.read(_IDENTITY_END_BYTES))
+        f.seek(max(_IDENTITY_END_BYTES, stat.st_size - _IDENTITY_END_BYTES))
+        digest.update(f.read())
+    return {"bytes": stat.st_size, "inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "ends_sha256": digest.hexdigest()}
+
+
+def first_non_finite_image_of_file(path: str | os.PathLike, data: np.ndarray) -> int | None:
+    """:func:`first_non_finite_image` of ``data``, the array of the .npy file ``path``, read once
+    per version of the file rather than at every start of a run.
+
+    A scan that finds every value finite leaves a stamp (:func:`finite_stamp_path`) holding the
+    file's :func:`file_identity` from before the scan; while the file keeps that identity, later
+    calls return None without reading the data. Any change to the file (rewritten, replaced,
+    touched, a different size) makes its identity differ, and the whole scan runs again. A file
+    with a NaN or infinity never gets a stamp. If the stamp cannot be written (a read-only
+    folder), a note says so and the scan runs again next time."""
+    stamp = finite_stamp_path(path)
+    identity = file_identity(path)
+    try:
+        if json.loads(stamp.read_text()) == identity:
+            return None
+    except (OSError, ValueError):
+        pass  # no stamp, or an unreadable one: scan
+    bad = first_non_finite_image(data)
+    if bad is None:
+        try:
+            atomic_write_json(stamp, identity)
+        except OSError as e:
+            print(f"note: could not record the finite-values check of {path} in {stamp} ({e}); it runs again next time")
+    return bad

@@ -96,12 +96,9 @@ def new_hash(algorithm: str) -> "hashlib._Hash":
 
 
 def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of the file at ``path``, read in chunks."""
-    digest = new_hash(algorithm)
+    """Hex digest of the file at ``path`` (``algorithm`` as :func:`new_hash` takes it)."""
     with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, lambda: new_hash(algorithm)).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +417,7 @@ def download_dataset(metax_url: str, dataset_folder: Path, temp_folder: Path,
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = get_paths()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="download_dataset.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--metax-url", default=DEFAULT_METAX_URL, help="Metax API base URL (default: %(default)s)")
     parser.add_argument("--dataset-folder", default=paths["dataset_folder"], help="where the files go (default: %(default)s)")
     parser.add_argument("--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)")
@@ -429,17 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retries", type=cli.non_negative_int, default=3, help="retries after a transient failure (default: %(default)s)")
     parser.add_argument("--retry-wait", type=cli.non_negative_float, default=2.0,
                         help="seconds before the first retry, doubled for each next one (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if not 0 < args.timeout < float("inf"):
-        parser.error(f"argument --timeout: expected a finite number > 0, got {args.timeout}")
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
+        if not 0 < args.timeout < float("inf"):
+            parser.error(f"argument --timeout: expected a finite number > 0, got {args.timeout}")
         download_dataset(args.metax_url, Path(args.dataset_folder), Path(args.temp_folder),
                          args.timeout, args.retries, args.retry_wait)
 
     # OSError: e.g. a full disk; RequestException: e.g. a malformed --metax-url.
-    return cli.run_script("download_dataset.py", body, statuses={OSError: 1, requests.RequestException: 1},
-                          interrupted="interrupted; rerun to resume")
+    return cli.run_main(parser, body, argv, statuses={OSError: 1, requests.RequestException: 1},
+                        interrupted="interrupted; rerun to resume")
 
 
 if __name__ == "__main__":

@@ -22,16 +22,19 @@ import sys
 from collections.abc import Sequence
 
 import timing_search
-from cli import run_script
+from cli import ArgumentParser, run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="eval_inference_time.py", description=__doc__.split("\n\n")[0])
     timing_search.add_timing_arguments(parser, start=8192, steps=1000, cooldown=30.0)
-    args = parser.parse_args(argv)
-    options = timing_search.TimingOptions("inference", args.start_batch_size, args.max_batch_size, args.steps,
-                                          args.cooldown, args.target_size, args.seed)  # fmt: skip
-    return run_script("eval_inference_time.py", lambda: timing_search.run_timing(options, args))
+
+    def body(args: argparse.Namespace) -> None:
+        options = timing_search.TimingOptions("inference", args.start_batch_size, args.max_batch_size, args.steps,
+                                              args.cooldown, args.target_size, args.seed)  # fmt: skip
+        timing_search.run_timing(options, args)
+
+    return run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import eval_models
 import published_models
 import rvsr
-from cli import print_table, run_script
+from cli import ArgumentParser, print_table, run_main
 from eval_geometry import layer_nmse_center_size
 from eval_models import LAYER_NMSE_PADDINGS, NUM_FEATURE_MAPS
 from presets import LAYER_NMSE_PRESETS
@@ -42,12 +42,11 @@ def print_summary(nmse: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="eval_layer_nmse.py", description=__doc__.split("\n\n")[0])
     eval_models.add_model_eval_arguments(parser, default_presets=LAYER_NMSE_PRESETS)
-    args = parser.parse_args(argv)
-    path = layer_nmse_path(args.results_folder)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
+        path = layer_nmse_path(args.results_folder)
         chosen = eval_models.select_models_and_images(args)
         layer_nmse_center_size(chosen.target_size, chosen.sr_rate)  # too small: fail before any work
 
@@ -64,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_units(model_units(chosen.models, is_done, run), "eval_layer_nmse", args.overwrite)
         print_summary(read_json(path))
 
-    return run_script("eval_layer_nmse.py", body)
+    return run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

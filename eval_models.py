@@ -23,8 +23,8 @@ from tqdm import tqdm
 import data_utils
 import paths_config
 import rvsr
-import train_utils
-from cli import UserError, non_negative_int, positive_int, preset_name
+from catalog import find_trained_models
+from cli import UserError, non_negative_int, positive_int
 from eval_geometry import (
     DEFAULT_TARGET_SIZE,
     NUM_CORNERS,
@@ -36,7 +36,8 @@ from eval_geometry import (
     sr_rate_of,
 )
 from padding import make_padding_layer
-from run_layout import TrainedModel, find_trained_models
+from presets import preset_name
+from run_layout import TrainedModel
 
 LAYER_NMSE_PADDINGS = ("zero", "repl", "lp2x3", "extr3")
 NUM_FEATURE_MAPS = 11  # input, head, 7 body blocks, body output, model output
@@ -155,7 +156,7 @@ def _image_error_maps(model: rvsr.RVSR, state: eqx.nn.State, windows: jax.Array,
     """Squared error maps ``(B, T, T)`` of B images from their windows ``(B * 4, 3, T + 2 sr,
     T + 2 sr)``: averaged over channels and over each image's four windows."""
     inputs, targets = inputs_and_targets(windows, sr_rate)
-    errors = jnp.mean((train_utils.predict(model, state, inputs) - targets) ** 2, axis=1)
+    errors = jnp.mean((rvsr.predict(model, state, inputs) - targets) ** 2, axis=1)
     return _per_image(errors, jnp.mean)
 
 

@@ -26,7 +26,7 @@ import eval_models
 import published_models
 import results_store
 import results_tables
-from cli import print_table, run_script
+from cli import ArgumentParser, print_table, run_main
 from eval_geometry import NUM_MASKS, crop_and_shell_mse
 from run_layout import TrainedModel
 
@@ -54,11 +54,10 @@ def print_summary(results_folder: str, test_data: str, preset_names: Sequence[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="eval_mse.py", description=__doc__.split("\n\n")[0])
     eval_models.add_model_eval_arguments(parser)
-    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
         chosen = eval_models.select_models_and_images(args)
         metadata = results_store.SumsqsMetadata(chosen.target_size, chosen.sr_rate, len(chosen.images))
 
@@ -71,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results_store.run_units(results_store.model_units(chosen.models, is_done, run), "eval_mse", args.overwrite)
         print_summary(args.results_folder, args.test_data, sorted({m.preset for m in chosen.models}))
 
-    return run_script("eval_mse.py", body)
+    return run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,17 @@ from collections.abc import Sequence
 
 import paths_config
 import timing_search
-from cli import run_script
+from cli import ArgumentParser, run_main
 from eval_models import load_test_images
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="eval_train_time.py", description=__doc__.split("\n\n")[0])
     timing_search.add_timing_arguments(parser, start=512, steps=100, cooldown=0.0)
     parser.add_argument("--test-data", default=paths_config.test_data_path(),
                         help="images to train on, the test set (default: %(default)s)")
-    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
         images = load_test_images(args.test_data)
         # Each training batch draws distinct images, so the data caps the batch size.
         max_batch_size = min(args.max_batch_size, len(images))
@@ -43,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               args.target_size, args.seed, str(args.test_data))  # fmt: skip
         timing_search.run_timing(options, args)
 
-    return run_script("eval_train_time.py", body)
+    return run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

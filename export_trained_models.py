@@ -1,7 +1,7 @@
 """Export final weights and loss histories out of training runs (the published layout of the
 paper's repository, Niemitalo et al. 2025, arXiv:2502.12300; file names in ``run_layout``).
 
-For each run folder (``run_layout.find_run_folders``: a preset's name or its older compat name
+For each run folder (``catalog.find_run_folders``: a preset's name or its older compat name
 and the seed, e.g. ``zero_el1_s3`` is ``zero_oc1`` seed 3), write into
 ``results/trained_models/`` the files of ``run_layout.TrainedModel``:
 
@@ -30,29 +30,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import checkpoints
 import cli
 import paths_config
+import presets
 import run_layout
 import rvsr
-import train_utils
+from catalog import RunFolder, find_run_folders
 from io_utils import atomic_path
-from run_layout import RunFolder, find_run_folders, preset_of_folder_name
 
-__all__ = ["RunFolder", "find_run_folders", "preset_of_folder_name", "final_checkpoint", "export_run", "main"]
+__all__ = ["final_checkpoint", "export_run", "main"]
 
 
 def final_checkpoint(run_folder: Path) -> tuple[Path | None, str]:
     """``(checkpoint, note)``: the newest checkpoint if it is at the run's ``train_steps``,
-    else ``(None, why not)``. ``EvalError`` when the newest checkpoint is damaged (its
+    else ``(None, why not)``. ``UserError`` when the newest checkpoint is damaged (its
     checkpoint.json or checksums): exporting an older one instead would hide the damage."""
-    steps = train_utils.list_checkpoints(run_folder)
+    steps = checkpoints.list_checkpoints(run_folder)
     if not steps:
         return None, "no checkpoint"
     path = run_layout.checkpoint_folder(run_folder, steps[-1])
     try:
-        info = train_utils.read_checkpoint_info(path)
-        train_utils.verify_checkpoint_files(path, info)
-    except train_utils.CheckpointError as e:
+        info = checkpoints.read_checkpoint_info(path)
+        checkpoints.verify_checkpoint_files(path, info)
+    except checkpoints.CheckpointError as e:
         raise cli.UserError(f"{e}; rerun its training with resume_checkpoint=-1 to redo it") from e
     if info["step"] != info["hpars"]["train_steps"]:
         return None, f"newest checkpoint is step {info['step']} of {info['hpars']['train_steps']}"
@@ -89,10 +90,7 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
     written = []
     checkpoint, note = final_checkpoint(run.path)
     if checkpoint is not None and (overwrite or not target.weights_path.exists()):
-        try:
-            train_state, _ = train_utils.load_checkpoint(checkpoint)
-        except train_utils.CheckpointError as e:
-            raise cli.UserError(str(e)) from e
+        train_state, _ = checkpoints.load_checkpoint(checkpoint)  # a CheckpointError is one line too
         with atomic_path(target.weights_path) as tmp:
             rvsr.save_rvsr_weights(train_state.model, tmp)
         written.append("model")
@@ -108,15 +106,14 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = paths_config.get_paths()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="export_trained_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-folder", default=paths["train_runs_folder"], help="default: %(default)s")
     parser.add_argument("--output-folder", default=paths["trained_models_folder"], help="default: %(default)s")
-    parser.add_argument("--presets", nargs="+", type=cli.preset_name, metavar="PRESET", help="default: all")
+    parser.add_argument("--presets", nargs="+", type=presets.preset_name, metavar="PRESET", help="default: all")
     parser.add_argument("--seeds", nargs="+", type=cli.non_negative_int, metavar="SEED", help="default: all")
     parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
-    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
         runs = find_run_folders(args.runs_folder, args.presets, args.seeds)
         if not runs:
             raise cli.UserError(f"no run folders of the requested presets / seeds in {args.runs_folder}")
@@ -130,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failed:
             raise cli.UserError(f"{len(failed)} run(s) not exported: {', '.join(failed)} (see above)")
 
-    return cli.run_script("export_trained_models.py", body)
+    return cli.run_main(parser, body, argv)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib import font_manager
+from matplotlib.backend_bases import RendererBase
 
 import eval_models
 import paths_config
 import presets
 import published_models
 import results_tables as rt
+import run_layout
 import tiling
 from cli import UserError
 from eval_geometry import NUM_MASKS, fit_target_size, output_crop_of, output_side
@@ -55,7 +57,7 @@ from theory import THEORY_METHODS, one_step_nmse
 
 SR_RATE: int = presets.hpars["sr_rate"]  # of every preset; the image figures use it
 TILING_PADDINGS: tuple[str, ...] = tuple(COMPARED_PRESETS)
-SAMPLE_TEST_IMAGES = (2, 7, 24, 36)  # a subset of the trainer's sample images
+FIGURE_SAMPLE_IMAGES = run_layout.SAMPLE_TEST_IMAGES[:4]  # test images of the image figures
 FONT_PREFERENCE = ("Times New Roman", "Liberation Serif")
 PADDING_COLORS = {"lp2x3": "tab:blue", "repl": "tab:orange", "zero": "tab:green"}
 CROP_COLORS = {0: "C0", 1: "C1", 5: "C2"}
@@ -210,7 +212,7 @@ def make_padding_samples(ctx: Context, count: int = 10, size: int = 96) -> list[
     return save_figure(fig, "padding_samples", ctx.graphs_folder)
 
 
-def make_inputs_and_targets(ctx: Context, indices: Sequence[int] = SAMPLE_TEST_IMAGES) -> list[Path]:
+def make_inputs_and_targets(ctx: Context, indices: Sequence[int] = FIGURE_SAMPLE_IMAGES) -> list[Path]:
     """Low-res inputs (top) and high-res targets (bottom) of a few test images, centre crops
     as in the test loss (48x48 and 192x192 for full-size data, eval_mse.py's default size)."""
     data = ctx.test_images(4 * SR_RATE)
@@ -242,7 +244,7 @@ def _centre_window(image: np.ndarray, size: int) -> np.ndarray:
     return image[..., centre - half:centre + half, centre - half:centre + half]
 
 
-def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], window: int = 96) -> list[Path]:
+def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0], window: int = 96) -> list[Path]:
     """The paper's tiling figure: outputs stitched from 2x2 tiles, around the tile corner (the image centre), and their
     absolute deviation from the untiled output (mean over channels), for the paddings of
     ``TILING_PADDINGS`` at output crops 0, 1 and 5; one trained model (the lowest successful
@@ -300,7 +302,9 @@ def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], w
             ax.set_yticks([])
     fig.tight_layout(w_pad=0.3, h_pad=1.0)
     if deviation_artist is not None:
-        bar = fig.colorbar(deviation_artist, ax=axes.ravel().tolist(), shrink=0.7, pad=0.015, fraction=0.02)
+        clipped = any(float(r[3].max()) > vmax for r in results.values())  # the scale ends at the 99.5th percentile
+        bar = fig.colorbar(deviation_artist, ax=axes.ravel().tolist(), shrink=0.7, pad=0.015, fraction=0.02,
+                           extend="max" if clipped else "neither")
         bar.set_label("Absolute deviation (mean over RGB)")
     return save_figure(fig, "tiled_outputs", ctx.graphs_folder)
 
@@ -315,11 +319,17 @@ def make_layer_nmse(ctx: Context) -> list[Path]:
     seeds (line) and each seed (points)."""
     path = layer_nmse_path(ctx.results_folder)
     nmse = rt.load_json(path, "eval_layer_nmse.py")
-    train_presets = [p for p in LAYER_NMSE_PRESETS if nmse.get(p)] + sorted(p for p in nmse if p not in LAYER_NMSE_PRESETS and nmse[p])
-    if not train_presets:
+    if not any(nmse.values()):
         raise MissingResults(f"{path} holds no results")
-    fig, axes = plt.subplots(1, len(train_presets), figsize=(3.4 * len(train_presets), 2.6), squeeze=False, sharey=True)
+    # The paper's two panels always, a missing one saying why; then any other presets measured.
+    train_presets = list(LAYER_NMSE_PRESETS) + sorted(p for p in nmse if p not in LAYER_NMSE_PRESETS and nmse[p])
+    fig, axes = plt.subplots(1, len(train_presets), figsize=(3.4 * len(train_presets), 2.6), squeeze=False)
     for ax, train_preset in zip(axes[0], train_presets):
+        if not nmse.get(train_preset):
+            ax.text(0.5, 0.5, f"no results for {train_preset}:\nno trained {train_preset} model was evaluated\n"
+                    "(eval_layer_nmse.py)", ha="center", va="center", transform=ax.transAxes, fontsize=7, color="0.4")
+            ax.set(title=f"Trained as {train_preset}", xticks=[], yticks=[])
+            continue
         by_padding = nmse[train_preset]
         paddings = [p for p in LAYER_NMSE_PADDINGS if p in by_padding] + sorted(set(by_padding) - set(LAYER_NMSE_PADDINGS))
         for i, padding_name in enumerate(paddings):
@@ -332,8 +342,12 @@ def make_layer_nmse(ctx: Context) -> list[Path]:
         ax.set_xticks(layers)
         ax.set_xticklabels(["in"] + [str(i) for i in layers[1:-1]] + ["out"])
         ax.grid(True, which="major", alpha=0.3)
-    axes[0, 0].set_ylabel("NMSE of 1-pixel padding")
-    axes[0, 0].legend(frameon=False)
+    drawn = [ax for ax in axes[0] if ax.lines]
+    drawn[0].set_ylabel("NMSE of 1-pixel padding")
+    drawn[0].legend(frameon=False)
+    low, high = min(ax.get_ylim()[0] for ax in drawn), max(ax.get_ylim()[1] for ax in drawn)
+    for ax in drawn:  # one scale for all panels, as the paper's figure has
+        ax.set_ylim(low, high)
     fig.tight_layout()
     return save_figure(fig, "layer_padding_nmse", ctx.graphs_folder)
 
@@ -433,17 +447,69 @@ def make_main_table(ctx: Context) -> list[Path]:
                           blanks, notes)  # fmt: skip
 
 
-def _label_points(ax: plt.Axes, points: Sequence[tuple[str, float, float]]) -> None:
-    """Label each ``(text, x, y)`` beside its point, on the side that faces the middle of the
-    axes, so that every label stays inside them (in the figure's font)."""
-    ax.margins(0.08)
-    ax.autoscale_view()
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    for text, x, y in points:
-        right = (x - x0) > 0.5 * (x1 - x0)
-        top = (y - y0) > 0.5 * (y1 - y0)
-        ax.annotate(text, (x, y), xytext=(-3 if right else 3, -2 if top else 2), textcoords="offset points",
-                    ha="right" if right else "left", va="top" if top else "bottom", fontsize=6)  # fmt: skip
+# Where a point's label may go, in points from the point: eight directions at growing distances,
+# nearest first; from LEADER_FROM points out a thin line leads back to the point. The sign of
+# an offset sets the label's alignment (it grows away from the point).
+LABEL_OFFSETS = [(round(r * math.cos(math.radians(a)), 1), round(r * math.sin(math.radians(a)), 1))
+                 for r in (4, 10, 17, 25) for a in (30, -30, 150, -150, 90, -90, 0, 180)]
+LEADER_FROM = 8
+
+
+def _label_at(ax: plt.Axes, text: str, x: float, y: float, dx: float, dy: float) -> matplotlib.text.Annotation:
+    leader = math.hypot(dx, dy) >= LEADER_FROM
+    return ax.annotate(
+        text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+        ha="left" if dx > 0.5 else "right" if dx < -0.5 else "center",
+        va="bottom" if dy > 0.5 else "top" if dy < -0.5 else "center",
+        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5", shrinkA=1, shrinkB=2) if leader else None)
+
+
+def _text_extent(label: matplotlib.text.Annotation, renderer: "RendererBase") -> matplotlib.transforms.Bbox:
+    """The extent of an annotation's text alone, without its leader line."""
+    label.update_positions(renderer)
+    return matplotlib.text.Text.get_window_extent(label, renderer)
+
+
+def _label_points(ax: plt.Axes, points: Sequence[tuple[str, float, float]], marker_size: float = 4) -> None:
+    """Label each ``(text, x, y)`` beside its point at the first place of ``LABEL_OFFSETS``
+    where the label stays inside the axes and covers neither another label, another point's
+    marker (``marker_size`` points wide) nor the legend; where no place is free, at the place
+    inside the axes that covers the least. Crowded points are labelled first. Call it once the
+    figure's layout and the axis limits are final."""
+    ax.figure.canvas.draw()  # places the legend ("best" looks at the data only, so it stays there)
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points_to_pixels = ax.figure.dpi / 72
+    half = marker_size / 2 * points_to_pixels
+    margin = 2 * points_to_pixels  # text extents at the saving resolution differ a little from these
+    centres = ax.transData.transform([(x, y) for _, x, y in points]) if points else np.zeros((0, 2))
+    markers = [matplotlib.transforms.Bbox.from_extents(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres]
+    distances = np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+    crowding = (distances < 30 * points_to_pixels).sum(axis=1)
+    placed = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
+
+    def covered(box: matplotlib.transforms.Bbox, others: list) -> float:
+        return sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0))
+                   for o in others)
+
+    for i in sorted(range(len(points)), key=lambda i: (-crowding[i], i)):
+        text, x, y = points[i]
+        obstacles = placed + markers[:i] + markers[i + 1:]
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            label = _label_at(ax, text, x, y, dx, dy)
+            box = _text_extent(label, renderer).padded(margin)
+            label.remove()
+            if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1):
+                continue
+            cost = covered(box, obstacles)
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, box)
+            if cost == 0:
+                break
+        _, dx, dy, box = best if best is not None else (0, *LABEL_OFFSETS[0], None)
+        label = _label_at(ax, text, x, y, dx, dy)
+        placed.append(box if box is not None else _text_extent(label, renderer).padded(margin))
 
 
 def mse_vs_throughput_figure(table: pd.DataFrame) -> plt.Figure:
@@ -456,6 +522,7 @@ def mse_vs_throughput_figure(table: pd.DataFrame) -> plt.Figure:
         raise MissingResults("no timings (run eval_train_time.py and eval_inference_time.py)")
     rows = [("mse", "Test MSE (predicted area)"), ("outer_shell_mse", "Outermost-shell MSE")]
     fig, axes = plt.subplots(2, len(panels), figsize=(3.4 * len(panels), 5.0), squeeze=False)
+    labels = {}
     for r, (y_column, y_label) in enumerate(rows):
         for c, (x_column, x_label) in enumerate(panels):
             ax = axes[r, c]
@@ -465,12 +532,16 @@ def mse_vs_throughput_figure(table: pd.DataFrame) -> plt.Figure:
                 ax.plot(part[x_column], part[y_column], CROP_MARKERS.get(crop, "D"), ms=4, mfc="none",
                         label=f"output crop {crop}")  # fmt: skip
                 points += [(preset, row[x_column], row[y_column]) for preset, row in part.iterrows()]
-            _label_points(ax, points)
+            labels[ax] = points
+            ax.margins(0.08)
+            ax.autoscale_view()
             ax.set(xlabel=x_label, ylabel=y_label)
             ax.grid(True, alpha=0.3)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3), useMathText=True)
     axes[0, 0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
+    for ax, points in labels.items():  # placed last: where a label fits depends on the final layout
+        _label_points(ax, points)
     return fig
 
 
@@ -604,9 +675,12 @@ def draw_superresolve_seams(paths: Sequence[Path], folder: Path, name: str = "su
         caption.append(f"{preset}: seams mean {float(run['seam_mean']):.3g}, max {float(run['seam_max']):.3g}; "
                        f"overall mean {float(run['mean']):.2g}")
     fig.subplots_adjust(left=0.02, right=0.88, bottom=0.3, top=0.9, wspace=0.06)
-    bar = fig.colorbar(artist, cax=fig.add_axes((0.9, 0.3, 0.015, 0.6)))
+    # The scale ends at the 99.5th percentile; the arrow says that brighter pixels go beyond it.
+    clipped = any(float(np.nanmax(run["deviation"])) > vmax for run in runs)
+    bar = fig.colorbar(artist, cax=fig.add_axes((0.9, 0.3, 0.015, 0.6)), extend="max" if clipped else "neither")
     bar.set_label("|tiled − untiled| (mean over RGB)", fontsize=7)
-    fig.text(0.01, 0.01, "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n"
-             + "\n".join(caption), fontsize=6, va="bottom")
+    # Right under the panels (saving crops the empty rest of the figure below it).
+    fig.text(0.01, 0.27, "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n"
+             + "\n".join(caption), fontsize=6, va="top")
     return save_figure(fig, name, folder)
 

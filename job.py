@@ -24,7 +24,17 @@ from typing import Any
 
 import cli
 from cli import UsageError
-from presets import CHECKPOINT_STEPS, REPLACE, default_hpars, get_preset_hpars, hpars, merge_hpars, presets, split_hpars
+from presets import (
+    CHECKPOINT_STEPS,
+    REPLACE,
+    default_hpars,
+    get_preset_hpars,
+    hpars,
+    merge_hpars,
+    preset_name,
+    presets,
+    split_hpars,
+)
 
 __all__ = [
     "CHECKPOINT_STEPS",
@@ -38,10 +48,9 @@ __all__ = [
     "main",
 ]
 
-EXIT_ERROR, EXIT_USAGE, EXIT_OUT_OF_MEMORY = cli.EXIT_ERROR, cli.EXIT_USAGE, 3
+EXIT_OUT_OF_MEMORY = 3
+"""job.py's exit status when training runs out of memory (timing_search.py tries a smaller batch)."""
 USAGE = "usage: python job.py preset=NAME [seed=N] [name=value ...]"
-# UsageError (a bad command line; exit status 2) is cli's, imported above: slurm_train.py and
-# reproduce.py catch it from job.parse_args as job.UsageError.
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -101,7 +110,7 @@ def _batch_size(text: str) -> int | str:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "preset": _checked(cli.preset_name),
+    "preset": _checked(preset_name),
     "seed": _int(0),
     "resume_checkpoint": _optional(_int(-1)),
     "folder": _text,

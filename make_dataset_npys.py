@@ -222,7 +222,7 @@ def check_outputs(train_path: Path, test_path: Path, overwrite: bool, needed_byt
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = get_paths()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="make_dataset_npys.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset-folder", default=paths["dataset_folder"],
                         help="folder with the .nc files and for the outputs (default: %(default)s)")
     parser.add_argument("--num-train", type=int, help="explicit train size for a smaller (synthetic) set")
@@ -234,12 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delete-nc", action="store_true",
                         help="delete the .nc files after both outputs are written and verified")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    folder = Path(args.dataset_folder)
-    train_path = folder / paths["train_data_filename"]
-    test_path = folder / paths["test_data_filename"]
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
+        folder = Path(args.dataset_folder)
+        train_path = folder / paths["train_data_filename"]
+        test_path = folder / paths["test_data_filename"]
         files = find_nc_files(folder)
         num_train, num_test = choose_split(len(files), args.num_train, args.num_test)
         permutation = load_permutation(args.permutation, len(files))
@@ -255,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"test set channel means {np.array2string(means, precision=4)} (paper: {list(PAPER_TEST_CHANNEL_MEANS)}), "
               f"mean per-image channel variance {test_stats[:, 1].mean():.4f} (paper: {PAPER_TEST_MEAN_VARIANCE})")
 
-    return cli.run_script("make_dataset_npys.py", body, statuses={OSError: 1},
-                          interrupted="interrupted; the outputs were not changed (rerun to start over)")
+    return cli.run_main(parser, body, argv, statuses={OSError: 1},
+                        interrupted="interrupted; the outputs were not changed (rerun to start over)")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def zip_files(files: Iterable[str | os.PathLike], zip_path: str | os.PathLike) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="make_synthetic_dataset.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default=get_paths()["dataset_folder"], help="output folder (default: %(default)s)")
     parser.add_argument("--count", type=int, default=100, help="number of files (default: %(default)s)")
     parser.add_argument("--size", type=int, default=512, help="image height and width (default: %(default)s)")
@@ -211,9 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="file name prefix (default: %(default)s)")
     parser.add_argument("--num-times", type=int, default=1, help="time steps per file (default: %(default)s)")
     parser.add_argument("--zip", metavar="PATH", help="also store the files in a zip at PATH")
-    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body(args: argparse.Namespace) -> None:
         paths = make_synthetic_dataset(
             args.folder, args.count, args.size, args.seed,
             start_number=args.start_number, prefix=args.prefix, num_times=args.num_times,
@@ -223,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(paths)} files to {args.folder}" + (f" and {args.zip}" if args.zip else ""))
 
     # make_synthetic_dataset checks its arguments with ValueError (a bad --count, --size, ...).
-    return cli.run_script("make_synthetic_dataset.py", body, statuses={ValueError: 1, OSError: 1})
+    return cli.run_main(parser, body, argv, statuses={ValueError: 1, OSError: 1})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ data and run folders come from a ``paths`` dict that the command-line entry poin
 ``paths_config.get_paths()``; without one the default relative folders are used).
 Everything here is plain JSON-serialisable data (checkpoints store it as JSON); the optimizer
 and learning-rate schedule are described by parameters and built by
-``train_utils.make_optimizer``.
+``train_state.make_optimizer``.
 
 Use ``get_preset_hpars(preset, seed)`` for the full hyperparameters of one training run. They
 fall into two parts (``split_hpars``): the experiment *config* (``CONFIG_KEYS``: what changes
@@ -16,6 +16,7 @@ The plan of the paper (Niemitalo et al. 2025, arXiv:2502.12300): every preset wi
 0..11 except extr1, extr2 and lp6x7 with seeds 0..2, 237 runs (``plan()``).
 """
 
+import argparse
 import copy
 import re
 from collections.abc import Sequence
@@ -225,6 +226,29 @@ def parse_seeds(text: str) -> list[int]:
             raise PlanError(f"bad --seeds range {part.strip()!r}: the end is below the start")
         seeds.update(range(first, last + 1))
     return sorted(seeds)
+
+
+def preset_name(text: str) -> str:
+    """argparse type: one of the paper's presets (``presets``)."""
+    if text not in presets:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: {', '.join(presets)}")
+    return text
+
+
+def preset_list(text: str) -> list[str]:
+    """argparse type of ``--presets``: comma-separated presets, or ``all`` (:func:`parse_presets`)."""
+    try:
+        return parse_presets(text)
+    except PlanError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type of ``--seeds``: seeds like ``0-11`` or ``0,3,5`` (:func:`parse_seeds`)."""
+    try:
+        return parse_seeds(text)
+    except PlanError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def merge_hpars(base: dict, overrides: dict) -> dict:

@@ -1,7 +1,7 @@
 """Run the paper's whole workflow in order, skipping what is already done.
 
     python reproduce.py [--presets lp2x3,repl] [--seeds 0-11] [--train-steps N]
-                        [--only STEP,...] [--skip STEP,...] [--dry-run] [-- name=value ...]
+                        [--only STEP,...] [--skip STEP,...] [--dry-run] [--yes] [-- name=value ...]
     python reproduce.py --smoke [--fast] [--smoke-root smoke]
 
 Steps, in order (each a script of this repository, run as a subprocess):
@@ -27,7 +27,9 @@ in ``main``; the steps get them as the workflow's paths and the scripts as their
 (``smoke/``): synthetic .nc files served by a local Metax stand-in, a small split of small
 images, short training of six presets with two seeds, every evaluation with small caps, and
 the notebook, which must write every figure. ``--fast`` shrinks it to two presets, one seed
-and ten steps (CI). Exit status: 0 done, 1 a step failed, 2 a bad command line.
+and ten steps (CI). At full scale, a run that would download the dataset or train first says
+so and asks (at a terminal) or needs ``--yes``. Exit status: 0 done, 1 a step failed, 2 a bad
+command line or an unconfirmed full-scale run.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import catalog
 import cli
 import paths_config
 import presets
 import run_layout
 from presets import LAYER_NMSE_PRESETS
 
-EXIT_FAILED, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
 STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
@@ -102,7 +105,6 @@ FAST_SMOKE = dataclasses.replace(
 )
 
 
-UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
 class StepFailed(cli.UserError):
@@ -121,6 +123,7 @@ class Workflow:
     job_args: list[str]
     env: dict[str, str]
     dry_run: bool = False
+    confirmed: bool = False  # --yes: download and train at full scale without asking
 
     @property
     def paths(self) -> dict[str, str]:
@@ -201,11 +204,11 @@ def training_skip_reason(workflow: Workflow, preset: str, seed: int) -> str | No
     in the trained-models folder (a published one) counts as done. A run whose trainer
     recorded the outcome "diverged" is done too (a result); any other outcome is retried."""
     runs_folder = workflow.paths["train_runs_folder"]
-    folders = run_layout.run_folder_candidates(runs_folder, preset, seed)
+    folders = catalog.run_folder_candidates(runs_folder, preset, seed)
     if not any(folder.is_dir() for folder in folders):
         exported = run_layout.TrainedModel(preset, seed, Path(workflow.paths["trained_models_folder"])).weights_path
         return "exported model exists" if exported.exists() else None
-    if run_layout.is_run_finished(runs_folder, preset, seed, workflow.train_steps):
+    if catalog.is_run_finished(runs_folder, preset, seed, workflow.train_steps):
         return "finished"
     for folder in folders:
         outcome = run_layout.read_outcome(folder)
@@ -295,11 +298,16 @@ def step_notebook(workflow: Workflow) -> None:
         "--ExecutePreprocessor.timeout=-1", "--output-dir", graphs, NOTEBOOK])
     if status != 0:
         raise StepFailed(f"executing {NOTEBOOK.name} failed with exit status {status}")
-    if workflow.scale.synthetic_files and not workflow.dry_run:
-        skipped = notebook_skips(graphs / NOTEBOOK.name)
-        if skipped:
-            raise StepFailed("the smoke run must make every figure and table, but the notebook "
-                             + "; ".join(skipped))
+    if workflow.dry_run:
+        return
+    # The reasons are in the executed copy only; say them here too, where the run is watched.
+    skipped = notebook_skips(graphs / NOTEBOOK.name)
+    for line in skipped:
+        print(f"notebook: {line}")
+    if skipped and workflow.scale.synthetic_files:
+        raise StepFailed("the smoke run must make every figure and table, but the notebook " + "; ".join(skipped))
+    print(f"notebook: {'all figures and tables made' if not skipped else f'{len(skipped)} skipped'}; "
+          f"the executed copy is {graphs / NOTEBOOK.name}")
 
 
 def notebook_skips(executed: Path) -> list[str]:
@@ -354,7 +362,7 @@ def _step_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in STEPS]
     if unknown or not names:
-        raise UsageError(f"unknown step(s) {', '.join(unknown) or repr(text)}; steps: {', '.join(STEPS)}")
+        raise cli.UsageError(f"unknown step(s) {', '.join(unknown) or repr(text)}; steps: {', '.join(STEPS)}")
     return names
 
 
@@ -362,12 +370,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="reproduce.py", description="Run the paper's workflow in order, skipping finished work.",
         epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.")
-    parser.add_argument("--presets", type=cli.preset_list, help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", type=cli.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument("--presets", type=presets.preset_list, help="comma-separated presets, or 'all' (default: all)")
+    parser.add_argument("--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
     parser.add_argument("--train-steps", type=cli.positive_int, help="training steps per run (default: the paper's 1,500,000)")
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", help="comma-separated steps to leave out")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    parser.add_argument("--yes", action="store_true",
+                        help="download the dataset and train at full scale without asking (needed without a terminal)")
     parser.add_argument("--smoke", action="store_true", help="a toy run of everything, offline on a CPU, in --smoke-root")
     parser.add_argument("--fast", action="store_true", help="with --smoke: two presets, one seed, ten steps")
     parser.add_argument("--smoke-root", default="smoke", help="folder of the smoke run (default: %(default)s)")
@@ -383,7 +393,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
         argv, job_args = argv[:split], argv[split + 1:]
     args = make_parser().parse_args(argv)
     if args.fast and not args.smoke:
-        raise UsageError("--fast needs --smoke")
+        raise cli.UsageError("--fast needs --smoke")
     scale = (FAST_SMOKE if args.fast else SMOKE) if args.smoke else PAPER
     chosen_presets = args.presets or scale.presets
     chosen_seeds = args.seeds or scale.seeds
@@ -392,13 +402,13 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
         train_steps = presets.hpars["train_steps"]
     for arg in job_args:
         if arg.partition("=")[0] in RESERVED_JOB_NAMES:
-            raise UsageError(f"{arg!r} after --: reproduce.py sets {', '.join(RESERVED_JOB_NAMES)} itself")
+            raise cli.UsageError(f"{arg!r} after --: reproduce.py sets {', '.join(RESERVED_JOB_NAMES)} itself")
     import job  # no side effects; its parser checks the names and values
 
     try:
         job.parse_args(["preset=repl", *scale.job_args, *job_args])
-    except job.UsageError as e:
-        raise UsageError(f"after --: {e}") from None
+    except cli.UsageError as e:
+        raise cli.UsageError(f"after --: {e}") from None
     steps = _step_list(args.only) if args.only else list(STEPS)
     skipped = _step_list(args.skip) if args.skip else []
     steps = [s for s in STEPS if s in steps and s not in skipped]
@@ -411,12 +421,44 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     runs = presets.plan(chosen_presets, chosen_seeds)
     workflow = Workflow(scale, runs, list(dict.fromkeys(p for p, _ in runs)),
                         None if chosen_seeds is None else list(chosen_seeds), train_steps,
-                        [*scale.job_args, *job_args], env, args.dry_run)
+                        [*scale.job_args, *job_args], env, args.dry_run, args.yes)
     return workflow, steps
+
+
+def full_scale_work(workflow: Workflow, steps: Sequence[str]) -> list[str]:
+    """What of ``steps`` would download the real dataset or train, one line each; nothing for
+    toy runs (--smoke), dry runs and work that is done already."""
+    if workflow.dry_run or workflow.scale.synthetic_files:
+        return []
+    work = []
+    if "download" in steps and not all(path.exists() for path in data_files(workflow)):
+        work.append(f"download the paper's dataset from Metax (about 30 GB) into {workflow.paths['dataset_folder']} "
+                    "and convert it")
+    if "train" in steps:
+        todo = [run for run in workflow.runs if not training_skip_reason(workflow, *run)]
+        if todo:
+            work.append(f"train {len(todo)} runs ({len({p for p, _ in todo})} presets) of {workflow.train_steps:,} steps each into "
+                        f"{workflow.paths['train_runs_folder']} (the paper's runs took about a day or more each on one GPU)")
+    return work
+
+
+def confirm_full_scale(workflow: Workflow, steps: Sequence[str]) -> None:
+    """Say what a full-scale run is about to do and go on only with --yes or a "y" typed at a
+    terminal; ``UsageError`` otherwise (nothing has been started)."""
+    work = full_scale_work(workflow, steps)
+    if not work or workflow.confirmed:
+        return
+    print("reproduce.py is about to:\n" + "\n".join(f"  - {line}" for line in work))
+    hint = "rerun with --yes to go ahead, --dry-run to list the commands, or --smoke for a toy run"
+    if not sys.stdin.isatty():
+        raise cli.UsageError(f"a full-scale run needs confirmation: {hint}")
+    if input("Go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise cli.UsageError(f"not confirmed; {hint}")
 
 
 def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
     """Run ``steps`` in order; the exit status."""
+    confirm_full_scale(workflow, steps)
     start = time.monotonic()
     print(f"{len(workflow.runs)} training runs of {len(workflow.presets)} presets, {workflow.train_steps} steps each; "
           f"steps: {', '.join(steps)}")
@@ -426,7 +468,7 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
             STEP_FUNCTIONS[step](workflow)
         except StepFailed as e:
             print(f"reproduce.py: error: step {step}: {cli.one_line(e)}", file=sys.stderr)
-            return EXIT_FAILED
+            return cli.EXIT_ERROR
     graphs = workflow.paths["graphs_folder"]
     print(f"\ndone in {time.monotonic() - start:.0f} s; figures and tables in {graphs}")
     return 0

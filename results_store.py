@@ -27,15 +27,11 @@ import numpy as np
 from tqdm import tqdm
 
 import presets
+from catalog import find_output_crop_sumsqs
 from cli import UserError
 from eval_geometry import NUM_MASKS
 from io_utils import atomic_path, atomic_write_json
-from run_layout import (
-    TrainedModel,
-    find_output_crop_sumsqs,
-    output_crop_sumsqs_metadata_path,
-    output_crop_sumsqs_path,
-)
+from run_layout import TrainedModel, output_crop_sumsqs_metadata_path, output_crop_sumsqs_path
 
 # ----------------------------------------------------------------------------------------------
 # Arrays and JSON files

@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 import presets
+from catalog import find_loss_histories, find_trained_models
 from cli import UserError
 from eval_geometry import NUM_MASKS, crop_and_shell_mse, fit_target_size, output_crop_of, sr_rate_of
 from results_store import SumsqsMetadata, SumsqsResult, load_sumsqs_results, read_json
-from run_layout import find_loss_histories, find_trained_models, output_crop_sumsqs_folder, read_loss_history
+from run_layout import output_crop_sumsqs_folder, read_loss_history
 from timing_search import MODES, throughputs
 
 PANEL_CROPS = (0, 1, 5)  # the output crops the paper compares

@@ -5,7 +5,7 @@ Training runs (``job.py``, ``slurm_train.py``)::
     runs/{preset}_s{seed}/                         one run folder (or its preset's older
                                                    compat name, e.g. runs/zero_el50_s3)
         train_history.csv, test_history.csv        step,loss,learning_rate / step,test_loss
-        {step:08d}/                                one checkpoint (see ``train_utils``)
+        {step:08d}/                                one checkpoint (see ``checkpoints``)
         .partial-{step:08d}-{hex}/                 a checkpoint being written (never read)
         exception.json                             why training stopped: {"kind", "step", "message"}
         exception.txt                              the same message as one line of text
@@ -35,7 +35,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ TRAIN_HISTORY_FILENAME = "train_history.csv"
 TEST_HISTORY_FILENAME = "test_history.csv"
 RUN_HISTORY_FILENAMES = {"train": TRAIN_HISTORY_FILENAME, "test": TEST_HISTORY_FILENAME}
 TEST_IMAGES_FOLDER = "test_images"
+SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
+"""The test images whose input, target and predictions a run saves in ``test_images/``."""
 OUTCOME_FILENAME = "exception.json"
 EXCEPTION_FILENAME = "exception.txt"
 PARTIAL_CHECKPOINT_PREFIX = ".partial-"
@@ -67,14 +69,6 @@ SLURM_LOGS_FOLDER = "slurm_logs"
 class LayoutError(UserError, ValueError):
     """A folder or file of the layout is missing or unreadable (a ``cli.UserError``: one line,
     exit status 1)."""
-
-
-def _presets():
-    # presets builds run folders with model_stem, so it imports this module; importing it
-    # back here only when a function needs the preset table avoids the import cycle.
-    import presets
-
-    return presets
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,12 +86,6 @@ def parse_model_stem(stem: str) -> tuple[str, int] | None:
     return None if match is None else (match["preset"], int(match["seed"]))
 
 
-def known_model_stem(stem: str) -> tuple[str, int] | None:
-    """``(preset, seed)`` of a stem whose preset is one of the paper's, or None."""
-    parsed = parse_model_stem(stem)
-    return parsed if parsed is not None and parsed[0] in _presets().presets else None
-
-
 # ----------------------------------------------------------------------------------------------
 # Run folders
 
@@ -105,72 +93,6 @@ def known_model_stem(stem: str) -> tuple[str, int] | None:
 def run_folder(runs_folder: str | os.PathLike, preset: str, seed: int) -> Path:
     """``{runs_folder}/{preset}_s{seed}``: where a new run of ``preset`` and ``seed`` trains."""
     return Path(runs_folder) / model_stem(preset, seed)
-
-
-def compat_name(preset: str) -> str | None:
-    """The preset's older run-folder name (``compat_preset``, e.g. ``zero_el50``), or None."""
-    return _presets().presets[preset].get("compat_preset")
-
-
-def run_folder_candidates(runs_folder: str | os.PathLike, preset: str, seed: int) -> list[Path]:
-    """Where a run of ``preset`` and ``seed`` may live: its own folder, then the folder under
-    the preset's older name (runs of the paper's time used those names)."""
-    folders = [run_folder(runs_folder, preset, seed)]
-    compat = compat_name(preset)
-    if compat:
-        folders.append(Path(runs_folder) / model_stem(compat, seed))
-    return folders
-
-
-def preset_of_folder_name(name: str) -> str | None:
-    """The preset whose name or older (compat) name is ``name``, or None."""
-    table = _presets().presets
-    if name in table:
-        return name
-    return next((p for p, overrides in table.items() if overrides.get("compat_preset") == name), None)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunFolder:
-    """A training run folder found on disk: ``path`` holds ``preset`` with ``seed``."""
-
-    preset: str
-    seed: int
-    path: Path
-
-
-def run_of_folder(path: str | os.PathLike) -> tuple[str, int] | None:
-    """``(preset, seed)`` of a run folder named ``{preset or compat name}_s{seed}``, or None."""
-    parsed = parse_model_stem(Path(path).name)
-    preset = None if parsed is None else preset_of_folder_name(parsed[0])
-    return None if preset is None else (preset, parsed[1])
-
-
-def find_run_folders(
-    runs_folder: str | os.PathLike, only_presets: Iterable[str] | None = None, only_seeds: Iterable[int] | None = None
-) -> list[RunFolder]:
-    """The run folders of known presets in ``runs_folder``, in preset-table order then by seed.
-    Where a run exists under both names, the preset's own name wins (with a note printed)."""
-    runs_folder = Path(runs_folder)
-    if not runs_folder.is_dir():
-        raise LayoutError(f"no runs folder {runs_folder}")
-    wanted_presets = None if only_presets is None else set(only_presets)
-    wanted_seeds = None if only_seeds is None else set(only_seeds)
-    candidates: dict[tuple[str, int], list[Path]] = {}
-    for path in sorted(p for p in runs_folder.iterdir() if p.is_dir()):
-        run = run_of_folder(path)
-        if run is None:
-            continue
-        preset, seed = run
-        if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
-            candidates.setdefault(run, []).append(path)
-    found = []
-    for (preset, seed), paths in candidates.items():
-        paths.sort(key=lambda p: p.name != model_stem(preset, seed))  # the preset's own name first
-        if len(paths) > 1:
-            print(f"{preset} seed {seed}: using {paths[0]}, not {', '.join(map(str, paths[1:]))}")
-        found.append(RunFolder(preset, seed, paths[0]))
-    return sorted(found, key=lambda r: _presets().table_order(r.preset, r.seed))
 
 
 def history_csv_path(folder: str | os.PathLike, kind: str) -> Path:
@@ -221,29 +143,6 @@ def replaced_checkpoint_folder(folder: str | os.PathLike, step: int, token: str)
 
 def is_temporary_checkpoint_name(name: str) -> bool:
     return name.startswith((PARTIAL_CHECKPOINT_PREFIX, REPLACED_CHECKPOINT_PREFIX))
-
-
-def list_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint folders ``{folder}/{step:08d}/``, ascending, whatever their
-    content (temporary folders excluded; whether a checkpoint is usable is the trainer's
-    call: ``train_utils.checkpoint_problem``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and is_checkpoint_folder_name(p.name))
-
-
-def complete_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint folders that have their ``checkpoint.json`` (what a cheap
-    look, e.g. a status table, counts as written; loading verifies the rest)."""
-    return [
-        step for step in list_checkpoint_steps(folder) if (checkpoint_folder(folder, step) / "checkpoint.json").is_file()
-    ]
-
-
-def is_run_finished(runs_folder: str | os.PathLike, preset: str, seed: int, train_steps: int) -> bool:
-    """Whether the run has its final checkpoint (in its folder or under its older name)."""
-    return any(train_steps in complete_checkpoint_steps(f) for f in run_folder_candidates(runs_folder, preset, seed))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,38 +231,6 @@ def loss_history_path(folder: str | os.PathLike, preset: str, seed: int, kind: s
     return Path(folder) / f"{model_stem(preset, seed)}_{kind}_loss.parquet"
 
 
-def find_loss_histories(folder: str | os.PathLike, kind: str) -> dict[tuple[str, int], Path]:
-    """``{(preset, seed): path}`` of the ``kind`` loss histories of known presets in ``folder``."""
-    suffix = f"_{kind}_loss.parquet"
-    found = {}
-    for path in Path(folder).glob(f"*{suffix}"):
-        parsed = known_model_stem(path.name[: -len(suffix)])
-        if parsed is not None:
-            found[parsed] = path
-    return found
-
-
-def find_trained_models(
-    folder: str | os.PathLike, only_presets: Iterable[str] | None = None, only_seeds: Iterable[int] | None = None
-) -> list[TrainedModel]:
-    """The models ``{preset}_s{seed}.eqx`` in ``folder``, in preset-table order then by seed,
-    optionally only those of ``only_presets`` / ``only_seeds``. Files of unknown presets are ignored."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise LayoutError(f"no trained models folder {folder} (export models with export_trained_models.py)")
-    wanted_presets = None if only_presets is None else set(only_presets)
-    wanted_seeds = None if only_seeds is None else set(only_seeds)
-    found = []
-    for path in folder.glob(f"*{WEIGHTS_SUFFIX}"):
-        parsed = known_model_stem(path.stem)
-        if parsed is None:
-            continue
-        preset, seed = parsed
-        if (wanted_presets is None or preset in wanted_presets) and (wanted_seeds is None or seed in wanted_seeds):
-            found.append(TrainedModel(preset, seed, folder))
-    return sorted(found, key=lambda m: _presets().table_order(m.preset, m.seed))
-
-
 def write_loss_history(path: str | os.PathLike, kind: str, steps: Sequence[int], losses: Sequence[float]) -> None:
     """Write a published loss history: columns ``step`` int32 and ``{kind}_loss`` float16
     (``kind`` "train" or "test"), brotli-compressed Parquet, atomically."""
@@ -407,16 +274,6 @@ def output_crop_sumsqs_path(results_folder: str | os.PathLike, preset: str, seed
 def output_crop_sumsqs_metadata_path(results_folder: str | os.PathLike, preset: str, seed: int) -> Path:
     """``{results}/output_crop_sumsqs/{preset}_s{seed}.json``: the geometry beside the array."""
     return output_crop_sumsqs_path(results_folder, preset, seed).with_suffix(".json")
-
-
-def find_output_crop_sumsqs(results_folder: str | os.PathLike) -> dict[tuple[str, int], Path]:
-    """``{(preset, seed): path}`` of the stored eval_mse results of known presets."""
-    found = {}
-    for path in output_crop_sumsqs_folder(results_folder).glob("*.npy"):
-        parsed = known_model_stem(path.stem)
-        if parsed is not None:
-            found[parsed] = path
-    return found
 
 
 def timing_path(results_folder: str | os.PathLike) -> Path:

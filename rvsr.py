@@ -431,6 +431,12 @@ class RVSR(eqx.Module):
         return out, state
 
 
+def predict(model: eqx.Module, state: eqx.nn.State, inputs: Array, key: PRNGKeyArray | None = None) -> Array:
+    """``model`` applied to each image of the batch ``inputs`` ``(B, 3, h, w)``: its outputs
+    ``(B, 3, h', w')`` (the state is shared, not updated: RVSR has none to update)."""
+    return jax.vmap(lambda x: model(x, state, key=key)[0])(inputs)
+
+
 def num_parameters(model: eqx.Module) -> int:
     """Total number of array elements (parameters) in ``model``."""
     return sum(int(leaf.size) for leaf in _array_leaves(model))

@@ -42,14 +42,16 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+import catalog
+import checkpoints
 import cli
 import paths_config
 import presets
 import run_layout
 from io_utils import atomic_write_json
-from presets import FEW_SEED_PRESETS, PAPER_SEEDS, Run, plan  # noqa: F401  (the plan lives in presets)
+from presets import Run, plan
 
-EXIT_ERROR, EXIT_USAGE = cli.EXIT_ERROR, cli.EXIT_USAGE
 WARNING_SIGNAL_SECONDS = 300
 # job.py names that slurm_train.py sets itself, per task.
 RESERVED_NAMES = ("preset", "seed", "resume_checkpoint", "folder")
@@ -60,7 +62,6 @@ SLURM_TIMEOUT_SECONDS = 60
 DEFAULT_RUNS_FOLDER = paths_config.default_paths()["train_runs_folder"]
 
 
-UsageError = cli.UsageError  # a bad command line: exit status 2
 
 
 class SlurmError(cli.UserError):
@@ -73,15 +74,12 @@ class SlurmError(cli.UserError):
 
 def run_folders(run: Run, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Path]:
     """The run's folder, then its folder under the preset's older name (``compat_preset``)."""
-    return run_layout.run_folder_candidates(runs_folder, *run)
-
-
-checkpoint_steps = run_layout.complete_checkpoint_steps
+    return catalog.run_folder_candidates(runs_folder, *run)
 
 
 def is_finished(run: Run, train_steps: int, runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> bool:
     """Whether the run has its final checkpoint (in its folder or under its older name)."""
-    return run_layout.is_run_finished(runs_folder, *run, train_steps)
+    return catalog.is_run_finished(runs_folder, *run, train_steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +332,7 @@ def run_status(
     """The state of one run from its folders, the queue, accounting and its log."""
     preset, seed = run
     folders = run_folders(run, runs_folder)
-    steps = sorted({step for folder in folders for step in checkpoint_steps(folder)})
+    steps = sorted({step for folder in folders for step in checkpoints.complete_checkpoint_steps(folder)})
     folder = next((f for f in folders if f.is_dir()), folders[0])
     train_steps = submission.train_steps if submission else default_train_steps
     job = f"{submission.job_id}_{submission.index}" if submission else "-"
@@ -370,12 +368,12 @@ def status_lines(statuses: list[RunStatus]) -> list[str]:
 
 
 def runs_with_folders(runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> list[Run]:
-    """Runs that have a run folder in ``runs_folder`` (``run_layout.run_of_folder``; also under a
+    """Runs that have a run folder in ``runs_folder`` (``catalog.run_of_folder``; also under a
     preset's older name)."""
     runs_folder = Path(runs_folder)
     found = []
     for path in runs_folder.iterdir() if runs_folder.is_dir() else []:
-        run = run_layout.run_of_folder(path) if path.is_dir() else None
+        run = catalog.run_of_folder(path) if path.is_dir() else None
         if run is not None:
             found.append(run)
     return found
@@ -404,8 +402,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Submit training runs as a Slurm array job, or show their status.",
         epilog="Names after -- go to every job.py task, e.g. -- train_steps=100000 batch_size=32.",
     )
-    parser.add_argument("--presets", type=cli.preset_list, help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", type=cli.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument("--presets", type=presets.preset_list, help="comma-separated presets, or 'all' (default: all)")
+    parser.add_argument("--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
     parser.add_argument("--status", action="store_true", help="print the state of each run instead of submitting")
     parser.add_argument("--dry-run", action="store_true", help="print the job script instead of submitting it")
     parser.add_argument("--gpus-per-task", type=cli.non_negative_int, default=1, help="GPUs per task; 0 asks for none (default 1)")
@@ -426,18 +424,18 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, extra = argv[:split], argv[split + 1 :]
     args = make_parser().parse_args(argv)
     if args.status and (args.dry_run or extra):
-        raise UsageError("--status takes only --presets and --seeds")
+        raise cli.UsageError("--status takes only --presets and --seeds")
     if args.mem is not None and args.mem.lower() == "none":
         args.mem = None
     import job  # no side effects; its parser knows job.py's names and value types
 
     for arg in extra:
         if arg.partition("=")[0] in RESERVED_NAMES:
-            raise UsageError(f"{arg!r} after --: slurm_train.py sets {', '.join(RESERVED_NAMES)} itself")
+            raise cli.UsageError(f"{arg!r} after --: slurm_train.py sets {', '.join(RESERVED_NAMES)} itself")
     try:
         job.parse_args(["preset=repl", *extra])
-    except job.UsageError as e:
-        raise UsageError(f"after --: {e}") from None
+    except cli.UsageError as e:
+        raise cli.UsageError(f"after --: {e}") from None
     return args, extra
 
 

@@ -31,13 +31,13 @@ import numpy as np
 
 import paths_config
 import presets
-from cli import UserError, non_negative_float, non_negative_int, positive_int, preset_name, print_table
+from cli import UserError, non_negative_float, non_negative_int, positive_int, print_table
 from eval_geometry import DEFAULT_TARGET_SIZE, output_crop_of, output_side, sr_rate_of
+from job import EXIT_OUT_OF_MEMORY
 from results_store import Unit, nested_get, read_json, run_units, update_json
 from run_layout import timing_path as results_timing_path
 
 JOB_SCRIPT = Path(__file__).resolve().parent / "job.py"
-JOB_EXIT_OUT_OF_MEMORY = 3
 PROBE_STEPS = 5  # steps of a batch-size probe; only whether it runs matters
 MODES = ("train", "inference")
 
@@ -172,7 +172,7 @@ def _ran(result: JobResult, what: str) -> bool:
     """True if the job ran, False if it ran out of memory; ``UserError`` for other failures."""
     if result.returncode == 0:
         return True
-    if result.returncode == JOB_EXIT_OUT_OF_MEMORY:
+    if result.returncode == EXIT_OUT_OF_MEMORY:
         return False
     raise UserError(f"{what}: job.py failed with exit status {result.returncode}: {result.message}")
 
@@ -262,7 +262,7 @@ def add_timing_arguments(parser: argparse.ArgumentParser, start: int, steps: int
     """The options of the two timing scripts; defaults are the paper's."""
     paths = paths_config.get_paths()
     parser.add_argument("--results-folder", default=paths["results_folder"], help="default: %(default)s")
-    parser.add_argument("--presets", nargs="+", type=preset_name, default=list(presets.presets), metavar="PRESET",
+    parser.add_argument("--presets", nargs="+", type=presets.preset_name, default=list(presets.presets), metavar="PRESET",
                         help="presets to time (default: all 22)")
     parser.add_argument("--start-batch-size", type=positive_int, default=start, help="default: %(default)s")
     parser.add_argument("--max-batch-size", type=positive_int, default=2**20, help="cap of the search (default: %(default)s)")

@@ -1,18 +1,16 @@
 """The trainer of the paper's RVSR runs (Niemitalo et al. 2025, arXiv:2502.12300): jitted
-training steps, test loss, histories, checkpoints, timing.
+training steps, test loss, histories, sample images, timing.
 
 ``run_job(hpars)`` is what ``job.py`` calls; it trains (``train``) or, with
-``inference_steps`` set, times the inference-form model (``time_inference``). The pieces are
-small functions that evaluation and export scripts reuse:
+``inference_steps`` set, times the inference-form model (``time_inference``). The pieces:
 
-- ``build_model(hpars, key, inference=False) -> (model, state)``, ``predict(model, state, inputs)``
 - ``make_inputs_and_targets(batch, hpars, key=None)`` (random crops with a key, else center)
-- ``make_optimizer(hpars)``, ``make_schedule(hpars)``
 - ``make_train_step(hpars, optimizer)``, ``make_eval_step(hpars)``, ``compiled_steps(hpars)``
   (both, cached per configuration), ``evaluate_test_loss(model, state, test_data, hpars)``
-- ``init_train_state(hpars, optimizer)``, ``save_checkpoint(...)``, ``load_checkpoint(path)``,
-  ``list_checkpoints(folder)``, ``latest_checkpoint(folder)``, ``read_checkpoint_info(path)``,
-  ``newest_usable_checkpoint(hpars)``
+
+The state it steps and how step 0 is built are ``train_state``'s; checkpoints (their format,
+verification and which one a run resumes from) are ``checkpoints``'s; the model applied to a
+batch is ``rvsr.predict``.
 
 SIGUSR1 or SIGTERM during training writes a checkpoint of the current step and raises
 ``TrainingInterrupted`` (job.py exits with 128 + the signal number).
@@ -20,30 +18,15 @@ SIGUSR1 or SIGTERM during training writes a checkpoint of the current step and r
 A run folder (names in ``run_layout``) holds ``train_history.csv`` (step, loss,
 learning_rate), ``test_history.csv`` (step, test_loss), ``test_images/`` (sample PNGs),
 ``exception.json`` and ``exception.txt`` (why training stopped, if it did) and one checkpoint
-folder ``{step:08d}/`` per saved step with ``model.eqx``, ``model_state.eqx``,
-``opt_state.eqx`` (``eqx.tree_serialise_leaves``) and ``checkpoint.json``: step, random
-number generator states, history lengths, the experiment ``config`` and run ``options``
-(``presets.split_hpars``), and the size and SHA-256 of each array file, plus a SHA-256 of
-checkpoint.json's own other fields (format 2). Nothing is pickled, so loading a checkpoint
-never executes code.
-
-Faults: a checkpoint is written into a temporary folder, fsynced and renamed into place, so a
-kill or a full disk leaves the earlier checkpoints as they were. ``resume_checkpoint=-1``
-resumes from the newest checkpoint that fully loads (JSON, checksums, arrays, the history rows
-it counts), saying which newer ones it skipped and why; when there are checkpoints but none
-loads it stops without changing anything (``protect_existing=False`` starts over). Format 1
-checkpoints (no checksums) still load: every array must deserialise with nothing left over.
+folder ``{step:08d}/`` per saved step (``checkpoints``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -60,31 +43,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import checkpoints
 import data_utils
 import paths_config
-import presets
 import run_layout
 import rvsr
+from checkpoints import CheckpointError
 from cli import UserError, one_line
-from io_utils import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
-from run_layout import TEST_IMAGES_FOLDER
+from io_utils import atomic_write_json, atomic_write_text, fsync_file
+from run_layout import SAMPLE_TEST_IMAGES, TEST_IMAGES_FOLDER
+from train_state import TrainState, build_model, init_train_state, make_optimizer, trainable
 
-# 1: checkpoint.json with "hpars"; 2: "config" and "options" apart, plus the size and SHA-256
-# of every array file and a checksum of checkpoint.json itself.
-CHECKPOINT_FORMAT_VERSION = 2
-READABLE_CHECKPOINT_VERSIONS = (1, 2)
-CHECKPOINT_FILES = ("checkpoint.json", "model.eqx", "model_state.eqx", "opt_state.eqx")
-SAMPLE_TEST_IMAGES = (2, 7, 24, 36, 38, 52, 53)
 MAX_LOSS_AFTER_WARMUP = 1e6
 WARMUP_STEPS = 100
 # Losses are fetched from the device every this many steps, so that the host can prepare the
 # next batches while the device computes; a NaN is therefore noticed up to this many steps late
 # (but always before a checkpoint is written).
 LOG_EVERY_STEPS = 10
-# Hyperparameters a resumed run must share with its checkpoint: the experiment config
-# (presets.CONFIG_KEYS) without its labels. Run options (train_steps, paths, ...) may change
-# between sessions.
-RESUME_INVARIANT_HPARS = presets.RESULT_KEYS
 
 
 class JobError(UserError):
@@ -97,10 +72,6 @@ class DataError(JobError):
 
 class RunFolderExistsError(JobError):
     """The run folder exists and ``protect_existing`` forbids overwriting it."""
-
-
-class CheckpointError(JobError):
-    """A checkpoint is missing, unreadable or belongs to other hyperparameters."""
 
 
 class TrainingDivergedError(JobError):
@@ -154,38 +125,6 @@ def validate_hpars(hpars: dict) -> None:
     require(hpars["save"] is False or bool(hpars["folder"]), "folder must be set when save is True")
 
 
-def build_model(hpars: dict, key: jax.Array, *, inference: bool = False) -> tuple[rvsr.RVSR, eqx.nn.State]:
-    """``(model, state)`` of ``hpars["model_hpars"]``; the model maps one image ``(3, h, w)``
-    to ``(3, sr * (h - 2 oc), sr * (w - 2 oc))``."""
-    return rvsr.make_rvsr(hpars["model_hpars"], hpars["sr_rate"], inference=inference, key=key)
-
-
-def make_schedule(hpars: dict) -> optax.Schedule:
-    """The learning-rate schedule described by ``hpars["learning_rate_schedule"]``."""
-    spec = hpars["learning_rate_schedule"]
-    if spec["name"] != "piecewise_interpolate":
-        raise JobError(f"bad hyperparameter: unknown learning_rate_schedule {spec['name']!r}")
-    return optax.piecewise_interpolate_schedule(
-        spec["interpolate_type"],
-        init_value=spec["init_value"],
-        boundaries_and_scales={int(step): scale for step, scale in spec["boundaries_and_scales"]},
-    )
-
-
-def make_optimizer(hpars: dict) -> optax.GradientTransformation:
-    """Adam with the scheduled learning rate, its hyperparameters kept in the optimizer state
-    (``optax.inject_hyperparams``) so the learning rate of every update can be logged."""
-    spec = dict(hpars["optimizer"])
-    if spec.pop("name") != "adam":
-        raise JobError(f"bad hyperparameter: unknown optimizer {hpars['optimizer']['name']!r}")
-    return optax.inject_hyperparams(optax.adam, static_args=("nesterov",))(learning_rate=make_schedule(hpars), **spec)
-
-
-def trainable(model: eqx.Module) -> eqx.Module:
-    """The parameters of ``model`` that the optimizer updates (its floating-point arrays)."""
-    return eqx.filter(model, eqx.is_inexact_array)
-
-
 # ----------------------------------------------------------------------------------------------
 # Steps
 
@@ -212,11 +151,6 @@ def make_inputs_and_targets(
     return inputs, crop_shells(targets, sr * hpars["model_hpars"]["output_crop"])
 
 
-def predict(model: eqx.Module, state: eqx.nn.State, inputs: jax.Array, key: jax.Array | None = None) -> jax.Array:
-    """The model applied to each image of ``inputs`` ``(B, 3, h, w)``."""
-    return jax.vmap(lambda x: model(x, state, key=key)[0])(inputs)
-
-
 def make_train_step(hpars: dict, optimizer: optax.GradientTransformation) -> Callable:
     """A jitted ``step(model, state, opt_state, batch, key) -> (model, state, opt_state, key,
     loss, learning_rate)`` on a batch of full images ``(B, 3, H, W)``.
@@ -233,7 +167,7 @@ def make_train_step(hpars: dict, optimizer: optax.GradientTransformation) -> Cal
         inputs, targets = make_inputs_and_targets(batch, hpars, crop_key)
 
         def loss_fn(model):
-            predictions = predict(model, state, inputs, model_key)
+            predictions = rvsr.predict(model, state, inputs, model_key)
             return jnp.mean((predictions - targets) ** 2)
 
         loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
@@ -251,7 +185,7 @@ def make_eval_step(hpars: dict) -> Callable:
     @eqx.filter_jit
     def eval_step(model, state, batch):
         inputs, targets = make_inputs_and_targets(batch, hpars)
-        predictions = predict(model, state, inputs)
+        predictions = rvsr.predict(model, state, inputs)
         return jnp.mean((predictions - targets) ** 2), inputs, targets, predictions
 
     return eval_step
@@ -302,292 +236,6 @@ def compiled_steps(hpars: dict) -> tuple[Callable, Callable]:
 def _compiled_steps(step_hpars_json: str) -> tuple[Callable, Callable]:
     step_hpars = json.loads(step_hpars_json)
     return make_train_step(step_hpars, make_optimizer(step_hpars)), make_eval_step(step_hpars)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training state and checkpoints
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Everything that determines the rest of a training run."""
-
-    step: int
-    model: eqx.Module
-    model_state: eqx.nn.State
-    opt_state: optax.OptState
-    key: jax.Array  # the running raw uint32 key, shape (2,)
-    rng: np.random.Generator  # draws the training batches
-
-
-def init_train_state(hpars: dict, optimizer: optax.GradientTransformation) -> TrainState:
-    """Step 0 of a run; random keys in the paper's code's order (numpy generator first, then
-    the model's initialisation key)."""
-    key = jax.random.PRNGKey(hpars["seed"])
-    key, sub = jax.random.split(key)
-    rng = np.random.default_rng(seed=np.array(sub))
-    key, sub = jax.random.split(key)
-    model, model_state = build_model(hpars, sub)
-    return TrainState(0, model, model_state, optimizer.init(trainable(model)), key, rng)
-
-
-def _to_json_data(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists, ...)."""
-    return json.loads(json.dumps(value))
-
-
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _json_sha256(info: dict) -> str:
-    """The checksum ``checkpoint.json`` carries of its own other fields (a bit flip that still
-    parses as JSON is caught too)."""
-    rest = {k: v for k, v in info.items() if k != "json_sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
-
-
-class CheckpointWriteError(JobError):
-    """A checkpoint could not be written (full disk, quota, I/O error); earlier checkpoints
-    are untouched."""
-
-
-def _write_checkpoint_files(tmp: Path, ts: TrainState, hpars: dict, history_rows: dict[str, int]) -> None:
-    """The array files, then ``checkpoint.json`` with their sizes and SHA-256 read back from
-    disk (so the checksums describe what was written, not what was meant to be)."""
-    arrays = {"model.eqx": ts.model, "model_state.eqx": ts.model_state, "opt_state.eqx": ts.opt_state}
-    files = {}
-    for name, tree in arrays.items():
-        eqx.tree_serialise_leaves(tmp / name, tree)
-        fsync_file(tmp / name)
-        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256_of_file(tmp / name)}
-    config, options = presets.split_hpars(_to_json_data(hpars))
-    info = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "step": ts.step,
-        "jax_key": np.asarray(ts.key).tolist(),
-        "numpy_rng_state": ts.rng.bit_generator.state,
-        "history_rows": history_rows,
-        "config": config,
-        "options": options,
-        "files": files,
-    }
-    info["json_sha256"] = _json_sha256(info)
-    atomic_write_json(tmp / "checkpoint.json", info)
-
-
-def save_checkpoint(folder: str | os.PathLike, ts: TrainState, hpars: dict, history_rows: dict[str, int]) -> Path:
-    """Write ``{folder}/{step:08d}/``: written into a temporary folder first and renamed into
-    place, so a checkpoint folder is always complete. An existing checkpoint of the same step
-    (from a resumed run, hence identical) is replaced only after the new one is written.
-    ``CheckpointWriteError`` (after removing the temporary folder) when the disk refuses."""
-    folder = Path(folder)
-    final = run_layout.checkpoint_folder(folder, ts.step)
-    token = secrets.token_hex(4)
-    tmp = run_layout.partial_checkpoint_folder(folder, ts.step, token)
-    try:
-        tmp.mkdir(parents=True)
-        _write_checkpoint_files(tmp, ts, hpars, history_rows)
-        if final.exists():
-            old = run_layout.replaced_checkpoint_folder(folder, ts.step, token)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
-        fsync_dir(folder)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise CheckpointWriteError(
-                f"could not write the checkpoint of step {ts.step} in {folder} ({e}); the earlier checkpoints are "
-                "intact: fix the cause and rerun with resume_checkpoint=-1"
-            ) from e
-        raise
-    return final
-
-
-def read_checkpoint_info(path: str | os.PathLike) -> dict:
-    """The ``checkpoint.json`` of checkpoint folder ``path``, with ``hpars`` (config and run
-    options merged, as every format version reads); ``CheckpointError`` if the folder is
-    incomplete, the file unreadable or its own checksum wrong. The array files are not read
-    (``load_checkpoint`` verifies them)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"no checkpoint {path}")
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
-    try:
-        info = json.loads((path / "checkpoint.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: unreadable checkpoint.json ({e})") from e
-    if not isinstance(info, dict):
-        raise CheckpointError(f"checkpoint {path}: checkpoint.json is not a JSON object")
-    version = info.get("format_version")
-    if version not in READABLE_CHECKPOINT_VERSIONS:
-        raise CheckpointError(f"checkpoint {path}: unknown format_version {version!r}")
-    if version >= 2:
-        if info.get("json_sha256") != _json_sha256(info):
-            raise CheckpointError(f"checkpoint {path}: checkpoint.json does not match its checksum (corrupted)")
-        info["hpars"] = {**info["config"], **info["options"]}
-    if not isinstance(info.get("hpars"), dict) or not isinstance(info.get("step"), int):
-        raise CheckpointError(f"checkpoint {path}: checkpoint.json lacks step or hyperparameters")
-    return info
-
-
-def verify_checkpoint_files(path: str | os.PathLike, info: dict) -> None:
-    """``CheckpointError`` unless every array file has the size and SHA-256 recorded when it
-    was written (format 2). Format 1 checkpoints recorded none; ``load_checkpoint`` then
-    relies on every array deserialising to the expected shapes with nothing left over."""
-    path = Path(path)
-    for name, expected in info.get("files", {}).items():
-        file = path / name
-        size = file.stat().st_size
-        if size != expected["bytes"]:
-            raise CheckpointError(f"checkpoint {path}: {name} has {size} bytes, {expected['bytes']} were written (truncated?)")
-        if _sha256_of_file(file) != expected["sha256"]:
-            raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupted)")
-
-
-def _deserialise_exactly(file: Path, like: Any) -> Any:
-    """The tree in ``file`` shaped like ``like``; trailing bytes are an error too."""
-    with open(file, "rb") as f:
-        tree = eqx.tree_deserialise_leaves(f, like)
-        if f.read(1):
-            raise ValueError(f"{file.name} has data after its last array")
-    return tree
-
-
-def load_checkpoint(path: str | os.PathLike, hpars: dict | None = None) -> tuple[TrainState, dict]:
-    """``(train_state, info)`` from checkpoint folder ``path``; ``info`` is its
-    ``checkpoint.json`` (``step``, ``hpars``, ``history_rows``, ...). The model is built from
-    ``hpars`` (default: the checkpoint's own) and must match the stored arrays. Checksums are
-    verified first; ``CheckpointError`` names what is wrong."""
-    path = Path(path)
-    info = read_checkpoint_info(path)
-    verify_checkpoint_files(path, info)
-    if "files" not in info:
-        print(f"note: checkpoint {path} is format 1 (no checksums): verified by loading every array")
-    hpars = info["hpars"] if hpars is None else hpars
-    optimizer = make_optimizer(hpars)
-    # Shapes only: the stored arrays replace every array leaf.
-    model_like, state_like = eqx.filter_eval_shape(build_model, hpars, jax.random.PRNGKey(0))
-    opt_state_like = eqx.filter_eval_shape(lambda m: optimizer.init(trainable(m)), model_like)
-    try:
-        model = _deserialise_exactly(path / "model.eqx", model_like)
-        model_state = _deserialise_exactly(path / "model_state.eqx", state_like)
-        opt_state = _deserialise_exactly(path / "opt_state.eqx", opt_state_like)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path}: arrays unreadable or not of the model's shapes ({one_line(e)})") from e
-    try:
-        rng = np.random.default_rng()
-        rng.bit_generator.state = info["numpy_rng_state"]
-        key = jnp.asarray(np.array(info["jax_key"], dtype=np.uint32))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: bad random number generator state ({e})") from e
-    return TrainState(info["step"], model, model_state, opt_state, key, rng), info
-
-
-def list_checkpoints(folder: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint folders in ``folder``, ascending (temporary folders excluded)."""
-    return run_layout.list_checkpoint_steps(folder)
-
-
-def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
-    return run_layout.checkpoint_folder(folder, step)
-
-
-def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest checkpoint in ``folder`` whose checkpoint.json reads and whose array files
-    match their checksums, or None. (Cheap: arrays are not deserialised; ``load_checkpoint``
-    does that.)"""
-    for step in reversed(list_checkpoints(folder)):
-        path = checkpoint_path(folder, step)
-        try:
-            verify_checkpoint_files(path, read_checkpoint_info(path))
-        except (CheckpointError, OSError):
-            continue
-        return path
-    return None
-
-
-def _check_resume_hpars(hpars: dict, stored: dict, path: Path) -> None:
-    current, stored = _to_json_data(hpars), _to_json_data(stored)
-    for name in RESUME_INVARIANT_HPARS:
-        if current.get(name) != stored.get(name):
-            raise CheckpointError(
-                f"cannot resume from {path}: {name} differs (checkpoint {stored.get(name)!r}, now {current.get(name)!r})"
-            )
-
-
-def _history_rows_present(folder: Path, history_rows: dict[str, int]) -> None:
-    """``CheckpointError`` unless the run's history files hold the rows a checkpoint counts
-    (a history lost or cut short cannot be redone from that checkpoint)."""
-    for kind, rows in history_rows.items():
-        path = run_layout.history_csv_path(folder, kind)
-        have = len(path.read_text(errors="replace").splitlines()[1:]) if path.is_file() else 0
-        if have < rows:
-            raise CheckpointError(f"{path.name} has {have} rows, the checkpoint counts {rows}")
-
-
-@dataclasses.dataclass
-class Resume:
-    """The checkpoint a run continues from, and the newer ones passed over (step, why)."""
-
-    path: Path
-    train_state: TrainState
-    info: dict
-    skipped: list[tuple[int, str]]
-
-
-def newest_usable_checkpoint(hpars: dict) -> tuple[Resume | None, list[tuple[int, str]]]:
-    """``(resume, rejected)``: the newest checkpoint of ``hpars["folder"]`` that fully loads
-    (JSON, every array file, checksums, the history rows it counts) for ``hpars``, and the
-    ``(step, why)`` of each newer checkpoint that did not. Reads only; changes nothing.
-
-    A usable checkpoint of other hyperparameters is not skipped: ``CheckpointError``."""
-    folder = Path(hpars["folder"])
-    rejected: list[tuple[int, str]] = []
-    for step in reversed(list_checkpoints(folder)):
-        path = checkpoint_path(folder, step)
-        try:
-            info = read_checkpoint_info(path)
-        except CheckpointError as e:
-            rejected.append((step, one_line(e)))
-            continue
-        _check_resume_hpars(hpars, info["hpars"], path)
-        try:
-            ts, info = load_checkpoint(path, hpars)
-            if hpars["save"]:
-                _history_rows_present(folder, info["history_rows"])
-        except (CheckpointError, OSError) as e:
-            rejected.append((step, one_line(e)))
-            continue
-        return Resume(path, ts, info, rejected), rejected
-    return None, rejected
-
-
-def _restore_replaced_checkpoints(folder: Path) -> None:
-    """A kill between the two renames of ``save_checkpoint`` leaves a complete older copy of
-    a step in ``.replaced-{step}-*`` and no ``{step}``: move it back (it is the same data)."""
-    for path in sorted(folder.glob(f"{run_layout.REPLACED_CHECKPOINT_PREFIX}*")):
-        step_text = path.name[len(run_layout.REPLACED_CHECKPOINT_PREFIX):].split("-")[0]
-        if path.is_dir() and step_text.isdigit():
-            final = run_layout.checkpoint_folder(folder, int(step_text))
-            if not final.exists():
-                os.rename(path, final)
-
-
-def _remove_partial_checkpoints(folder: Path) -> None:
-    """Temporary folders of checkpoints that a killed run never finished (never read)."""
-    for path in folder.glob(f"{run_layout.PARTIAL_CHECKPOINT_PREFIX}*"):
-        if path.is_dir():
-            shutil.rmtree(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -674,7 +322,8 @@ def load_image_data(
     """The images ``(N, 3, H, W)`` float32 of a .npy file (memory-mapped); ``DataError`` in
     one line if missing, of another shape or dtype, or (``check_finite``) holding a NaN or
     infinity, naming the first such image: caught here, before a training run spends hours
-    on it, rather than as a NaN loss later."""
+    on it, rather than as a NaN loss later. The finite check reads the whole file once per
+    version of it (``data_utils.first_non_finite_image_of_file``), not at every resume."""
     require_data_file(path, name)
     try:
         # Memory-mapped: the full training set is 28 GB; the OS caches what is read.
@@ -690,7 +339,7 @@ def load_image_data(
     if len(data) < min_images:
         raise DataError(f"{name} data {path} has {len(data)} images, fewer than the batch size {min_images}")
     if check_finite:
-        bad = data_utils.first_non_finite_image(data)
+        bad = data_utils.first_non_finite_image_of_file(path, data)
         if bad is not None:
             raise DataError(
                 f"{name} data {path}: image {bad} holds NaN or infinite values; remake the file with make_dataset_npys.py"
@@ -714,47 +363,13 @@ def _resolve_batch_size(hpars: dict) -> dict:
     return {**hpars, "batch_size": int(size)}
 
 
-def _no_usable_checkpoint_message(folder: str, rejected: list[tuple[int, str]]) -> str:
-    reasons = "; ".join(f"step {step}: {why}" for step, why in rejected)
-    return (
-        f"run folder {folder} has checkpoints but none is usable ({reasons}); nothing was changed; "
-        "to start over anyway rerun with protect_existing=False"
-    )
-
-
-def _select_checkpoint(hpars: dict) -> Resume | None:
-    """The checkpoint to resume from, per ``resume_checkpoint``; None to start fresh. Never
-    discards: with -1 and checkpoints that are all unusable, ``CheckpointError`` unless
-    ``protect_existing`` is False."""
-    resume = hpars["resume_checkpoint"]
-    if resume is None:
-        return None
-    if not hpars["folder"]:
-        raise CheckpointError("resume_checkpoint needs a folder")
-    if resume != -1:
-        path = checkpoint_path(hpars["folder"], resume)
-        _check_resume_hpars(hpars, read_checkpoint_info(path)["hpars"], path)
-        ts, info = load_checkpoint(path, hpars)
-        if hpars["save"]:
-            _history_rows_present(Path(hpars["folder"]), info["history_rows"])
-        return Resume(path, ts, info, [])
-    found, rejected = newest_usable_checkpoint(hpars)
-    if found is None and rejected:
-        if hpars["protect_existing"]:
-            raise CheckpointError(_no_usable_checkpoint_message(hpars["folder"], rejected))
-        print(f"warning: {_no_usable_checkpoint_message(hpars['folder'], rejected)}; starting over (protect_existing=False)")
-    for step, why in rejected if found is not None else []:
-        print(f"warning: skipping checkpoint of step {step} ({why}); resuming from step {found.info['step']}")
-    return found
-
-
 def _prepare_fresh_folder(hpars: dict) -> None:
     """Create the run folder; an existing non-empty one is cleared only when allowed:
     ``protect_existing=False``, or ``resume_checkpoint=-1`` with no checkpoint in it (a run
     killed before its first checkpoint)."""
     folder = Path(hpars["folder"])
     if folder.exists() and any(folder.iterdir()):
-        has_checkpoints = bool(list_checkpoints(folder))
+        has_checkpoints = bool(checkpoints.list_checkpoints(folder))
         if hpars["protect_existing"] and (hpars["resume_checkpoint"] is None or has_checkpoints):
             raise RunFolderExistsError(
                 f"run folder {folder} exists; resume with resume_checkpoint=-1 or overwrite with protect_existing=False"
@@ -799,8 +414,8 @@ def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
     the histories cut back to that state. Everything that can refuse the run is read and
     checked before the run folder is touched."""
     if hpars["save"] and hpars["folder"] and hpars["resume_checkpoint"] is not None:
-        _restore_replaced_checkpoints(Path(hpars["folder"]))  # a repair: the same data, back in place
-    resume = _select_checkpoint(hpars)
+        checkpoints.restore_replaced_checkpoints(Path(hpars["folder"]))  # a repair: the same data, back in place
+    resume = checkpoints.select_resume_checkpoint(hpars)
     if resume is None:
         ts, history_rows = init_train_state(hpars, make_optimizer(hpars)), {"train": 0, "test": 0}
         if hpars["save"]:
@@ -808,7 +423,7 @@ def _start_run(hpars: dict) -> tuple[TrainState, dict[str, CsvHistory]]:
     else:
         ts, history_rows = resume.train_state, resume.info["history_rows"]
         if hpars["save"]:
-            _remove_partial_checkpoints(Path(hpars["folder"]))
+            checkpoints.remove_partial_checkpoints(Path(hpars["folder"]))
             run_layout.clear_outcome(hpars["folder"])  # this session records its own
         print(f"Resuming from {resume.path}")
     folder, save = Path(hpars["folder"] or "."), hpars["save"]
@@ -863,8 +478,9 @@ def train(config: dict, options: dict | None = None) -> TrainState:
     # Without saving there is nowhere to put a test loss, so it is not computed (fast dry
     # runs and timing).
     # The data is checked before the run folder is touched. Runs that save results also get
-    # every value checked for NaN / infinity (a minute for the full 28 GB, against days of
-    # training); dry runs and timing runs (save=False) skip that.
+    # every value checked for NaN / infinity (a minute or more for the full 28 GB; once per
+    # version of each file, recorded beside it, so resumes and requeues skip it); dry runs
+    # and timing runs (save=False) skip that.
     train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size, check_finite=save)
     test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size, check_finite=True) if save else None
     ts, histories = _start_run(hpars)
@@ -935,7 +551,7 @@ def train(config: dict, options: dict | None = None) -> TrainState:
                 if save and (is_checkpoint or stopping):
                     for history in histories.values():
                         history.sync()
-                    save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
+                    checkpoints.save_checkpoint(folder, ts, hpars, {name: h.rows for name, h in histories.items()})
                 if stopping:
                     raise TrainingInterrupted(stop_signals[0], step)
     except (TrainingDivergedError, TrainingInterrupted):
@@ -989,7 +605,7 @@ def time_inference(config: dict, options: dict | None = None) -> list[float]:
     key = jax.random.PRNGKey(hpars["seed"])
     key, model_key = jax.random.split(key)
     model, state = build_model(hpars, model_key, inference=True)
-    forward = eqx.filter_jit(predict)
+    forward = eqx.filter_jit(rvsr.predict)
 
     if hpars.get("inference_data_path"):
         data = load_image_data(hpars["inference_data_path"], "inference", tuple(hpars["image_shape"]), sr, batch_size)

@@ -1,8 +1,11 @@
 """bench_padding.py runs and prints every table it promises (its timings are not checked)."""
 
+import pytest
+
 import bench_padding
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_table(capsys):
     status = bench_padding.main(["--quick", "--methods", "repl,lp1x1cs,lp2x3", "--presets", "repl,lp1x1cs", "--repeats", "1"])
     out = capsys.readouterr().out

@@ -2,6 +2,7 @@
 its argparse types, and that every script's expected failures are ``cli.UserError``."""
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ import pytest
 
 import cli
 import download_dataset
-import job
 import make_dataset_npys
 import presets
 import reproduce
@@ -52,6 +52,29 @@ def test_argument_parser_errors_are_usage_errors(capsys):
     assert cli.run_script("x.py", lambda: parser.parse_args(["--bogus"]) and None) == 2
     err = capsys.readouterr().err
     assert err.startswith("x.py: error: unrecognized arguments: --bogus") and err.count("\n") == 1
+
+
+def test_run_main_parses_inside_the_error_wrapper(capsys):
+    parser = cli.ArgumentParser(prog="x.py")
+    parser.add_argument("--count", type=cli.positive_int, default=1)
+    assert cli.run_main(parser, lambda args: args.count + 2, ["--count", "3"]) == 5
+    assert cli.run_main(parser, lambda args: None, ["--count", "0"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == "x.py: error: argument --count: expected an integer >= 1, got 0\n"
+    with pytest.raises(TypeError, match="cli.ArgumentParser"):
+        cli.run_main(argparse.ArgumentParser(), lambda args: None, [])
+
+
+SCRIPTS = ["bilinear_test", "download_dataset", "eval_inference_time", "eval_layer_nmse", "eval_mse", "eval_train_time",
+           "export_trained_models", "make_dataset_npys", "make_synthetic_dataset"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_reports_a_bad_option_in_one_line(script, capsys):
+    # The one convention (cli.run_main): exit status 2 and one line, never argparse's usage text.
+    module = importlib.import_module(script)
+    assert module.main(["--no-such-option"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == f"{script}.py: error: unrecognized arguments: --no-such-option\n"
 
 
 def test_statuses_add_classes_and_the_most_specific_class_decides(capsys):
@@ -111,7 +134,6 @@ def test_every_scripts_expected_failures_are_user_errors():
         assert issubclass(error, cli.UserError), error
     # ValueError too, as before, for code that caught them as such.
     assert issubclass(run_layout.LayoutError, ValueError) and issubclass(presets.PlanError, ValueError)
-    assert job.UsageError is slurm_train.UsageError is reproduce.UsageError is cli.UsageError
     # A transient download failure is retried inside download_dataset, not reported.
     assert not issubclass(download_dataset.TransientError, cli.UserError)
 
@@ -141,17 +163,17 @@ def test_int_and_float_types():
 
 
 def test_preset_and_seed_lists():
-    assert cli.preset_name("lp2x3") == "lp2x3"
+    assert presets.preset_name("lp2x3") == "lp2x3"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown preset 'nope'"):
-        cli.preset_name("nope")
-    assert cli.seed_list("0-11") == list(range(12))
-    assert cli.seed_list("3, 0-2,7") == [0, 1, 2, 3, 7]
-    assert cli.seed_list("5") == [5]
+        presets.preset_name("nope")
+    assert presets.seed_list("0-11") == list(range(12))
+    assert presets.seed_list("3, 0-2,7") == [0, 1, 2, 3, 7]
+    assert presets.seed_list("5") == [5]
     for bad in ("", "x", "3-1", "-1", "1-", "1,,2", "0.5"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.seed_list(bad)
-    assert cli.preset_list("lp2x3,repl") == ["lp2x3", "repl"]
-    assert len(cli.preset_list("all")) == 22
+            presets.seed_list(bad)
+    assert presets.preset_list("lp2x3,repl") == ["lp2x3", "repl"]
+    assert len(presets.preset_list("all")) == 22
     for bad in ("lp2x3,nope", "repl,repl", ""):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.preset_list(bad)
+            presets.preset_list(bad)

@@ -1,6 +1,8 @@
 """Tests of data_utils.py: sRGB conversion, loading, batching, cropping, preprocessing."""
 
+import json
 import math
+import os
 import warnings
 
 import jax
@@ -293,3 +295,55 @@ def test_first_non_finite_image_reads_in_chunks(tmp_path):
         np.save(path, bad)
         for chunk_bytes in (1, 3 * 4 * 4 * 4 * 2, 1 << 20):  # one image, two, everything
             assert data_utils.first_non_finite_image(np.load(path, mmap_mode="r"), chunk_bytes) == index
+
+
+def test_finite_check_reads_each_version_of_a_file_once(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "d.npy"
+    np.save(path, np.zeros((5, 3, 4, 4), np.float32))
+    scans = []
+    scan = data_utils.first_non_finite_image
+    monkeypatch.setattr(data_utils, "first_non_finite_image", lambda data: scans.append(1) or scan(data))
+
+    def check():
+        return data_utils.first_non_finite_image_of_file(path, np.load(path, mmap_mode="r"))
+
+    assert check() is None and len(scans) == 1
+    assert json.loads(data_utils.finite_stamp_path(path).read_text()) == data_utils.file_identity(path)
+    assert check() is None and len(scans) == 1  # the stamp matches: the data is not read again
+    # Rewritten with a NaN (same size, same header): read again, refused, and never stamped.
+    bad = np.zeros((5, 3, 4, 4), np.float32)
+    bad[3, 1, 2, 2] = np.nan
+    np.save(path, bad)
+    assert check() == 3 and check() == 3 and len(scans) == 3
+    # A stamp that differs from the file's identity in any one part is not trusted.
+    np.save(path, np.zeros((5, 3, 4, 4), np.float32))
+    assert check() is None and len(scans) == 4
+    identity = data_utils.file_identity(path)
+    for key in identity:
+        data_utils.finite_stamp_path(path).write_text(json.dumps({**identity, key: 0}))
+        assert check() is None
+    assert len(scans) == 4 + len(identity)
+    # Where no stamp can be written the check still runs, every time, with a note.
+    data_utils.finite_stamp_path(path).unlink()
+
+    def refuse(*args):
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(data_utils, "atomic_write_json", refuse)
+    capsys.readouterr()
+    assert check() is None and check() is None and len(scans) == 6 + len(identity)
+    assert "could not record the finite-values check" in capsys.readouterr().out
+
+
+def test_file_identity_sees_the_far_end_of_a_large_file(tmp_path):
+    # Beyond the first MiB: the last MiB is hashed too (a change there that keeps size and
+    # times, e.g. a file restored with its old times, is still seen).
+    path = tmp_path / "big.npy"
+    data = np.zeros((3, 1 << 18), np.float32)  # 3 MiB
+    np.save(path, data)
+    before = data_utils.file_identity(path)
+    data[2, -1] = 1.0
+    np.save(path, data)
+    os.utime(path, ns=(before["mtime_ns"], before["mtime_ns"]))
+    after = data_utils.file_identity(path)
+    assert after["mtime_ns"] == before["mtime_ns"] and after["ends_sha256"] != before["ends_sha256"]

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 import bilinear_test
-import data_utils
+import catalog
 import cli
+import data_utils
 import eval_geometry as geo
-import eval_models as em
 import eval_inference_time
 import eval_layer_nmse
+import eval_models as em
 import eval_mse
 import eval_train_time
 import presets
@@ -142,16 +143,16 @@ def test_target_size_fits_the_images():
 
 
 def test_find_models_and_hidden_channels(published, tmp_path):
-    found = run_layout.find_trained_models(published)
+    found = catalog.find_trained_models(published)
     assert [(m.preset, m.seed) for m in found] == [("lp2x3_oc5", 0), ("zero_oc5", 0), ("repl", 0), ("repl", 1)]
-    assert [m.name for m in run_layout.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
+    assert [m.name for m in catalog.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
     assert published_models.read_hidden_channels(found[0].weights_path) == HIDDEN
     bad = tmp_path / "repl_s0.eqx"
     np.save(bad, np.zeros((2, 2)))
     with pytest.raises(cli.UserError, match="not an RVSR weights file"):
         published_models.read_hidden_channels(bad)
     with pytest.raises(run_layout.LayoutError, match="no trained models folder"):
-        run_layout.find_trained_models(tmp_path / "missing")
+        catalog.find_trained_models(tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,8 +267,8 @@ def test_eval_mse_bad_input(published, test_data, tmp_path, capsys):
     capsys.readouterr()
     other_size = [*mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"), "--target-size", "16"]
     assert "--overwrite" in error_line(other_size)
-    with pytest.raises(SystemExit):
-        eval_mse.main(["--presets", "nonsense"])
+    assert eval_mse.main(["--presets", "nonsense"]) == 2
+    assert "eval_mse.py: error: argument --presets: unknown preset 'nonsense'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,6 +298,7 @@ def test_ring_padding_errors_on_a_ramp():
     np.testing.assert_allclose(deviations, expected_deviations, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch):
     args = ["--models-folder", str(published), "--results-folder", str(tmp_path), "--test-data", str(test_data),
             "--target-size", "96", "--num-images", "2", "--batch-size", "2"]  # fmt: skip
@@ -453,6 +455,7 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
 
 # The child process only calls setrlimit between fork and exec, which is safe in a process
 # that runs JAX threads.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_real_job_out_of_memory_is_detected(tmp_path):
     """job.py under an address-space limit: a batch too large exits 3, which the search

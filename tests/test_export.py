@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import catalog
+import checkpoints
 import cli
 import eval_mse
 import export_trained_models
@@ -23,11 +25,11 @@ import published_models
 import results_store
 import run_layout
 import rvsr
-import train_utils
+import train_state
 
 
 def make_run(runs: Path, folder_name: str, preset: str, seed: int, steps_done: int | None, train_steps: int,
-             num_train_rows: int) -> train_utils.TrainState | None:  # fmt: skip
+             num_train_rows: int) -> train_state.TrainState | None:  # fmt: skip
     """A run folder as the trainer leaves it: histories and, unless ``steps_done`` is None,
     a checkpoint at that step."""
     folder = runs / folder_name
@@ -40,14 +42,14 @@ def make_run(runs: Path, folder_name: str, preset: str, seed: int, steps_done: i
     (folder / "test_history.csv").write_text("step,test_loss\n0,0.75\n" + f"{num_train_rows},{0.25!r}\n")
     if steps_done is None:
         return None
-    ts = train_utils.init_train_state(hpars, train_utils.make_optimizer(hpars))
+    ts = train_state.init_train_state(hpars, train_state.make_optimizer(hpars))
     ts.step = steps_done
-    train_utils.save_checkpoint(folder, ts, hpars, {"train": num_train_rows, "test": 2})
+    checkpoints.save_checkpoint(folder, ts, hpars, {"train": num_train_rows, "test": 2})
     return ts
 
 
 @pytest.fixture
-def runs(tmp_path) -> tuple[Path, train_utils.TrainState]:
+def runs(tmp_path) -> tuple[Path, train_state.TrainState]:
     """``repl_el1_s3``: repl_oc1 seed 3 under its compat name, finished at step 2 of 2;
     ``zero_s5``: zero-repl seed 5 (compat name), stopped at step 1 of 4; ``lp2x3_s1``:
     no checkpoint yet; ``other_s0``: not a preset."""
@@ -123,10 +125,10 @@ def test_seed_comes_from_the_folder_and_preset_name_wins(tmp_path, capsys):
     runs = tmp_path / "runs"
     for name in ("repl_el50_s7", "repl_oc5_s7", "zero_el50_s11"):
         make_run(runs, name, "repl_oc5", 7, steps_done=None, train_steps=4, num_train_rows=1)
-    found = export_trained_models.find_run_folders(runs)
+    found = catalog.find_run_folders(runs)
     assert [(r.preset, r.seed, r.path.name) for r in found] == [("zero_oc5", 11, "zero_el50_s11"), ("repl_oc5", 7, "repl_oc5_s7")]
     assert "using" in capsys.readouterr().out
-    assert [r.seed for r in export_trained_models.find_run_folders(runs, only_seeds=[11])] == [11]
+    assert [r.seed for r in catalog.find_run_folders(runs, only_seeds=[11])] == [11]
 
 
 def test_export_bad_input(tmp_path, capsys):

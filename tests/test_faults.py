@@ -26,8 +26,12 @@ import equinox as eqx
 import numpy as np
 import pytest
 
+import catalog
+import checkpoints
 import run_layout
 import train_utils
+
+pytestmark = pytest.mark.slow  # every test here runs for tens of seconds or more
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "zero-repl"  # the cheapest preset to compile
@@ -37,31 +41,9 @@ ARRAY_FILES = ("model.eqx", "model_state.eqx", "opt_state.eqx")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    """Subprocess environment: CPU, a shared compilation cache, no stray LPPAD_* folders."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LPPAD_")}
-    environ.update(
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONUNBUFFERED="1",
-    )
-    return environ
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
+def data(tmp_path_factory, write_tiny_images) -> dict[str, Path]:
     """Train (6) and test (4) images (N, 3, 32, 32), float32 in [-1, 1]."""
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(1)
-    paths = {}
-    for name, count in (("train", 6), ("test", 4)):
-        images = np.clip(np.cumsum(rng.normal(0, 0.1, (count, 3, 32, 32)), axis=-1), -1, 1)
-        paths[name] = folder / f"{name}.npy"
-        np.save(paths[name], images.astype(np.float32))
-    return paths
+    return write_tiny_images(tmp_path_factory.mktemp("data"), {"train": 6, "test": 4}, 32, seed=1)
 
 
 def job_args(folder: Path, data: dict[str, Path], train_steps: int = TRAIN_STEPS, **extra: str) -> list[str]:
@@ -104,10 +86,10 @@ def assert_same_run(folder: Path, reference: Path, step: int = TRAIN_STEPS) -> N
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data, env) -> Path:
+def uninterrupted(tmp_path_factory, data, subprocess_env) -> Path:
     """The reference: one uninterrupted run to TRAIN_STEPS."""
     folder = tmp_path_factory.mktemp("uninterrupted") / "run"
-    done = run_job(folder, data, env)
+    done = run_job(folder, data, subprocess_env)
     assert done.returncode == 0, done.stderr[-2000:]
     return folder
 
@@ -134,16 +116,16 @@ def flip_a_bit(checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [garble_json, truncate_arrays, flip_a_bit])
-def test_all_checkpoints_unusable_changes_nothing(tmp_path, data, env, damage):
+def test_all_checkpoints_unusable_changes_nothing(tmp_path, data, subprocess_env, damage):
     folder = tmp_path / "run"
-    assert run_job(folder, data, env, train_steps=8).returncode == 0
-    steps = train_utils.list_checkpoints(folder)
+    assert run_job(folder, data, subprocess_env, train_steps=8).returncode == 0
+    steps = checkpoints.list_checkpoints(folder)
     assert steps == [4, 8]
     for step in steps:
         damage(run_layout.checkpoint_folder(folder, step))
     before = folder_hashes(folder)
 
-    done = run_job(folder, data, env)
+    done = run_job(folder, data, subprocess_env)
 
     assert done.returncode == 1
     error_lines = [line for line in done.stderr.splitlines() if line.startswith("job.py: error:")]
@@ -153,12 +135,12 @@ def test_all_checkpoints_unusable_changes_nothing(tmp_path, data, env, damage):
     assert folder_hashes(folder) == before
 
 
-def test_protect_existing_false_starts_over(tmp_path, data, env, uninterrupted):
+def test_protect_existing_false_starts_over(tmp_path, data, subprocess_env, uninterrupted):
     folder = tmp_path / "run"
-    assert run_job(folder, data, env, train_steps=8).returncode == 0
-    for step in train_utils.list_checkpoints(folder):
+    assert run_job(folder, data, subprocess_env, train_steps=8).returncode == 0
+    for step in checkpoints.list_checkpoints(folder):
         garble_json(run_layout.checkpoint_folder(folder, step))
-    done = run_job(folder, data, env, protect_existing="False")
+    done = run_job(folder, data, subprocess_env, protect_existing="False")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "starting over" in done.stdout
     assert_same_run(folder, uninterrupted)
@@ -169,23 +151,23 @@ def test_protect_existing_false_starts_over(tmp_path, data, env, uninterrupted):
 
 
 @pytest.mark.parametrize("damage", [truncate_arrays, flip_a_bit, garble_json])
-def test_damaged_newest_checkpoint_resumes_from_previous(tmp_path, data, env, uninterrupted, damage):
+def test_damaged_newest_checkpoint_resumes_from_previous(tmp_path, data, subprocess_env, uninterrupted, damage):
     folder = tmp_path / "run"
-    assert run_job(folder, data, env, train_steps=12).returncode == 0
+    assert run_job(folder, data, subprocess_env, train_steps=12).returncode == 0
     damage(run_layout.checkpoint_folder(folder, 12))
 
-    done = run_job(folder, data, env)
+    done = run_job(folder, data, subprocess_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "skipping checkpoint of step 12" in done.stdout and "resuming from step 8" in done.stdout
     assert_same_run(folder, uninterrupted)
-    train_utils.load_checkpoint(run_layout.checkpoint_folder(folder, 12))  # rewritten, verifies
+    checkpoints.load_checkpoint(run_layout.checkpoint_folder(folder, 12))  # rewritten, verifies
 
 
-def test_format_1_checkpoint_still_resumes(tmp_path, data, env, uninterrupted):
+def test_format_1_checkpoint_still_resumes(tmp_path, data, subprocess_env, uninterrupted):
     """A checkpoint written before checksums existed (format 1: "hpars", no "files")."""
     folder = tmp_path / "run"
-    assert run_job(folder, data, env, train_steps=12).returncode == 0
+    assert run_job(folder, data, subprocess_env, train_steps=12).returncode == 0
     for step in (4, 8, 12):
         path = run_layout.checkpoint_folder(folder, step) / "checkpoint.json"
         info = json.loads(path.read_text())
@@ -193,7 +175,7 @@ def test_format_1_checkpoint_still_resumes(tmp_path, data, env, uninterrupted):
         path.write_text(json.dumps({**old, "format_version": 1, "hpars": {**info["config"], **info["options"]}}))
     truncate_arrays(run_layout.checkpoint_folder(folder, 12))  # caught without checksums too
 
-    done = run_job(folder, data, env)
+    done = run_job(folder, data, subprocess_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "format 1 (no checksums)" in done.stdout and "skipping checkpoint of step 12" in done.stdout
@@ -216,12 +198,12 @@ def history_rows(folder: Path) -> int:
         return 0
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path, data, env):
+def test_sigkill_at_random_moments_then_resume(tmp_path, data, subprocess_env):
     """Kills at seeded random moments: one during start-up, the others at a random point of
     training (a random number of logged steps, then a random fraction of a second, so they
     land anywhere: in a step, a test, a history append, a checkpoint write)."""
     reference = tmp_path / "reference"
-    done = run_job(reference, data, env, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
+    done = run_job(reference, data, subprocess_env, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
     assert done.returncode == 0, done.stderr[-2000:]
 
     folder = tmp_path / "run"
@@ -231,7 +213,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, data, env):
     targets = [None, *sorted(moments.sample(range(5, KILL_TEST_STEPS - 5), 4))]
     for target in targets:
         command = job_args(folder, data, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if target is None:
             time.sleep(moments.uniform(0.5, 3.0))
         else:
@@ -243,22 +225,22 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, data, env):
             break  # finished before this kill
         process.send_signal(signal.SIGKILL)
         process.wait()
-        checkpoints_at_kills.append(train_utils.list_checkpoints(folder))
+        checkpoints_at_kills.append(checkpoints.list_checkpoints(folder))
     assert len(checkpoints_at_kills) >= 3 and any(checkpoints_at_kills), checkpoints_at_kills
-    done = run_job(folder, data, env, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
+    done = run_job(folder, data, subprocess_env, train_steps=KILL_TEST_STEPS, checkpoint_steps=KILL_TEST_CHECKPOINTS)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_run(folder, reference, KILL_TEST_STEPS)
     assert not [p for p in folder.iterdir() if run_layout.is_temporary_checkpoint_name(p.name)]
     print("checkpoints at each kill:", checkpoints_at_kills)
 
 
-def test_kill_between_checkpoint_renames_is_repaired(tmp_path, data, env, uninterrupted):
+def test_kill_between_checkpoint_renames_is_repaired(tmp_path, data, subprocess_env, uninterrupted):
     """A kill after an existing checkpoint moved aside and before its copy moved in."""
     folder = tmp_path / "run"
-    assert run_job(folder, data, env, train_steps=12).returncode == 0
+    assert run_job(folder, data, subprocess_env, train_steps=12).returncode == 0
     os.rename(run_layout.checkpoint_folder(folder, 12), run_layout.replaced_checkpoint_folder(folder, 12, "dead"))
     (run_layout.partial_checkpoint_folder(folder, 12, "beef")).mkdir()  # its half-written copy
-    done = run_job(folder, data, env)
+    done = run_job(folder, data, subprocess_env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Resuming from" in done.stdout and "00000012" in done.stdout
     assert_same_run(folder, uninterrupted)
@@ -294,13 +276,13 @@ def test_full_disk_during_checkpoint_keeps_earlier_ones(tmp_path, data, monkeypa
         return serialise(path, tree)
 
     monkeypatch.setattr(eqx, "tree_serialise_leaves", fill_disk_at_step_12)
-    with pytest.raises(train_utils.CheckpointWriteError, match="No space left on device") as error:
+    with pytest.raises(checkpoints.CheckpointWriteError, match="No space left on device") as error:
         train_utils.train(tiny_hpars(folder, data))
     assert "step 12" in str(error.value) and "resume_checkpoint=-1" in str(error.value)
-    assert train_utils.list_checkpoints(folder) == [4, 8]
+    assert checkpoints.list_checkpoints(folder) == [4, 8]
     assert not [p for p in folder.iterdir() if run_layout.is_temporary_checkpoint_name(p.name)]
     for step in (4, 8):
-        train_utils.load_checkpoint(run_layout.checkpoint_folder(folder, step))  # intact: checksums hold
+        checkpoints.load_checkpoint(run_layout.checkpoint_folder(folder, step))  # intact: checksums hold
     assert json.loads((folder / "exception.json").read_text())["kind"] == "failed"
 
     monkeypatch.setattr(eqx, "tree_serialise_leaves", serialise)  # space freed
@@ -314,19 +296,10 @@ def test_full_disk_during_checkpoint_keeps_earlier_ones(tmp_path, data, monkeypa
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory) -> Path:
+def published(tmp_path_factory, write_tiny_models) -> Path:
     """Four tiny published models (4 hidden channels) of two presets."""
-    import jax
-
-    import rvsr
-
     folder = tmp_path_factory.mktemp("trained_models")
-    for preset, seed in (("repl", 0), ("repl", 1), ("zero-repl", 0), ("zero-repl", 1)):
-        import presets
-
-        model_hpars = {**presets.get_preset_hpars(preset)["model_hpars"], "hidden_channels": 4}
-        model, _ = rvsr.make_rvsr(model_hpars, 4, key=jax.random.PRNGKey(seed + 10))
-        rvsr.save_rvsr_weights(model, run_layout.TrainedModel(preset, seed, folder).weights_path)
+    write_tiny_models(folder, [("repl", 0), ("repl", 1), ("zero-repl", 0), ("zero-repl", 1)], key_offset=10)
     return folder
 
 
@@ -335,27 +308,27 @@ def eval_mse_command(models: Path, results: Path, test_data: Path) -> list[str]:
             "--test-data", str(test_data), "--batch-size", "2"]  # fmt: skip
 
 
-def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, env):
+def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, subprocess_env):
     whole = tmp_path / "whole"
-    done = subprocess.run(eval_mse_command(published, whole, data["test"]), env=env, capture_output=True, text=True)
+    done = subprocess.run(eval_mse_command(published, whole, data["test"]), env=subprocess_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = run_layout.find_output_crop_sumsqs(whole)
+    expected = catalog.find_output_crop_sumsqs(whole)
     assert len(expected) == 4
 
     parts = tmp_path / "parts"
-    process = subprocess.Popen(eval_mse_command(published, parts, data["test"]), env=env,
+    process = subprocess.Popen(eval_mse_command(published, parts, data["test"]), env=subprocess_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
-    while not run_layout.find_output_crop_sumsqs(parts) and process.poll() is None and time.monotonic() < deadline:
+    while not catalog.find_output_crop_sumsqs(parts) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    stored_at_kill = len(run_layout.find_output_crop_sumsqs(parts))
+    stored_at_kill = len(catalog.find_output_crop_sumsqs(parts))
     assert 1 <= stored_at_kill < 4, "killed too late to test anything"
 
-    done = subprocess.run(eval_mse_command(published, parts, data["test"]), env=env, capture_output=True, text=True)
+    done = subprocess.run(eval_mse_command(published, parts, data["test"]), env=subprocess_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    got = run_layout.find_output_crop_sumsqs(parts)
+    got = catalog.find_output_crop_sumsqs(parts)
     assert sorted(got) == sorted(expected)
     for run, path in expected.items():
         np.testing.assert_array_equal(np.load(got[run]), np.load(path))
@@ -374,7 +347,7 @@ def test_full_disk_while_appending_history_is_one_clear_error(tmp_path, data, mo
     monkeypatch.setattr(train_utils.CsvHistory, "append", fill_disk_after_step_14)
     with pytest.raises(train_utils.JobError, match="No space left on device.*checkpoints are intact"):
         train_utils.train(tiny_hpars(folder, data))
-    assert train_utils.list_checkpoints(folder) == [4, 8, 12]
+    assert checkpoints.list_checkpoints(folder) == [4, 8, 12]
     monkeypatch.setattr(train_utils.CsvHistory, "append", append)
     train_utils.train(tiny_hpars(folder, data))
     assert_same_run(folder, uninterrupted)

@@ -214,6 +214,7 @@ def test_write_table_formats(tmp_path):
 # Figures
 
 
+@pytest.mark.slow
 def test_every_step_writes_its_files(results, capsys, monkeypatch):
     # Models with lp padding and all twelve padding methods take long to compile on a CPU;
     # the smoke run (reproduce.py --smoke) makes the full figures.
@@ -376,6 +377,74 @@ def test_mse_vs_throughput_labels_inside_axes(results):
         assert labels == 4 * len(MSE_PRESETS)
     finally:
         plt.close(fig)
+
+
+def text_extent(label, renderer):
+    """An annotation's text alone, without its leader line."""
+    label.update_positions(renderer)
+    return matplotlib.text.Text.get_window_extent(label, renderer)
+
+
+def test_mse_vs_throughput_labels_of_crowded_points_do_not_overlap(results):
+    # As in a smoke run, where zero_oc1 and lp2x3_oc5 fell on almost the same spot.
+    figures.setup_matplotlib()
+    table = figures.main_table(results)
+    for column in ("train_throughput", "inference_throughput", "mse", "outer_shell_mse"):
+        table.loc["zero_oc1", column] = table.loc["lp2x3_oc5", column] * 1.004
+    fig = figures.mse_vs_throughput_figure(table)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            frame = ax.get_window_extent(renderer)
+            boxes = {text.get_text(): text_extent(text, renderer) for text in ax.texts}
+            assert len(boxes) == len(MSE_PRESETS)
+            for name, box in boxes.items():
+                assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, name
+                for other, other_box in boxes.items():
+                    assert other == name or not box.overlaps(other_box), (name, other)
+    finally:
+        plt.close(fig)
+
+
+def test_layer_nmse_shows_both_presets_or_says_why(tmp_path, monkeypatch):
+    ctx = write_synthetic_results(tmp_path, with_models=False)
+    path = run_layout.layer_nmse_path(ctx.results_folder)
+    nmse = json.loads(path.read_text())
+    del nmse["zero_oc5"]
+    path.write_text(json.dumps(nmse))
+    figures.setup_matplotlib()
+    shown = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, name, folder: shown.append(fig) or [])
+    figures.make_layer_nmse(ctx)
+    try:
+        missing, present = shown[0].axes
+        assert [ax.get_title() for ax in (missing, present)] == ["Trained as zero_oc5", "Trained as lp2x3_oc5"]
+        assert not missing.lines and "no results for zero_oc5" in missing.texts[0].get_text()
+        assert len(present.lines) > 0 and present.get_ylabel() and present.get_legend() is not None
+    finally:
+        plt.close(shown[0])
+
+
+def test_seams_colour_bar_shows_its_clipped_end(tmp_path, monkeypatch):
+    deviation = np.full((32, 32), 1e-4)
+    deviation[:, 15:17] = 1e-3  # a seam
+    shown = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, name, folder: shown.append(fig) or [])
+    for peak, extend in ((1e-3, "neither"), (0.05, "max")):  # a hot spot beyond the 99.5th percentile, or none
+        deviation[3, 3] = peak
+        np.savez(tmp_path / "zero_seams.npz", deviation=deviation, preset="zero", seam_mean=1e-3, seam_max=peak, mean=2e-4)
+        figures.draw_superresolve_seams([tmp_path / "zero_seams.npz"], tmp_path)
+        fig = shown.pop()
+        try:
+            assert fig.axes[0].images[0].colorbar.extend == extend
+            caption = fig.texts[0]
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            gap = fig.axes[0].get_window_extent(renderer).y0 - caption.get_window_extent(renderer).y1
+            assert 0 <= gap < 12 * fig.dpi / 72  # right under the panels, not an empty band lower down
+        finally:
+            plt.close(fig)
 
 
 def test_unreadable_results_are_skipped_with_a_reason(tmp_path, capsys):

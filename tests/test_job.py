@@ -145,6 +145,7 @@ def test_bad_data_exits_with_one_line(tmp_path, dtype, bad_value, complaint):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_job_main_trains_then_protects_folder(tmp_path, capsys):
     rng = np.random.default_rng(1)
     for name in ("train", "test"):

@@ -11,10 +11,13 @@ data are a few piecewise-constant images (overlapping rectangles), which the mod
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import presets
 import run_layout
 import train_utils
+
+pytestmark = pytest.mark.slow  # every test here runs for tens of seconds or more
 
 STEPS = 30
 

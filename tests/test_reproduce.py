@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import cli
 import reproduce
 import run_layout
 
@@ -76,7 +77,7 @@ def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
     (["--no-such-option"], "unrecognized arguments"),
 ])
 def test_bad_command_lines(capsys, args, message):
-    assert reproduce.main(args) == reproduce.EXIT_USAGE
+    assert reproduce.main(args) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("reproduce.py: error: ") and message in err and err.count("\n") == 1
 
@@ -122,3 +123,76 @@ def test_notebook_skips(tmp_path):
     path = tmp_path / "executed.ipynb"
     path.write_text(json.dumps(notebook))
     assert reproduce.notebook_skips(path) == ["skipped tiled outputs: no", "skipped b: c"]
+
+
+@pytest.fixture
+def paper_folders(tmp_path, monkeypatch) -> Path:
+    """Every folder of the full-scale workflow under ``tmp_path``; commands are recorded, not run."""
+    for key in ("dataset_folder", "train_runs_folder", "results_folder", "trained_models_folder", "graphs_folder",
+                "temp_folder"):
+        monkeypatch.setenv(f"LPPAD_{key.upper()}", str(tmp_path / key))
+    return tmp_path
+
+
+def record_commands(monkeypatch) -> list[list[str]]:
+    ran = []
+    monkeypatch.setattr(reproduce, "run_command", lambda workflow, args: ran.append([str(a) for a in args]) or 0)
+    return ran
+
+
+class Terminal:
+    """A stdin at a terminal that answers ``answer`` (or, with None, is no terminal at all)."""
+
+    def __init__(self, answer: str | None):
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return self.answer is not None
+
+    def readline(self) -> str:
+        return self.answer + "\n"
+
+
+def test_full_scale_run_says_what_it_will_do_and_needs_yes(paper_folders, monkeypatch, capsys):
+    ran = record_commands(monkeypatch)
+    monkeypatch.setattr("sys.stdin", Terminal(None))  # e.g. a batch job: nobody to ask
+    assert reproduce.main(["--only", "download,train", "--presets", "lp2x3,repl", "--seeds", "0-1"]) == cli.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert "download the paper's dataset from Metax (about 30 GB)" in out and "train 4 runs (2 presets)" in out
+    assert "--yes" in err and err.count("\n") == 1 and ran == []
+    assert not (paper_folders / "dataset_folder").exists()
+    assert reproduce.main(["--only", "download,train", "--presets", "lp2x3,repl", "--seeds", "0-1", "--yes"]) == 0
+    assert [Path(args[1]).name for args in ran] == ["download_dataset.py", "job.py", "job.py", "job.py", "job.py"]
+
+
+@pytest.mark.parametrize("answer, status", [("y", 0), ("n", cli.EXIT_USAGE), ("", cli.EXIT_USAGE)])
+def test_full_scale_run_asks_at_a_terminal(paper_folders, monkeypatch, capsys, answer, status):
+    ran = record_commands(monkeypatch)
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+    assert reproduce.main(["--only", "train", "--presets", "repl", "--seeds", "0"]) == status
+    assert "Go ahead? [y/N]" in capsys.readouterr().out
+    assert len(ran) == (1 if status == 0 else 0)
+
+
+def test_nothing_to_confirm_for_finished_work_and_dry_runs(paper_folders, monkeypatch, capsys):
+    ran = record_commands(monkeypatch)
+    monkeypatch.setattr("sys.stdin", Terminal(None))
+    write_checkpoint(paper_folders / "train_runs_folder" / "repl_s0", 1_500_000)
+    for name in ("train_data.npy", "test_data.npy"):
+        (paper_folders / "dataset_folder").mkdir(exist_ok=True)
+        (paper_folders / "dataset_folder" / name).write_bytes(b"")
+    assert reproduce.main(["--only", "download,train", "--presets", "repl", "--seeds", "0"]) == 0
+    assert ran == [] and "about to" not in capsys.readouterr().out
+    assert reproduce.main(["--dry-run", "--only", "train", "--presets", "lp2x3", "--seeds", "0"]) == 0
+
+
+def test_notebook_skip_reasons_reach_the_console(tmp_path, monkeypatch, capsys):
+    workflow, _ = reproduce.parse_command_line(["--only", "notebook"])
+    workflow.env["LPPAD_GRAPHS_FOLDER"] = str(tmp_path)
+    executed = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "stream", "text": "main table: wrote t.csv\nskipped layer NMSE: no results/layer_nmse.json\n"}]}]}
+    monkeypatch.setattr(reproduce, "run_command",
+                        lambda workflow, args: (tmp_path / reproduce.NOTEBOOK.name).write_text(json.dumps(executed)) and 0)
+    reproduce.step_notebook(workflow)
+    out = capsys.readouterr().out
+    assert "notebook: skipped layer NMSE: no results/layer_nmse.json" in out and "1 skipped" in out

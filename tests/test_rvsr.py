@@ -83,6 +83,7 @@ def cheap_models():
 # --- the reference vectors -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("oc", [0, 5])
 def test_shifted_tiles_agree_away_from_their_edges(oc):
     # Two overlapping tiles of one image, offset by (4, 6) input pixels. Every output pixel
@@ -318,6 +319,7 @@ def test_repconv_forms():
 # --- whole-model behaviour ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_output_crops_are_center_crops_of_the_oc0_output(cheap_models):
     # Dropping the padding of the last layers only removes the output pixels that the
     # padding of those layers reached, so with the same weights the oc k output is the oc 0
@@ -421,6 +423,7 @@ def test_inference_form_builds_and_runs(method):
         rvsr.rvsr_to_oc0_leaves(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hpars, crops", [(CHEAP_HPARS, (0, 2, 9)), (LP2X3_HPARS, (0, 1, 5, 10))],
                          ids=["zero", "lp2x3"])
 def test_reparameterize_matches_training_form(hpars, crops):

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+import checkpoints
 import run_layout
 import slurm_train
 from slurm_cluster import SlurmCluster, missing_requirements
@@ -197,34 +198,23 @@ def test_unreadable_job_map_is_a_clear_error(capsys, in_tmp):
 # The trainer's preemption hook (train_utils), in this process
 
 
-def write_tiny_data(folder: Path) -> dict[str, Path]:
-    """Train (8) and test (4) images (N, 3, 24, 24) in [-1, 1]: room for 16x16 crops at sr 4."""
-    rng = np.random.default_rng(0)
-    paths = {}
-    for name, count in (("train", 8), ("test", 4)):
-        images = np.cumsum(rng.normal(0, 0.1, (count, 3, 24, 24)), axis=-1)  # smooth along x
-        paths[name] = folder / f"{name}.npy"
-        np.save(paths[name], np.clip(images, -1, 1).astype(np.float32))
-    return paths
+# Train (8) and test (4) images (N, 3, 24, 24) in [-1, 1]: room for 16x16 crops at sr 4.
+TINY_DATA = {"train": 8, "test": 4}
+TINY_DATA_SIZE = 24
 
 
-def test_trainer_resumes_exactly_after_sigterm(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_trainer_resumes_exactly_after_sigterm(tmp_path, monkeypatch, write_tiny_images, tiny_hpars):
     """SIGTERM (preemption, scontrol requeue, scancel) mid-run: a checkpoint of that step, no
     exception.txt, and resuming from it gives the uninterrupted run's parameters and histories.
     (The same tiny configuration as tests/test_train_utils.py, so its compiled steps are reused.)"""
     import data_utils
-    import presets
     import train_utils
 
-    data = write_tiny_data(tmp_path)
+    data = write_tiny_images(tmp_path, TINY_DATA, TINY_DATA_SIZE)
 
     def hpars(folder: str, **overrides) -> dict:
-        h = presets.get_preset_hpars("lp1x1cs", 0)
-        h["model_hpars"]["hidden_channels"] = 4
-        h.update(folder=str(tmp_path / folder), train_data_path=str(data["train"]), test_data_path=str(data["test"]),
-                 image_shape=[3, 16, 16], batch_size=2, train_steps=12, checkpoint_steps=[4],
-                 test_image_save_interval=0)  # fmt: skip
-        return {**h, **overrides}
+        return tiny_hpars("lp1x1cs", tmp_path / folder, data, train_steps=12, checkpoint_steps=[4], **overrides)
 
     draw = data_utils.ImageBatcher.__call__
     draws = []
@@ -242,7 +232,7 @@ def test_trainer_resumes_exactly_after_sigterm(tmp_path, monkeypatch):
     assert (interrupted.value.signum, interrupted.value.step) == (signal.SIGTERM, 7)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the trainer's handler is gone again
     run = tmp_path / "run"
-    assert train_utils.list_checkpoints(run) == [4, 7]
+    assert checkpoints.list_checkpoints(run) == [4, 7]
     assert not (run / "exception.txt").exists()  # an interruption is not a failure
     assert len((run / "train_history.csv").read_text().splitlines()) == 1 + 7
 
@@ -275,6 +265,7 @@ def cluster():
         cluster.stop()
 
 
+@pytest.mark.slow
 def test_cluster_runs_an_array_job(cluster, tmp_path):
     done = cluster.run(["sbatch", "--parsable", "--array=0-1", f"--output={tmp_path}/%A_%a.out",
                         "--wrap", "echo task $SLURM_ARRAY_TASK_ID"])  # fmt: skip
@@ -291,11 +282,11 @@ FIRST_CHECKPOINT = 20
 
 
 @pytest.fixture(scope="module")
-def training(cluster, tmp_path_factory):
+def training(cluster, tmp_path_factory, write_tiny_images):
     """Tiny train/test data, the job.py names for tiny runs, and a JAX compilation cache
     shared by all tasks (a requeued task compiles the same steps again)."""
     folder = tmp_path_factory.mktemp("slurm_training")
-    data = write_tiny_data(folder)
+    data = write_tiny_images(folder, TINY_DATA, TINY_DATA_SIZE)
     extra = [
         f"train_data_path={data['train']}",
         f"test_data_path={data['test']}",
@@ -346,6 +337,7 @@ def reference_runs() -> dict[str, Path]:
     return {}
 
 
+@pytest.mark.slow
 def test_array_job_trains_and_status_reports(capsys, cluster, training, slurm_env, reference_runs):
     job_id = submit(capsys, "zero-repl,repl", training["extra"])
     job_map = json.loads((slurm_env / "runs" / "slurm_jobs.json").read_text())
@@ -357,7 +349,7 @@ def test_array_job_trains_and_status_reports(capsys, cluster, training, slurm_en
     for index, preset in enumerate(["zero-repl", "repl"]):
         folder = slurm_env / "runs" / f"{preset}_s0"
         log = task_log(slurm_env, job_id, index)
-        assert slurm_train.checkpoint_steps(folder) == [FIRST_CHECKPOINT, TRAIN_STEPS], log
+        assert checkpoints.complete_checkpoint_steps(folder) == [FIRST_CHECKPOINT, TRAIN_STEPS], log
         assert "job.py exited with status 0" in log
         reference_runs[preset] = folder
 
@@ -371,6 +363,7 @@ def test_array_job_trains_and_status_reports(capsys, cluster, training, slurm_en
     assert status == 0 and "nothing to submit" in err
 
 
+@pytest.mark.slow
 def test_time_limit_warning_checkpoints_requeues_and_resumes_exactly(
     capsys, cluster, training, slurm_env, reference_runs
 ):
@@ -397,7 +390,7 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_exactly(
     assert stopped, log
     interrupted_at = int(stopped[1])
     assert 1 <= interrupted_at < TRAIN_STEPS
-    assert slurm_train.checkpoint_steps(folder) == sorted({interrupted_at, FIRST_CHECKPOINT, TRAIN_STEPS})
+    assert checkpoints.complete_checkpoint_steps(folder) == sorted({interrupted_at, FIRST_CHECKPOINT, TRAIN_STEPS})
     assert "job.py exited with status 138" in log  # 128 + SIGUSR1, then the task requeued itself
     assert "restart 1" in log
     assert f"Resuming from {folder.relative_to(slurm_env) / f'{interrupted_at:08d}'}" in log

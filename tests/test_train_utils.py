@@ -15,40 +15,18 @@ import jax
 import numpy as np
 import pytest
 
+import checkpoints
 import data_utils
 import presets
+import train_state
 import train_utils
 
 
 @pytest.fixture(scope="module")
-def data_paths(tmp_path_factory) -> dict[str, str]:
+def data_paths(tmp_path_factory, write_tiny_images) -> dict[str, str]:
     """Train (6 images) and test (5 images) .npy files of shape (N, 3, 208, 208) in [-1, 1]."""
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    paths = {}
-    for name, count in (("train", 6), ("test", 5)):
-        # Smooth-ish images: a random walk along x, so the padding methods see structure.
-        images = np.cumsum(rng.normal(0, 0.1, (count, 3, 208, 208)), axis=-1)
-        paths[name] = str(folder / f"{name}.npy")
-        np.save(paths[name], np.clip(images, -1, 1).astype(np.float32))
-    return paths
-
-
-def tiny_hpars(preset: str, folder: Path, data_paths: dict, **overrides) -> dict:
-    hpars = presets.get_preset_hpars(preset, 0)
-    hpars["model_hpars"]["hidden_channels"] = 4
-    hpars.update(
-        folder=str(folder),
-        train_data_path=data_paths["train"],
-        test_data_path=data_paths["test"],
-        image_shape=[3, 16, 16],
-        batch_size=2,
-        train_steps=3,
-        checkpoint_steps=[2],
-        test_image_save_interval=0,
-    )
-    hpars.update(overrides)
-    return hpars
+    paths = write_tiny_images(tmp_path_factory.mktemp("data"), {"train": 6, "test": 5}, 208)
+    return {name: str(path) for name, path in paths.items()}
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -59,18 +37,19 @@ def model_leaves(model) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))]
 
 
-def test_run_folder_contents(tmp_path, data_paths):
+@pytest.mark.slow
+def test_run_folder_contents(tmp_path, data_paths, tiny_hpars):
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths)
     ts = train_utils.train(hpars)
     run = tmp_path / "run"
     assert ts.step == 3
-    assert train_utils.list_checkpoints(run) == [2, 3]
+    assert checkpoints.list_checkpoints(run) == [2, 3]
 
     train_rows = read_csv(run / "train_history.csv")
     assert train_rows[0] == ["step", "loss", "learning_rate"]
     assert [int(r[0]) for r in train_rows[1:]] == [1, 2, 3]
     # The learning rate logged for step s is the one used by that update: schedule(s - 1).
-    schedule = train_utils.make_schedule(hpars)
+    schedule = train_state.make_schedule(hpars)
     for step, loss, lr in train_rows[1:]:
         assert np.isfinite(float(loss))
         assert float(lr) == pytest.approx(float(schedule(int(step) - 1)), rel=1e-6)
@@ -86,11 +65,11 @@ def test_run_folder_contents(tmp_path, data_paths):
     assert not any("test007" in name for name in images)
 
 
-def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
+def test_checkpoint_holds_no_pickle(tmp_path, data_paths, tiny_hpars):
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1)
     ts = train_utils.train(hpars)
     checkpoint = tmp_path / "run" / "00000001"
-    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(train_utils.CHECKPOINT_FILES)
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(checkpoints.CHECKPOINT_FILES)
     info = json.loads((checkpoint / "checkpoint.json").read_text())
     assert info["step"] == 1 and info["config"]["preset"] == "lp1x1cs" and info["options"]["train_steps"] == 1
     assert set(info["config"]) == set(presets.CONFIG_KEYS) and "folder" not in info["config"]
@@ -103,14 +82,14 @@ def test_checkpoint_holds_no_pickle(tmp_path, data_paths):
             records.append(np.load(f, allow_pickle=False))
     assert [r.shape for r in records] == [leaf.shape for leaf in model_leaves(ts.model)]
 
-    loaded, _ = train_utils.load_checkpoint(checkpoint)
+    loaded, _ = checkpoints.load_checkpoint(checkpoint)
     for a, b in zip(model_leaves(loaded.model), model_leaves(ts.model)):
         np.testing.assert_array_equal(a, b)
     assert loaded.rng.bit_generator.state == ts.rng.bit_generator.state
     np.testing.assert_array_equal(np.asarray(loaded.key), np.asarray(ts.key))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, data_paths):
+def test_resume_equals_uninterrupted_run(tmp_path, data_paths, tiny_hpars):
     whole = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "whole", data_paths, train_steps=4))
 
     # Interrupted after step 3, resumed from the checkpoint at 2: rows after it are redone.
@@ -132,7 +111,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_paths):
     assert (tmp_path / "parts/train_history.csv").read_text() == (tmp_path / "whole/train_history.csv").read_text()
 
 
-def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths):
+def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths, tiny_hpars):
     whole = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "one", data_paths))
     config, options = presets.split_hpars(tiny_hpars("lp1x1cs", tmp_path / "two", data_paths))
     assert "folder" in options and "train_steps" in options and "model_hpars" in config and "folder" not in config
@@ -143,16 +122,16 @@ def test_config_and_options_apart_equal_one_dict(tmp_path, data_paths):
         train_utils.train(config, {**options, "seed": 1})
 
 
-def test_resume_rejects_other_hyperparameters(tmp_path, data_paths):
+def test_resume_rejects_other_hyperparameters(tmp_path, data_paths, tiny_hpars):
     train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=2))
     other = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=3, resume_checkpoint=-1, batch_size=3)
-    with pytest.raises(train_utils.CheckpointError, match="batch_size"):
+    with pytest.raises(checkpoints.CheckpointError, match="batch_size"):
         train_utils.train(other)
-    with pytest.raises(train_utils.CheckpointError, match="00000001"):
+    with pytest.raises(checkpoints.CheckpointError, match="00000001"):
         train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, resume_checkpoint=1))
 
 
-def test_stop_signal_writes_checkpoint_then_stops(tmp_path, data_paths, monkeypatch):
+def test_stop_signal_writes_checkpoint_then_stops(tmp_path, data_paths, monkeypatch, tiny_hpars):
     draw = data_utils.ImageBatcher.__call__
     calls = []
 
@@ -166,38 +145,38 @@ def test_stop_signal_writes_checkpoint_then_stops(tmp_path, data_paths, monkeypa
     with pytest.raises(train_utils.TrainingInterrupted) as stopped:
         train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=5, checkpoint_steps=[]))
     assert (stopped.value.signum, stopped.value.step) == (signal.SIGUSR1, 2)
-    assert train_utils.list_checkpoints(tmp_path / "run") == [2]
+    assert checkpoints.list_checkpoints(tmp_path / "run") == [2]
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
 
 
 def test_latest_checkpoint_skips_partial_and_incomplete(tmp_path):
     (tmp_path / ".partial-00000009-abcd").mkdir()
     (tmp_path / "00000005").mkdir()  # incomplete: no files
-    assert train_utils.list_checkpoints(tmp_path) == [5]
-    assert train_utils.latest_checkpoint(tmp_path) is None
-    assert train_utils.latest_checkpoint(tmp_path / "missing") is None
+    assert checkpoints.list_checkpoints(tmp_path) == [5]
+    assert checkpoints.latest_checkpoint(tmp_path) is None
+    assert checkpoints.latest_checkpoint(tmp_path / "missing") is None
 
 
-def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, data_paths):
+def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, data_paths, tiny_hpars):
     ts = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1, resume_checkpoint=-1))
     assert ts.step == 1
 
 
-def test_protect_existing(tmp_path, data_paths):
+def test_protect_existing(tmp_path, data_paths, tiny_hpars):
     run = tmp_path / "run"
     train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=2, checkpoint_steps=[1]))
     (run / "notes.txt").write_text("not written by the trainer")
     with pytest.raises(train_utils.RunFolderExistsError, match="protect_existing=False"):
         train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1))
-    assert train_utils.list_checkpoints(run) == [1, 2]
+    assert checkpoints.list_checkpoints(run) == [1, 2]
 
     train_utils.train(tiny_hpars("lp1x1cs", run, data_paths, train_steps=1, protect_existing=False))
-    assert train_utils.list_checkpoints(run) == [1]  # the old run's checkpoints are gone
+    assert checkpoints.list_checkpoints(run) == [1]  # the old run's checkpoints are gone
     assert (run / "notes.txt").exists()  # files the trainer did not write stay
     assert len(read_csv(run / "train_history.csv")) == 2
 
 
-def test_save_false_writes_only_timing(tmp_path, data_paths):
+def test_save_false_writes_only_timing(tmp_path, data_paths, tiny_hpars):
     timing = tmp_path / "timing.json"
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, save=False, timing_filename=str(timing))
     train_utils.train(hpars)
@@ -206,7 +185,8 @@ def test_save_false_writes_only_timing(tmp_path, data_paths):
     assert result["mode"] == "train" and result["batch_size"] == 2 and len(result["step_times"]) == 3
 
 
-def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths):
+@pytest.mark.slow
+def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths, tiny_hpars):
     hpars = tiny_hpars("zero_oc1", tmp_path / "run", data_paths)
     batch = np.load(data_paths["test"])[:2]
     inputs, targets = train_utils.make_inputs_and_targets(batch, hpars)
@@ -219,7 +199,8 @@ def test_output_crop_preset_trains_on_cropped_targets(tmp_path, data_paths):
     assert loss == pytest.approx(last_test_loss, rel=1e-6)
 
 
-def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch):
+@pytest.mark.slow
+def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch, tiny_hpars):
     # Finite data that the model turns into a NaN loss: a NaN learning rate.
     monkeypatch.setattr(train_utils, "_compiled_steps", train_utils._compiled_steps.__wrapped__)
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths)
@@ -229,7 +210,7 @@ def test_nan_loss_stops_with_exception_file(tmp_path, data_paths, monkeypatch):
     assert "NaN at step 2" in (tmp_path / "run" / "exception.txt").read_text()
     outcome = json.loads((tmp_path / "run" / "exception.json").read_text())
     assert outcome == {"kind": "diverged", "step": 2, "message": "training loss is NaN at step 2"}
-    assert train_utils.list_checkpoints(tmp_path / "run") == []
+    assert checkpoints.list_checkpoints(tmp_path / "run") == []
 
 
 def test_huge_loss_stops_only_after_warmup(tmp_path):
@@ -241,14 +222,14 @@ def test_huge_loss_stops_only_after_warmup(tmp_path):
     assert json.loads((tmp_path / "exception.json").read_text())["kind"] == "diverged"
 
 
-def test_missing_data_is_a_clear_error(tmp_path, data_paths):
+def test_missing_data_is_a_clear_error(tmp_path, data_paths, tiny_hpars):
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(tmp_path / "none.npy"))
     with pytest.raises(train_utils.DataError, match="train data file not found"):
         train_utils.train(hpars)
     assert not (tmp_path / "run").exists()
 
 
-def test_inference_timing(tmp_path, data_paths):
+def test_inference_timing(tmp_path, data_paths, tiny_hpars):
     timing = tmp_path / "inference.json"
     hpars = tiny_hpars("zero-repl", tmp_path / "run", data_paths, inference_steps=3, timing_filename=str(timing))
     times = train_utils.run_job(hpars)
@@ -264,7 +245,7 @@ def test_inference_timing(tmp_path, data_paths):
     ("too_small", np.zeros((4, 3, 20, 208), np.float32), "has shape (4, 3, 20, 208); expected (N, 3, >=24, >=24)"),
     ("no_channels", np.zeros((4, 208, 208), np.float32), "has shape (4, 208, 208)"),
 ])
-def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path, data_paths, name, array, message):
+def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path, data_paths, name, array, message, tiny_hpars):
     path = tmp_path / f"{name}.npy"
     if array is None:
         array = np.load(data_paths["train"]).copy()
@@ -279,7 +260,30 @@ def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path,
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
-def test_non_finite_test_data_is_refused_too(tmp_path, data_paths):
+def test_resumed_run_does_not_read_the_data_again_but_a_changed_file_is(tmp_path, data_paths, monkeypatch, tiny_hpars):
+    # The finite-values check reads a data file once per version of it (a stamp beside it),
+    # not at every resume or Slurm requeue; a file rewritten since is read, and refused, again.
+    train = tmp_path / "train.npy"
+    train.write_bytes(Path(data_paths["train"]).read_bytes())
+    hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_data_path=str(train), train_steps=1,
+                       checkpoint_steps=[1])  # fmt: skip
+    train_utils.train(hpars)
+
+    def no_scan(data):
+        raise AssertionError("the data was read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data_utils, "first_non_finite_image", no_scan)
+        assert train_utils.train({**hpars, "train_steps": 2, "resume_checkpoint": -1}).step == 2
+    images = np.load(train)
+    images[1, 0, 5, 5] = np.nan
+    np.save(train, images)
+    with pytest.raises(train_utils.DataError, match="image 1 holds NaN or infinite"):
+        train_utils.train({**hpars, "train_steps": 3, "resume_checkpoint": -1})
+    assert checkpoints.list_checkpoints(tmp_path / "run") == [1, 2]
+
+
+def test_non_finite_test_data_is_refused_too(tmp_path, data_paths, tiny_hpars):
     array = np.load(data_paths["test"]).copy()
     array[0, 0, 0, 0] = -np.inf
     np.save(tmp_path / "test.npy", array)
