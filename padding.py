@@ -578,10 +578,12 @@ def _covariance_sums(a: jax.Array, length: int, axes: tuple[int, ...]) -> jax.Ar
     """The covariance sums of a: (y, x) along each of ``axes`` -> (len(axes), 2, s), as in
     `_covariance_stats`.
 
-    Each column of the window matrix picks the Gram entries of one statistic; all statistics of
-    an axis pick the same number of entries, so equal sums (a constant channel) round alike.
+    Without a gradient the sums come from a few whole-map lag sums (`_covariance_sums_by_lags`);
+    the gradient path (forward rule) reads them off the Gram matrices, where each column of the
+    window matrix picks the entries of one statistic; all statistics of an axis pick the same
+    number of entries, so equal sums (a constant channel) round alike there.
     """
-    return _covariance_sums_fwd(a, length, axes)[0]
+    return _covariance_sums_by_lags(a, length, axes)
 
 
 def _covariance_sums_fwd(a, length, axes):
@@ -614,6 +616,58 @@ def _covariance_sums_bwd(length, axes, a, g):
 
 
 _covariance_sums.defvjp(_covariance_sums_fwd, _covariance_sums_bwd)
+
+
+def _along(a: jax.Array, axis: int, start: int, stop: int) -> jax.Array:
+    """Rows (axis 0) or columns (axis 1) ``start:stop`` of a: (y, x)."""
+    return a[start:stop] if axis == 0 else a[:, start:stop]
+
+
+def _product_sum(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``sum(x * y)``. On XLA:CPU the product is written out first (an optimization barrier):
+    fused into the reduction, its sliced operands were each copied out before it, three
+    passes where the barrier leaves two."""
+    return jax.lax.platform_dependent(
+        x, y, cpu=lambda x, y: jnp.sum(jax.lax.optimization_barrier(x * y)), default=lambda x, y: jnp.sum(x * y)
+    )
+
+
+# Why a second forward form: the sums over windows that start and end at most ``length`` rows
+# from the edges are the lag sums over the whole map minus a few edge rows, and a whole-map lag
+# sum is one pass; the Gram matrices cost n times more arithmetic. Only the gradient path needs
+# what the Gram form gives besides: sums that round alike for a constant channel.
+def _covariance_sums_by_lags(a: jax.Array, length: int, axes: tuple[int, ...]) -> jax.Array:
+    """The sums of `_covariance_sums`, as whole-map lag sums minus their edge terms.
+
+    These need not round alike for a constant channel (a tiny constant after the inexact mean),
+    where the normal equations are singular and rounding would pick the predictor; such a
+    channel gets, as from the Gram form, equal sums per axis: the predictor of its exact sums.
+    """
+    squares = jnp.sum(a * a)
+    per_axis = [jnp.stack(_window_sums_by_lags(a, length, axis, squares)) for axis in axes]
+    constant = jnp.all(a == a[0, 0])
+    sums = [jnp.where(constant, jnp.full_like(s, s[0]), s) for s in per_axis]
+    # Ending like the forward rule (a reshape) puts the batch axis of vmap where it puts it:
+    # JAX 0.12 mixed up the two forms' batch axes when a scan body was linearized otherwise.
+    return jnp.concatenate(sums).reshape(len(axes), 2, -1)
+
+
+def _window_sums_by_lags(a: jax.Array, length: int, axis: int, squares: jax.Array) -> list[jax.Array]:
+    """The covariance sums along ``axis`` (`_COVARIANCE_WINDOWS` order, both directions) from
+    the lag sums over the whole map (``squares`` is lag 0) minus the products outside each
+    window: ``sum_{i=start}^{start+count-1} = sum_{i=0}^{n-lag-1}`` less at most ``length`` rows."""
+    n = a.shape[axis]
+    count = n - length  # fitting positions along the axis
+    windows = [window for direction in _COVARIANCE_WINDOWS[length] for window in direction]
+    if count <= 0:  # not padded along this axis: no fitting position
+        return [jnp.zeros((), a.dtype)] * len(windows)
+    whole = [squares] + [_product_sum(_along(a, axis, 0, n - lag), _along(a, axis, lag, n)) for lag in range(1, length + 1)]
+    sums = []
+    for lag, start in windows:
+        outside = [*range(start), *range(start + count, n - lag)]
+        edges = [jnp.sum(_along(a, axis, i, i + 1) * _along(a, axis, i + lag, i + lag + 1)) for i in outside]
+        sums.append(whole[lag] - sum(edges) if edges else whole[lag])
+    return sums
 
 
 @functools.lru_cache(maxsize=None)
