@@ -8,7 +8,7 @@ Each size runs ``superresolve.py`` in a fresh process on a synthetic scene (digi
 GeoTIFF), and its peak resident memory (``ru_maxrss`` from ``os.wait4``) and its reported
 steady-state throughput (input megapixels per second, compilation excluded) are read. The first
 size should fit in one tile: it is the one-pass baseline. The checks printed at the end are
-the targets of README.md, "Super-resolving a large raster": peak memory of the largest size at
+the targets behind docs/speed.md, "superresolve.py: throughput and memory": peak memory of the largest size at
 most 1.6x that of the smallest (outputs are never held whole), tiled throughput at least 0.8x
 the one-pass throughput, and cost linear in area. Without ``--model`` a random-init RVSR of
 the paper's width (16 hidden channels) with lp2x3 padding is used: the speed does not depend
@@ -27,23 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from make_synthetic_dataset import make_scene
+
 REPO = Path(__file__).resolve().parent
 THROUGHPUT = re.compile(r"= ([0-9.eE+-]+) input Mpx/s")
-
-
-def make_scene(path: Path, size: int, seed: int = 0) -> None:
-    """A size x size georeferenced GeoTIFF of satellite-like digital numbers (uint16, bands
-    R, G, B; UTM 35N, 10 m pixels), made like the synthetic dataset (make_synthetic_dataset.py)."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    from make_synthetic_dataset import reflectance_to_dn, synthetic_reflectance
-
-    dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (size, size)))
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint16", crs="EPSG:32635",
-                   transform=from_origin(300_000, 7_000_000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(dn)
 
 
 def default_model(folder: Path, preset: str = "lp2x3") -> Path:

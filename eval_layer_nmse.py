@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import eval_models
+import published_models
 import rvsr
 from cli import print_table, run_script
 from eval_geometry import layer_nmse_center_size
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return all(nested_get(stored, (model.preset, p, str(model.seed))) is not None for p in LAYER_NMSE_PADDINGS)
 
         def run(model: TrainedModel) -> None:
-            net, state = eval_models.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
+            net, state = published_models.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
             nmse = eval_models.layer_nmse(net, state, chosen.images, chosen.target_size, chosen.sr_rate, args.batch_size,
                                           model.name)  # fmt: skip
             update_json(path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(LAYER_NMSE_PADDINGS)})

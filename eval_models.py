@@ -1,10 +1,10 @@
-"""Trained models on the test windows: loading the published models and test set, and the
-two per-model computations of the evaluations (mask sums of the squared error for
-eval_mse.py, feature-map padding NMSE for eval_layer_nmse.py).
+"""Trained models on the test windows: selecting the published models and loading the test
+set, and the two per-model computations of the evaluations (mask sums of the squared error
+for eval_mse.py, feature-map padding NMSE for eval_layer_nmse.py).
 
-Models are read from the published layout only (``run_layout``; the weights format of
-``rvsr.py``), so the published models of arXiv:2502.12300 evaluate as they are. The window
-and mask geometry is in ``eval_geometry``.
+Models are read from the published layout only (``run_layout``, loaded by
+``published_models``), so the published models of arXiv:2502.12300 evaluate as they are. The
+window and mask geometry is in ``eval_geometry``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 import data_utils
 import paths_config
-import presets
 import rvsr
 import train_utils
 from cli import UserError, non_negative_int, positive_int, preset_name
@@ -60,38 +59,6 @@ def add_model_eval_arguments(parser: argparse.ArgumentParser, default_presets: S
     parser.add_argument("--target-size", type=positive_int,
                         help=f"target window size T (default: {DEFAULT_TARGET_SIZE}, or the largest that fits smaller images)")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that are stored already")
-
-
-# ----------------------------------------------------------------------------------------------
-# Trained models in the published layout
-
-
-def read_hidden_channels(path: str | os.PathLike) -> int:
-    """The hidden channel count of an RVSR weights file (``rvsr.save_rvsr_weights`` format).
-
-    The file is a sequence of .npy records; the first is the head convolution's weight
-    ``(hidden_channels, 3, 3, 3)``. Reading it lets models of any width (tiny smoke-run models,
-    the paper's 16) load without extra metadata.
-    """
-    try:
-        with open(path, "rb") as f:
-            first = np.load(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{path}: not an RVSR weights file ({e})") from e
-    if first.ndim != 4 or first.shape[1:] != (3, 3, 3):
-        raise UserError(f"{path}: not an RVSR weights file (first array has shape {first.shape})")
-    return int(first.shape[0])
-
-
-def load_trained_model(model: TrainedModel, output_crop: int) -> tuple[rvsr.RVSR, eqx.nn.State]:
-    """``(model, state)`` with the published weights, built at ``output_crop`` (any of 0..10,
-    whatever the preset was trained with: the file holds every layer's weights)."""
-    hpars = presets.get_preset_hpars(model.preset)
-    model_hpars = {**hpars["model_hpars"], "hidden_channels": read_hidden_channels(model.weights_path)}
-    try:
-        return rvsr.load_rvsr(model.weights_path, model_hpars, hpars["sr_rate"], output_crop=output_crop)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load {model.weights_path}: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import eval_models
+import published_models
 import results_store
 import results_tables
 from cli import print_table, run_script
@@ -33,7 +34,7 @@ from run_layout import TrainedModel
 def evaluate_model(model: TrainedModel, images: np.ndarray, metadata: results_store.SumsqsMetadata,
                    batch_size: int, results_folder: str) -> None:  # fmt: skip
     """Compute and store one model's ``(11, N)`` mask sums and their metadata."""
-    net, state = eval_models.load_trained_model(model, output_crop=0)
+    net, state = published_models.load_trained_model(model, output_crop=0)
     sums = eval_models.output_crop_sumsqs(net, state, images, metadata.target_size, metadata.sr_rate, batch_size,
                                           desc=model.name)  # fmt: skip
     results_store.save_sumsqs(results_folder, model.preset, model.seed, sums, metadata)

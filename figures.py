@@ -41,6 +41,7 @@ from matplotlib import font_manager
 import eval_models
 import paths_config
 import presets
+import published_models
 import results_tables as rt
 import tiling
 from cli import UserError
@@ -264,7 +265,7 @@ def make_tiled_outputs(ctx: Context, image_index: int = SAMPLE_TEST_IMAGES[0], w
             print(f"leaving out {preset}: test images too small for a 2x2 tiling at output crop {crop}")
             continue
         inputs, target = inputs_and_targets(image[None], SR_RATE * (2 * tile - 2 * crop), SR_RATE)
-        model, state = eval_models.load_trained_model(TrainedModel(preset, seed, ctx.trained_models_folder), crop)
+        model, state = published_models.load_trained_model(TrainedModel(preset, seed, ctx.trained_models_folder), crop)
         stitched, untiled = tiling.two_by_two(model, state, inputs[0], tile, crop, SR_RATE)
         deviation = np.abs(stitched - untiled).mean(axis=0)
         results[(padding_name, crop)] = (preset, seed, _centre_window(stitched, window), _centre_window(deviation, window))

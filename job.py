@@ -1,6 +1,6 @@
 """Train one preset and seed: ``python job.py preset=lp2x3 seed=0 [name=value ...]``.
 
-Names (those of the paper's code; README "Training"): seed, resume_checkpoint, folder,
+Names (those of the paper's code; docs/training.md): seed, resume_checkpoint, folder,
 train_data_path, test_data_path, train_steps, batch_size (an int, or ``max`` for the largest
 size found by the timing evaluations), protect_existing, save (True/False), checkpoint_steps
 (``[1,2,3]``), timing_filename, inference_steps, inference_data_path, cooldown; and for smoke

@@ -1,4 +1,4 @@
-"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (README "Dataset").
+"""Convert the dataset's .nc files into ``train_data.npy`` and ``test_data.npy`` (docs/dataset.md).
 
 Input: the files ``*NNNNNN.nc`` anywhere under the dataset folder (hidden folders skipped),
 sorted by name and numbered consecutively, 10,000 of them. Each holds the variables ``B04``,
@@ -42,23 +42,7 @@ from tqdm import tqdm
 import cli
 from io_utils import atomic_path, partial_paths
 from paths_config import get_paths
-
-BANDS = ("B04", "B03", "B02")
-"""Variables read from each file, in channel order (R, G, B)."""
-
-DN_SCALE = 10000
-"""Level-1C digital numbers per unit of reflectance; the paper's units are ``v * 2 / DN_SCALE - 1``."""
-
-
-def dn_to_model_units(dn: np.ndarray) -> np.ndarray:
-    """Digital numbers -> the paper's units ``v * 2 / 10000 - 1``, float64 (values can exceed
-    16383, so no integer arithmetic)."""
-    return np.asarray(dn).astype(np.float64) * 2 / DN_SCALE - 1
-
-
-def model_units_to_dn(units: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`dn_to_model_units`, float64."""
-    return (np.asarray(units).astype(np.float64) + 1) * DN_SCALE / 2
+from sentinel2 import BANDS, dn_to_model_units
 
 NUM_FILES = 10_000
 NUM_TRAIN = 9_000

@@ -31,19 +31,18 @@ from tqdm import tqdm
 
 import cli
 from io_utils import atomic_path
-from make_dataset_npys import BANDS  # the format's variable names, defined where it is read
 from paths_config import get_paths
+from sentinel2 import BANDS, DN_PER_REFLECTANCE
 
-DN_PER_REFLECTANCE = 10000
 DEFAULT_PREFIX = "s2_l1c_rgb_"
 
 __all__ = [
-    "BANDS",
     "power_law_field",
     "synthetic_reflectance",
     "reflectance_to_dn",
     "synthetic_file_name",
     "write_s2_nc",
+    "make_scene",
     "make_synthetic_dataset",
     "zip_files",
     "main",
@@ -138,6 +137,20 @@ def write_s2_nc(path: str | os.PathLike, dn: np.ndarray, first_day: int = 0) -> 
     encoding |= {"y": {"_FillValue": None}, "x": {"_FillValue": None}}
     with atomic_path(path) as tmp:
         dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+
+
+def make_scene(path: str | os.PathLike, size: int, seed: int = 0) -> None:
+    """A ``size`` x ``size`` georeferenced GeoTIFF of the same synthetic digital numbers (uint16,
+    bands R, G, B; UTM 35N, 10 m pixels, the grid of :func:`write_s2_nc`): a raster for
+    superresolve.py, its tests and its benchmark."""
+    import rasterio  # imported here so that importing this module stays light
+    from rasterio.transform import from_origin
+
+    dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (size, size)))
+    profile = dict(driver="GTiff", width=size, height=size, count=len(BANDS), dtype="uint16", crs="EPSG:32635",
+                   transform=from_origin(300_000, 7_000_000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn)
 
 
 def make_synthetic_dataset(

@@ -273,9 +273,9 @@ def step_superresolve(workflow: Workflow, presets_: Sequence[str] = ("zero-repl"
         return
     folder, models = Path(workflow.paths["results_folder"]) / "superresolve", Path(workflow.paths["trained_models_folder"])
     if not workflow.dry_run:
-        import bench_superresolve
+        import make_synthetic_dataset
         folder.mkdir(parents=True, exist_ok=True)
-        bench_superresolve.make_scene(folder / "scene.tif", 96)
+        make_synthetic_dataset.make_scene(folder / "scene.tif", 96)
     for preset in chosen:
         run_script(workflow, "superresolve.py", str(folder / "scene.tif"), str(folder / f"{preset}.tif"), "--model",
                    str(run_layout.TrainedModel(preset, min(workflow.seeds or [0]), models).weights_path), "--tile-size", "32", "--overwrite",

@@ -359,6 +359,29 @@ class RVSR(eqx.Module):
         """The output crop ``oc`` this model was built with."""
         return self.upscale.output_crop
 
+    @property
+    def sr_rate(self) -> int:
+        """The super-resolution factor: output pixels per input pixel along each axis."""
+        return self.upscale.factor
+
+    @property
+    def hidden_channels(self) -> int:
+        """The number of feature maps between the head and the tail."""
+        return self.tail.layers[1].in_channels
+
+    @property
+    def inference(self) -> bool:
+        """Whether the model is in the inference form (each RepConv one 3x3 convolution, as
+        :func:`reparameterize` gives or ``make_rvsr(..., inference=True)`` builds)."""
+        return self.tail.layers[0].inference
+
+    @property
+    def activation_function(self) -> Callable[[Array], Array]:
+        """The activation function of the body blocks' feed-forward parts."""
+        # RepViT -> Sequential[RepConv, FFN]; FFN -> Sequential[conv, Lambda(activation), conv].
+        block = self.body_repvits_same_pad if self.body_repvits_same_pad is not None else self.body_repvits_no_pad[0]
+        return block.layers.layers[1].layers.layers[1].fn
+
     def _run_same_pad_body(self, h: Array) -> Array:
         if self.body_repvits_same_pad is None:
             return h
@@ -433,7 +456,7 @@ def _split_leaves(model: RVSR) -> tuple[list[Array], list[Array] | None, list[li
 def rvsr_to_oc0_leaves(model: RVSR) -> list[Array]:
     """The 40 array leaves of ``model`` in the layout of an ``oc = 0`` model (the file format):
     head and tail leaves, then the 20 body leaves stacked over all 8 blocks."""
-    if model.tail.layers[0].inference:
+    if model.inference:
         raise ValueError("RVSR weights: the inference form has no file format")
     head_tail, stacked, blocks = _split_leaves(model)
     body = []
@@ -615,19 +638,14 @@ def reparameterize(model: RVSR) -> RVSR:
     This is RVSR's structural re-parameterisation (Conde et al. 2024), used by the paper's
     timing runs in its inference form; here the form also gets the trained weights.
     """
-    if model.tail.layers[0].inference:
+    if model.inference:
         raise ValueError("reparameterize: the model is already in the inference form")
     head_tail, stacked, blocks = _split_leaves(model)
     conv_method, kwargs, upscale_method = _model_padding_options(model)
-    hidden_channels = head_tail[0].shape[0]
-    sr_rate = model.tail.layers[2].factor
-    # The activation function sits in each FFN: RepViT -> Sequential[RepConv, FFN] -> Lambda.
-    block = model.body_repvits_same_pad if model.body_repvits_same_pad is not None else model.body_repvits_no_pad[0]
-    activation = block.layers.layers[1].layers.layers[1].fn
     skeleton = eqx.filter_eval_shape(
-        RVSR, sr_rate, hidden_channels, True, model.output_crop,
+        RVSR, model.sr_rate, model.hidden_channels, True, model.output_crop,
         conv_padding_method=conv_method or "zero", upscale_padding_method=upscale_method,
-        padding_method_kwargs=kwargs, activation_function=activation, key=jax.random.PRNGKey(0))
+        padding_method_kwargs=kwargs, activation_function=model.activation_function, key=jax.random.PRNGKey(0))
 
     def block_leaves(leaves: Sequence[Array]) -> list[Array]:
         # RepConv (16 leaves) folded to 2, then the FFN's 4 leaves unchanged.

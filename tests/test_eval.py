@@ -25,6 +25,7 @@ import eval_layer_nmse
 import eval_mse
 import eval_train_time
 import presets
+import published_models
 import results_store
 import run_layout
 import rvsr
@@ -144,11 +145,11 @@ def test_find_models_and_hidden_channels(published, tmp_path):
     found = run_layout.find_trained_models(published)
     assert [(m.preset, m.seed) for m in found] == [("lp2x3_oc5", 0), ("zero_oc5", 0), ("repl", 0), ("repl", 1)]
     assert [m.name for m in run_layout.find_trained_models(published, ["repl"], [1])] == ["repl_s1"]
-    assert em.read_hidden_channels(found[0].weights_path) == HIDDEN
+    assert published_models.read_hidden_channels(found[0].weights_path) == HIDDEN
     bad = tmp_path / "repl_s0.eqx"
     np.save(bad, np.zeros((2, 2)))
     with pytest.raises(cli.UserError, match="not an RVSR weights file"):
-        em.read_hidden_channels(bad)
+        published_models.read_hidden_channels(bad)
     with pytest.raises(run_layout.LayoutError, match="no trained models folder"):
         run_layout.find_trained_models(tmp_path / "missing")
 
@@ -308,7 +309,7 @@ def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch)
             assert list(by_seed) == ["0"] and len(by_seed["0"]) == 11 and np.all(np.isfinite(by_seed["0"]))
 
     # Zero and repl padding checked directly on the model's feature maps.
-    model, state = em.load_trained_model(run_layout.TrainedModel("zero_oc5", 0, published), output_crop=10)
+    model, state = published_models.load_trained_model(run_layout.TrainedModel("zero_oc5", 0, published), output_crop=10)
     windows = geo.corner_windows(np.load(test_data)[:2], 104)
     inputs, _ = em.inputs_and_targets(windows, SR)
     sums = np.zeros((3, 11))  # zero errors, repl errors, deviations

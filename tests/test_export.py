@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import cli
-import eval_models
 import eval_mse
 import export_trained_models
 import presets
+import published_models
 import results_store
 import run_layout
 import rvsr
@@ -88,11 +88,11 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
         np.testing.assert_array_equal(losses, np.array(expected, np.float16))
 
     # The weights load into an RVSR at any output crop and equal the final checkpoint's.
-    model, _ = eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=1)
+    model, _ = published_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=1)
     assert isinstance(model, rvsr.RVSR) and model.output_crop == 1
     for a, b in zip(leaves(model), leaves(final.model), strict=True):
         np.testing.assert_array_equal(a, b)
-    oc0, _ = eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
+    oc0, _ = published_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
     for a, b in zip(rvsr.rvsr_to_oc0_leaves(oc0), rvsr.rvsr_to_oc0_leaves(final.model), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -178,4 +178,4 @@ def test_truncated_published_model_fails_loudly(runs, tmp_path):
     for cut in (len(data) - 1, len(data) // 2, boundary):
         weights.write_bytes(data[:cut])
         with pytest.raises(cli.UserError, match=f"truncated RVSR weights file \\({cut} bytes of {len(data)}\\)"):
-            eval_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
+            published_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)

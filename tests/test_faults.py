@@ -6,7 +6,7 @@ compilation cache, so only the first one of each configuration compiles. Each te
 against an uninterrupted run: byte-identical arrays and histories, or a folder whose every
 file hashes the same before and after.
 
-The README's "What survives what" table cites these tests.
+The "What survives what" table of docs/training.md cites these tests.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import make_dataset_npys
-from make_synthetic_dataset import (BANDS, make_synthetic_dataset, reflectance_to_dn, synthetic_file_name,
-                                    synthetic_reflectance, write_s2_nc)
+from make_synthetic_dataset import (make_synthetic_dataset, reflectance_to_dn, synthetic_file_name, synthetic_reflectance,
+                                    write_s2_nc)
+from sentinel2 import BANDS
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_FILES, CROP = 7, 16

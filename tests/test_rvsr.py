@@ -225,6 +225,22 @@ def test_body_equals_filter_vmap_construction():
     assert model5.body_repvits_no_pad[1].layers.layers[0].padding is None
 
 
+@pytest.mark.parametrize("oc", [0, 5, 10])
+def test_properties_describe_the_model(oc):
+    # What callers read from a model (superresolve.py the sr rate, reparameterize the rest),
+    # for every body layout: all blocks stacked, stacked + unpadded, all unpadded.
+    def build(inference):
+        return eqx.filter_eval_shape(
+            rvsr.RVSR, 2, 8, inference, oc, conv_padding_method="zero", upscale_padding_method=None,
+            padding_method_kwargs={}, activation_function=jax.nn.relu, key=jax.random.PRNGKey(0))
+
+    for inference in (False, True):
+        model = build(inference)
+        assert (model.sr_rate, model.hidden_channels, model.output_crop) == (2, 8, oc)
+        assert model.inference is inference
+        assert model.activation_function is jax.nn.relu
+
+
 @pytest.mark.parametrize("oc", [-1, 11, 2.0, True])
 def test_invalid_output_crop(oc):
     with pytest.raises(ValueError, match="output_crop"):
@@ -416,7 +432,7 @@ def test_reparameterize_matches_training_form(hpars, crops):
     for oc in crops:
         model, state = rvsr.load_rvsr(REFERENCE_WEIGHTS, hpars, output_crop=oc)
         fast = rvsr.reparameterize(model)
-        assert fast.tail.layers[0].inference and len(leaves_of(fast)) < len(leaves_of(model))
+        assert fast.inference and not model.inference and len(leaves_of(fast)) < len(leaves_of(model))
         expected = np.asarray(predict(model, state, x))
         got = np.asarray(predict(fast, state, x))
         assert got.shape == expected.shape == (2, 3, 4 * (24 - 2 * oc), 4 * (24 - 2 * oc))

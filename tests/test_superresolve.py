@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,11 +16,13 @@ import jax
 import numpy as np
 import pytest
 import rasterio
+from dask_cluster import dask_cluster as dask_cluster_at
 from rasterio.transform import from_origin
 
 import presets
 import rvsr
 import superresolve
+import tile_runner
 import tiling
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,10 +77,10 @@ def read(path: Path) -> np.ndarray:
 def reference(model_path: Path, preset: str, x: np.ndarray, tile: int | None, halo: int = 0) -> np.ndarray:
     """The model's output for ``x`` (3, y, x) in model units, in one pass (tile None) or tiled."""
     model, state, sr = superresolve.load_model(superresolve.ModelSpec(str(model_path), preset, reparameterize=False))
-    apply = tiling.make_batch_apply(model, state)
     if tile is None:
-        return apply(x[None])[0]
-    return tiling.stitch(apply, x, tile, halo, sr_rate=sr)
+        return tiling.batch_call(tiling.stateless(model, state), x[None])[0]
+    return tiling.predict_raster(tiling.stateless(model, state), x, tile_size=tile, halo=halo, align=1, scale=sr,
+                                 progress=False)
 
 
 def model_units(dn: np.ndarray) -> np.ndarray:
@@ -95,14 +96,15 @@ def test_tile_grid_covers_the_raster_once():
     cover = np.zeros((HEIGHT, WIDTH), int)
     for t in tiles:
         cover[t.core_y[0]:t.core_y[1], t.core_x[0]:t.core_x[1]] += 1
-        assert t.read_y[0] == max(0, t.core_y[0] - 3) and t.read_x[1] == min(WIDTH, t.core_x[1] + 3)
+        # The read window holds the core and its halo (where the raster has one).
+        assert t.read_y[0] <= max(0, t.core_y[0] - 3) and t.read_y[1] >= min(HEIGHT, t.core_y[1] + 3)
+        assert t.read_x[0] <= max(0, t.core_x[0] - 3) and t.read_x[1] >= min(WIDTH, t.core_x[1] + 3)
+        assert 0 <= t.read_y[0] and t.read_y[1] <= HEIGHT and 0 <= t.read_x[0] and t.read_x[1] <= WIDTH
     assert (cover == 1).all() and len(tiles) == 3 * 4
-    # The edge tiles are smaller, processed at their own size.
-    assert {t.read_shape for t in tiling.tile_grid(HEIGHT, WIDTH, TILE)} == {(16, 16), (16, 8), (8, 16), (8, 8)}
-    # With an output crop the cores start at oc and reads grow by oc (the figures' 2x2 tiling).
-    tiles = tiling.tile_grid(38, 38, 14, output_crop=5)
-    assert [(t.read_y, t.read_x) for t in tiles] == [((0, 24), (0, 24)), ((0, 24), (14, 38)),
-                                                      ((14, 38), (0, 24)), ((14, 38), (14, 38))]
+    # Every window has one shape: the edge tiles read a full window shifted back inside the raster.
+    assert {t.read_shape for t in tiles} == {(22, 22)}
+    assert {t.read_shape for t in tiling.tile_grid(HEIGHT, WIDTH, TILE)} == {(16, 16)}
+    assert tiling.tile_grid(HEIGHT, WIDTH, TILE)[-1].read_x == (40, 56)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,11 +131,12 @@ def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, m
 
 
 def test_halo_auto_equals_one_tile(tmp_path, models):
-    # 32x32 in 16x16 tiles: with halo 10 every read window is 26x26, one compilation per model.
-    dn = scene(32, 32, seed=1)
+    # 48x48 in 16x16 tiles: with halo 10 every read window is 36x36 (the edge tiles' shifted
+    # back inside), one compilation per model.
+    dn = scene(48, 48, seed=1)
     path = write_geotiff(tmp_path / "scene.tif", dn)
     x = model_units(dn)
-    radius = SR * tiling.RECEPTIVE_FIELD_RADIUS
+    radius = SR * rvsr.MAX_OUTPUT_CROP  # RVSR's receptive field radius (tests/test_tiling.py measures it)
     inner = (slice(None), slice(radius, -radius), slice(radius, -radius))
     for preset in ("zero-repl", "lp2x3"):
         out = tmp_path / f"{preset}.tif"
@@ -162,7 +165,7 @@ def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
     untiled = reference(models["zero-repl"], "zero-repl", x, None)
     scale = np.abs(untiled).max()
     tiles = tiling.tile_grid(HEIGHT, WIDTH, TILE)
-    near = tiling.seam_mask(tiles, got.shape[1:], SR, width=SR * tiling.RECEPTIVE_FIELD_RADIUS)
+    near = tiling.seam_mask(tiles, got.shape[1:], SR, width=SR * rvsr.MAX_OUTPUT_CROP)
     deviation = np.abs(got - untiled).max(axis=0)
     assert deviation[~near].max() <= 2e-5 * scale
     assert deviation[tiling.seam_mask(tiles, got.shape[1:], SR, width=4)].max() > 1e-3 * scale
@@ -184,23 +187,34 @@ def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geoti
     tif, zarr_out = tmp_path / "out.tif", tmp_path / "out.zarr"
     for out in (tif, zarr_out):
         assert run_main(geotiff, out, "--model", models["zero-repl"], "--tile-size", TILE, "--halo", 2) == 0
+    import xarray as xr
     import zarr
 
-    array = zarr.open_array(str(zarr_out), mode="r")
-    assert array.chunks == (3, SR * TILE, SR * TILE) and array.dtype == np.float32
-    np.testing.assert_array_equal(array[...], read(tif))
-    assert array.attrs["transform"] == list(TRANSFORM @ rasterio.Affine.scale(1 / SR))[:6]
-    assert rasterio.crs.CRS.from_wkt(array.attrs["crs"]) == rasterio.crs.CRS.from_string(CRS)
+    # An xarray dataset (tests/test_tiling.py checks GDAL reads it too), chunked like the tiles.
+    dataset = xr.open_zarr(zarr_out)
+    assert dataset["data"].dims == ("band", "y", "x") and dataset["data"].dtype == np.float32
+    assert zarr.open_group(str(zarr_out), mode="r")["data"].chunks == (3, SR * TILE, SR * TILE)
+    np.testing.assert_array_equal(dataset["data"].values, read(tif))
+    assert dataset.attrs["units"] == "dn" and dataset.attrs["preset"] == "zero-repl"
+    assert float(dataset["x"][0]) == 300_000 + 2.5 / 2 and float(dataset["y"][0]) == 7_000_000 - 2.5 / 2
+    wkt = dataset["spatial_ref"].attrs["crs_wkt"]
+    assert rasterio.crs.CRS.from_wkt(wkt) == rasterio.crs.CRS.from_string(CRS)
     # A Zarr array (band, y, x) with georeferencing attributes is an input too.
     source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=(3, HEIGHT, WIDTH), dtype="uint16")
     with rasterio.open(geotiff) as src:
         source[...] = src.read()
-    source.attrs.update({"crs": array.attrs["crs"], "transform": list(TRANSFORM)[:6]})
+    source.attrs.update({"crs": wkt, "transform": list(TRANSFORM)[:6]})
     assert run_main(tmp_path / "in.zarr", tmp_path / "again.tif", "--model", models["zero-repl"],
                     "--tile-size", TILE, "--halo", 2) == 0
     with rasterio.open(tmp_path / "again.tif") as src:
         np.testing.assert_array_equal(src.read(), read(tif))
         assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR))
+    # So is a Zarr output (a dataset): its georeferencing carries over.
+    assert run_main(zarr_out, tmp_path / "from_zarr.tif", "--model", models["zero-repl"], "--tile-size", 4 * TILE,
+                    "--units", "model") == 0
+    with rasterio.open(tmp_path / "from_zarr.tif") as src:
+        assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR ** 2))
+        assert src.crs == rasterio.crs.CRS.from_string(CRS)
 
 
 def test_netcdf_input_reads_the_dataset_bands(tmp_path, models, geotiff):
@@ -227,13 +241,13 @@ def test_nodata(tmp_path, models):
     out = tmp_path / "out.tif"
     assert run_main(path, out, "--model", models["lp2x3"], "--tile-size", TILE) == 0
     with rasterio.open(out) as src:
-        assert src.nodata == 0
+        assert np.isnan(src.nodata)  # float output: NaN, never a value a valid output can take
         got = src.read()
     invalid = (dn == 0).any(axis=0)
     invalid_out = np.repeat(np.repeat(invalid, SR, axis=0), SR, axis=1)
-    assert (got[:, invalid_out] == 0).all()
-    assert np.isfinite(got).all() and (got[:, ~invalid_out] != 0).all()
-    # NaN marks invalid pixels of float inputs, and the output nodata is then NaN.
+    assert np.isnan(got[:, invalid_out]).all()
+    assert np.isfinite(got[:, ~invalid_out]).all()
+    # NaN marks invalid pixels of float inputs too.
     x = model_units(scene(32, 32))
     x[:, 3:9, 20:27] = np.nan
     np.save(tmp_path / "holes.npy", x)
@@ -246,11 +260,12 @@ def test_nodata(tmp_path, models):
 
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    x[:, 1, 1] = np.nan
-    filled, valid = superresolve.fill_invalid(x)
-    assert not valid[1, 1] and valid.sum() == 11 and np.isfinite(filled).all()
+    invalid = np.zeros((3, 4), bool)
+    invalid[1, 1] = True
+    filled = tile_runner.fill_invalid(x, invalid)
+    assert np.isfinite(filled).all() and (filled[:, ~invalid] == x[:, ~invalid]).all()
     assert filled[0, 1, 1] in (x[0, 0, 1], x[0, 1, 0], x[0, 1, 2], x[0, 2, 1])
-    assert superresolve.fill_invalid(np.full((3, 2, 2), np.nan, np.float32)) is None
+    assert tile_runner.fill_invalid(x, np.ones((3, 4), bool)) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,41 +353,10 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models):
 # Dask: a real scheduler and two workers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dask_cluster(tmp_path):
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    log = open(tmp_path / "dask.log", "w")
-    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)]
-    try:
-        for i in range(2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
-                 "--host", "127.0.0.1", "--name", f"w{i}", "--local-directory", str(tmp_path / f"w{i}")],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-        from dask.distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=120)
+    with dask_cluster_at(tmp_path) as address:
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
 
 
 def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
@@ -386,5 +370,5 @@ def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
     from dask.distributed import Client
 
     with Client(dask_cluster) as client:
-        loads = client.run(lambda: sum(1 for k in superresolve._CACHE if k[0] == "loaded"))
+        loads = client.run(lambda: sum(1 for k in tile_runner._CACHE if k[0] == "loader"))
     assert sorted(loads.values()) == [1, 1]
