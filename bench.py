@@ -17,7 +17,7 @@ interleaved round after round, medians over the rounds (`bench_padding.interleav
 - ``rvsr_training``: one Adam training step (``train_utils.make_train_step``) on 32 images of
   3 x 200 x 200 (48 x 48 inputs, 192 x 192 targets) per preset, as a ratio to ``zero-repl``;
 - ``tiled``: a 1024^2 raster super-resolved in 256^2 tiles, batch 4, by a random-init lp2x3
-  RVSR of the paper's width, reparameterized: in memory (``tiling.stitch``) and, where its
+  RVSR of the paper's width, reparameterized: in memory (``tiling.predict_raster`` on an array) and, where its
   readers and writers are installed, by ``superresolve.py`` (GeoTIFF in and out); input Mpx/s
   and peak memory (host RSS; on an accelerator also the device's peak bytes in use).
 
@@ -208,20 +208,20 @@ def training_section(preset_names: list[str], scale: int, repeats: int, quick: b
 
 TILED_CHILD = """
 import json, resource, sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import jax, numpy as np
 import bench_superresolve, superresolve, tiling
-from make_dataset_npys import dn_to_model_units
 from make_synthetic_dataset import reflectance_to_dn, synthetic_reflectance
-folder, size, tile, batch = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-path = bench_superresolve.default_model(__import__("pathlib").Path(folder))
-model, state, _ = superresolve.load_model(superresolve.ModelSpec(str(path), "lp2x3", True))
-apply = tiling.make_batch_apply(model, state, batch)
-image = dn_to_model_units(reflectance_to_dn(synthetic_reflectance(np.random.default_rng(0), (size, size)))).astype(np.float32)
-tiling.stitch(apply, image[:, :tile, :tile], tile)  # compiles the one tile shape
+folder, size, tile, batch = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+model = superresolve.load_tile_model(superresolve.ModelSpec(str(bench_superresolve.default_model(folder)), "lp2x3", True))
+image = superresolve.to_model_units(reflectance_to_dn(synthetic_reflectance(np.random.default_rng(0), (size, size))))
+options = dict(scale=4, tile_size=tile, halo=0, align=1, batch_size=batch, progress=False)
+tiling.predict_raster(model, image, **options)  # compiles (a raster of one tile would not compile all)
 start = time.perf_counter()
-tiling.stitch(apply, image, tile)
+out = tiling.predict_raster(model, image, **options)
 seconds = time.perf_counter() - start
+assert out.shape == (3, 4 * size, 4 * size) and np.isfinite(out).all()
 stats = jax.devices()[0].memory_stats() or {}
 print(json.dumps({"mpx_per_s": size * size / 1e6 / seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "device_peak_mib": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None}))
@@ -240,6 +240,7 @@ def _superresolve_installed() -> bool:
 def tiled_section(quick: bool) -> dict[str, Any]:
     """Tiled throughput and peak memory at one raster size, each way in a fresh process."""
     import bench_superresolve
+    from make_synthetic_dataset import make_scene
 
     size, tile, batch = (128, 64, 4) if quick else (1024, 256, 4)
     result: dict[str, Any] = {"size": size, "tile_size": tile, "batch_size": batch, "model": "random-init lp2x3 RVSR, 16 channels, reparameterized"}
@@ -251,7 +252,7 @@ def tiled_section(quick: bool) -> dict[str, Any]:
         result["in_memory"] = json.loads(done.stdout.strip().splitlines()[-1])
         if _superresolve_installed():
             scene = Path(folder) / "scene.tif"
-            bench_superresolve.make_scene(scene, size)
+            make_scene(scene, size)
             model = bench_superresolve.default_model(Path(folder))
             mpx, peak, _ = bench_superresolve.run_superresolve([str(scene), str(Path(folder) / "out.tif"), "--model", str(model),
                                                                 "--tile-size", str(tile), "--batch-size", str(batch)])  # fmt: skip
@@ -313,7 +314,7 @@ def print_tiled(section: dict[str, Any]) -> None:
     s = section["size"]
     print(f"\nTILED: {s}^2 raster in {section['tile_size']}^2 tiles, batch {section['batch_size']}, no halo; {section['model']}.")
     print("input Mpx/s; peak memory of the fresh process (host RSS; device: peak bytes in use). The paper gives none.")
-    rows = [("in memory (tiling.stitch)", section["in_memory"]), ("superresolve.py (GeoTIFF)", section["superresolve"])]
+    rows = [("in memory (predict_raster)", section["in_memory"]), ("superresolve.py (GeoTIFF)", section["superresolve"])]
     for name, r in rows:
         if r is None:
             print(f"{name:<27} not run: rasterio or zarr is not installed")

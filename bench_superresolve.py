@@ -72,12 +72,12 @@ def model_speed(model_path: Path, size: int, batch_size: int, repeats: int) -> d
     times = {}
     for name, reparameterize in (("training form", False), ("reparameterized", True)):
         model, state, _ = superresolve.load_model(superresolve.ModelSpec(str(model_path), preset, reparameterize))
-        apply = tiling.make_batch_apply(model, state)
-        apply(x)
+        tile_model = tiling.stateless(model, state)
+        tiling.batch_call(tile_model, x)
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
-            apply(x)
+            tiling.batch_call(tile_model, x)
             samples.append(time.perf_counter() - start)
         times[name] = float(np.median(samples))
     return times
