@@ -123,6 +123,13 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def default_scale() -> int:
     return 16 if jax.default_backend() == "gpu" else 1
 
@@ -384,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         run, show = runs[name]
         report[keys[name]] = run()
         report[keys[name]]["seconds"] = time.perf_counter() - start
+        report[keys[name]]["peak_rss_mib_so_far"] = peak_rss_mib()
         show(report[keys[name]])
         sys.stdout.flush()
         write_json(args.json, report)

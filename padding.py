@@ -170,6 +170,12 @@ def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int,
 # Shared pieces of the linear prediction.
 
 
+# Every matrix product here asks for HIGHEST precision: on a GPU the default float32 product may
+# round its inputs to TF32 (10-bit mantissa), far too coarse for the statistics, the one-hot
+# selections and the extrapolation weights, whose results must equal the CPU's to float rounding.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 def _tukey(n: int, dtype: Any) -> np.ndarray:
     """The apodization window: a periodic Tukey window of n + 1 points, first dropped."""
     return scipy.signal.windows.tukey(n + 1, sym=False)[1:].astype(dtype)
@@ -263,7 +269,7 @@ def _psd_solve_fwd(a, v):
 def _psd_solve_bwd(residuals, gc):
     factor, c = residuals
     gv = _finite_or_zero(_cho_solve(factor, gc))
-    ga = -gv @ c.T
+    ga = -jnp.matmul(gv, c.T, precision=_HIGHEST)
     return ga, gv
 
 
@@ -426,7 +432,7 @@ def _lag_sums_fft_fwd(a, lags):
     power = (jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2).reshape(-1)
     basis = _fft_lag_basis(fy, fx, lags) * (_half_spectrum_weights(fy, fx)[:, None] / (fy * fx))
     spatial = len(lags) <= _SPATIAL_BACKWARD_MAX_LAGS
-    return power @ jnp.asarray(basis, a.dtype), (a, None if spatial else spectrum)
+    return jnp.matmul(power, jnp.asarray(basis, a.dtype), precision=_HIGHEST), (a, None if spatial else spectrum)
 
 
 def _lag_sums_fft_bwd(lags, residuals, g):
@@ -435,7 +441,7 @@ def _lag_sums_fft_bwd(lags, residuals, g):
         return (_symmetric_correlation(a, lags, g),)
     m = _max_lag(lags)
     fy, fx = _fft_size(a.shape, m)
-    kernel = (2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype)) @ g
+    kernel = jnp.matmul(2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype), g, precision=_HIGHEST)
     grad = jnp.fft.irfft2(spectrum * kernel.reshape(fy, fx // 2 + 1), s=(fy, fx))
     return (grad[: a.shape[0], : a.shape[1]].astype(a.dtype),)
 
@@ -489,7 +495,7 @@ def _select(values: jax.Array, index: np.ndarray) -> jax.Array:
     if index.size > 512:
         return values[index]
     one_hot = np.arange(values.shape[0])[:, None] == index.reshape(1, -1)
-    return (values @ jnp.asarray(one_hot, values.dtype)).reshape(index.shape)
+    return jnp.matmul(values, jnp.asarray(one_hot, values.dtype), precision=_HIGHEST).reshape(index.shape)
 
 
 def _autocorrelation_coefs(
@@ -557,9 +563,6 @@ def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
 # cotangents, `_covariance_profile_windows`),
 #     d/da[i] sum_{lag, j} w[lag, j] a[j] a[j + lag] = sum_lag w[lag, i] a[i + lag] + w[lag, i - lag] a[i - lag],
 # one elementwise expression over shifted copies of a, for both axes, which XLA fuses.
-# HIGHEST precision: on a GPU the default float32 matrix product may round its inputs to TF32
-# (10-bit mantissa), far too coarse for the statistics.
-_HIGHEST = jax.lax.Precision.HIGHEST
 # The Gram matrix costs n^2 times the other side per channel where the shifted products cost a
 # few passes, and its window matrix holds n^2 rows: above this size along an axis, the sums of
 # that axis come from the lagged products summed across it instead (the same backward pass).
@@ -818,7 +821,7 @@ def _sliding_prediction_bwd(residuals, g):
         [sum(centered[r, k] * _shifted(g_row, 0, half - k) for k in range(width)) for r in range(rows)]
     )
     g_shifts = jnp.concatenate([_shifted(g_row, 0, half - k) for k in range(width)])  # (K, N)
-    d_centered = carry @ g_shifts.T
+    d_centered = jnp.matmul(carry, g_shifts.T, precision=_HIGHEST)
     return d_carry, d_centered
 
 
@@ -989,10 +992,10 @@ def _extr_pad_columns(x: jax.Array, left: int, right: int, num_predictors: int) 
     weights = jnp.asarray(make_extr_pad_weights(max(left, right), n), x.dtype)
     parts = [x]
     if right:
-        parts.append(x[:, x.shape[1] - n :] @ weights[:, :right])
+        parts.append(jnp.matmul(x[:, x.shape[1] - n :], weights[:, :right], precision=_HIGHEST))
     if left:
         # Mirrored: the first column is the edge sample, samples farthest first means reversed.
-        parts.insert(0, (x[:, :n][:, ::-1] @ weights[:, :left])[:, ::-1])
+        parts.insert(0, jnp.matmul(x[:, :n][:, ::-1], weights[:, :left], precision=_HIGHEST)[:, ::-1])
     return jnp.concatenate(parts, axis=1) if len(parts) > 1 else x
 
 
