@@ -25,7 +25,8 @@ Batches are multiplied by ``--scale`` (default 16 on a GPU, where the CPU sizes 
 kernel launches, 1 elsewhere). The paper's figures (an RTX 4070 Ti, the largest batch that fit)
 are printed beside ours; where it gives none, the table says so. ``--json OUT`` writes
 everything, with the device, the versions and the allocator settings, after each section.
-``--quick`` is a smoke run: tiny batches, 3 rounds, no floors, the RVSR sections for fewer presets
+``--quick`` is a smoke run: tiny batches, 3 rounds, no floors, 6 padding methods (zero, repl,
+extr3, lp1x1cs, lp2x3, lp6x7), the RVSR sections for fewer presets
 (inference: zero-repl, repl, lp1x1cs, lp2x3; training: zero-repl, lp2x3), a 128^2 raster in 64^2 tiles.
 
 Run as a script on Linux it restarts itself once with ``GLIBC_TUNABLES`` keeping freed large
@@ -63,6 +64,7 @@ REPO = Path(__file__).resolve().parent
 SECTIONS = ("padding", "inference", "training", "tiled")
 INFERENCE_PRESETS = ["zero-repl", "repl", "extr3", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
 TRAINING_PRESETS = ["zero-repl", "repl", "extr3", "lp1x1cs", "lp2x1cs", "lp2x3", "lp6x7"]
+QUICK_METHODS = ["zero", "repl", "extr3", "lp1x1cs", "lp2x3", "lp6x7"]
 QUICK_INFERENCE_PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x3"]
 QUICK_TRAINING_PRESETS = ["zero-repl", "lp2x3"]
 ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
-    methods = args.methods.split(",") if args.methods else list(bench_padding.METHODS)
+    methods = args.methods.split(",") if args.methods else QUICK_METHODS if args.quick else list(bench_padding.METHODS)
     import presets
 
     bad = [s for s in sections if s not in SECTIONS] + [m for m in methods if m not in PAPER_METHODS]

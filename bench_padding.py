@@ -23,7 +23,7 @@ of them alike), reporting medians over the rounds:
    padding is folded into the convolutions (a different graph).
 
 Run as a script on Linux, the benchmark restarts itself once with ``GLIBC_TUNABLES`` keeping
-freed large buffers on the heap (`STABLE_MALLOC`), unless that variable is already set or
+freed large buffers on the heap, in one arena (`STABLE_MALLOC`), unless that variable is already set or
 ``--default-malloc`` is given. With glibc's defaults every buffer above its mmap threshold is
 mapped afresh on each call and its pages faulted in again: on a 2-core machine that made the
 unit vary between 8 and 13 ms from one process to the next, and some padding times by 2x.
@@ -51,7 +51,9 @@ METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2
 PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
 QUICK_METHODS = ["zero", "repl", "lp1x1cs", "lp2x3"]
 QUICK_PRESETS = ["repl", "lp1x1cs"]
-STABLE_MALLOC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+# arena_max=1: XLA:CPU allocates on its worker threads, whose glibc arenas map and unmap their
+# own heaps whatever the thresholds say; with one arena the thresholds govern every buffer.
+STABLE_MALLOC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1"
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
