@@ -23,7 +23,7 @@ of them alike), reporting medians over the rounds:
    padding is folded into the convolutions (a different graph).
 
 Run as a script on Linux, the benchmark restarts itself once with ``GLIBC_TUNABLES`` keeping
-freed large buffers on the heap (`STABLE_MALLOC`), unless that variable is already set or
+freed large buffers on the heap, in one arena (`STABLE_MALLOC`), unless that variable is already set or
 ``--default-malloc`` is given. With glibc's defaults every buffer above its mmap threshold is
 mapped afresh on each call and its pages faulted in again: on a 2-core machine that made the
 unit vary between 8 and 13 ms from one process to the next, and some padding times by 2x.
@@ -51,7 +51,9 @@ METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2
 PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
 QUICK_METHODS = ["zero", "repl", "lp1x1cs", "lp2x3"]
 QUICK_PRESETS = ["repl", "lp1x1cs"]
-STABLE_MALLOC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+# arena_max=1: XLA:CPU allocates on its worker threads, whose glibc arenas map and unmap their
+# own heaps whatever the thresholds say; with one arena the thresholds govern every buffer.
+STABLE_MALLOC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1"
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -128,15 +130,45 @@ def floor_fns(method: str, x: jax.Array) -> tuple[Callable[[], object], Callable
     return gradient_fn(jax.vmap(stats), maps), gradient_fn(jax.vmap(solve), statistics)
 
 
-def rvsr_fn(preset: str, x: jax.Array) -> Callable[[], object]:
-    """Forward pass of the RVSR inference form of ``preset`` on ``x`` (batch, 3, y, x)."""
+def rvsr_fn(preset: str, x: jax.Array, gradient_path: bool = False) -> Callable[[], object]:
+    """Forward pass of the RVSR inference form of ``preset`` on ``x`` (batch, 3, y, x).
+
+    With ``gradient_path`` the forward pass is the one a gradient would take: the value of
+    ``jax.vjp`` with respect to the input (XLA drops the unused residuals), so every custom
+    VJP of the padding runs its forward rule instead of its cheaper no-gradient form. The
+    two together show what the no-gradient forms save, in one process.
+    """
     import presets
     import rvsr
 
     model_hpars = presets.get_preset_hpars(preset)["model_hpars"]
     model, state = rvsr.make_rvsr(model_hpars, 4, inference=True, key=jax.random.PRNGKey(0))
-    forward = eqx.filter_jit(lambda model, x: jax.vmap(lambda image: model(image, state)[0])(x))
+
+    def apply(model, x):
+        return jax.vmap(lambda image: model(image, state)[0])(x)
+
+    if gradient_path:
+        forward = eqx.filter_jit(lambda model, x: jax.vjp(lambda x: apply(model, x), x)[0])
+    else:
+        forward = eqx.filter_jit(apply)
     return lambda: forward(model, x)
+
+
+def padding_section_fns(methods: list[str], maps: jax.Array, samples: jax.Array | None = None,
+                        floors: bool = True) -> dict[str, Callable[[], object]]:
+    """The timed functions of the padding tables: ``unit``; per method ``{method}/1/f`` and
+    ``{method}/1/fb`` (pad 1 of ``maps``), ``{method}/24/f`` and ``{method}/24/fb`` (pad 24 of
+    ``samples``, when given); per lp method ``{method}/stats`` and ``{method}/solve`` (floors)."""
+    fns: dict[str, Callable[[], object]] = {"unit": unit_fn(maps)}
+    for method in methods:
+        fns[f"{method}/1/f"], fns[f"{method}/1/fb"] = padding_fns(method, maps, 1)
+        if samples is not None:
+            fns[f"{method}/24/f"], fns[f"{method}/24/fb"] = padding_fns(method, samples, 24)
+    if floors:
+        for method in methods:
+            if PAPER_METHODS[method][0] == "lp":
+                fns[f"{method}/stats"], fns[f"{method}/solve"] = floor_fns(method, maps)
+    return fns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,13 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = jnp.asarray(rng.normal(size=(1, 3, 48, 48)), jnp.float32)
     images = jnp.asarray(rng.uniform(size=(rvsr_batch, 3, 48, 48)), jnp.float32)
 
-    fns: dict[str, Callable[[], object]] = {"unit": unit_fn(maps)}
-    for method in methods:
-        fns[f"{method}/1/f"], fns[f"{method}/1/fb"] = padding_fns(method, maps, 1)
-        fns[f"{method}/24/f"], fns[f"{method}/24/fb"] = padding_fns(method, samples, 24)
+    fns = padding_section_fns(methods, maps, samples)
     lp_methods = [m for m in methods if PAPER_METHODS[m][0] == "lp"]
-    for method in lp_methods:
-        fns[f"{method}/stats"], fns[f"{method}/solve"] = floor_fns(method, maps)
     for preset in preset_names:
         fns[f"rvsr/{preset}"] = rvsr_fn(preset, images)
     t = interleaved_medians(fns, repeats)

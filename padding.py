@@ -187,6 +187,12 @@ def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int,
 # Shared pieces of the linear prediction.
 
 
+# Every matrix product here asks for HIGHEST precision: on a GPU the default float32 product may
+# round its inputs to TF32 (10-bit mantissa), far too coarse for the statistics, the one-hot
+# selections and the extrapolation weights, whose results must equal the CPU's to float rounding.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 def _tukey(n: int, dtype: Any) -> np.ndarray:
     """The apodization window: a periodic Tukey window of n + 1 points, first dropped."""
     return scipy.signal.windows.tukey(n + 1, sym=False)[1:].astype(dtype)
@@ -280,7 +286,7 @@ def _psd_solve_fwd(a, v):
 def _psd_solve_bwd(residuals, gc):
     factor, c = residuals
     gv = _finite_or_zero(_cho_solve(factor, gc))
-    ga = -gv @ c.T
+    ga = -jnp.matmul(gv, c.T, precision=_HIGHEST)
     return ga, gv
 
 
@@ -442,7 +448,7 @@ def _lag_sums_fft_fwd(a, lags):
     power = (jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2).reshape(-1)
     basis = _fft_lag_basis(fy, fx, lags) * (_half_spectrum_weights(fy, fx)[:, None] / (fy * fx))
     spatial = len(lags) <= _SPATIAL_BACKWARD_MAX_LAGS
-    return power @ jnp.asarray(basis, a.dtype), (a, None if spatial else spectrum)
+    return jnp.matmul(power, jnp.asarray(basis, a.dtype), precision=_HIGHEST), (a, None if spatial else spectrum)
 
 
 def _lag_sums_fft_bwd(lags, residuals, g):
@@ -451,7 +457,7 @@ def _lag_sums_fft_bwd(lags, residuals, g):
         return (_symmetric_correlation(a, lags, g),)
     m = _max_lag(lags)
     fy, fx = _fft_size(a.shape, m)
-    kernel = (2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype)) @ g
+    kernel = jnp.matmul(2 * jnp.asarray(_fft_lag_basis(fy, fx, lags), a.dtype), g, precision=_HIGHEST)
     grad = jnp.fft.irfft2(spectrum * kernel.reshape(fy, fx // 2 + 1), s=(fy, fx))
     return (grad[: a.shape[0], : a.shape[1]].astype(a.dtype),)
 
@@ -505,7 +511,7 @@ def _select(values: jax.Array, index: np.ndarray) -> jax.Array:
     if index.size > 512:
         return values[index]
     one_hot = np.arange(values.shape[0])[:, None] == index.reshape(1, -1)
-    return (values @ jnp.asarray(one_hot, values.dtype)).reshape(index.shape)
+    return jnp.matmul(values, jnp.asarray(one_hot, values.dtype), precision=_HIGHEST).reshape(index.shape)
 
 
 def _autocorrelation_coefs(
@@ -573,9 +579,6 @@ def _covariance_stats(a: jax.Array, length: int, axis: int) -> jax.Array:
 # cotangents, `_covariance_profile_windows`),
 #     d/da[i] sum_{lag, j} w[lag, j] a[j] a[j + lag] = sum_lag w[lag, i] a[i + lag] + w[lag, i - lag] a[i - lag],
 # one elementwise expression over shifted copies of a, for both axes, which XLA fuses.
-# HIGHEST precision: on a GPU the default float32 matrix product may round its inputs to TF32
-# (10-bit mantissa), far too coarse for the statistics.
-_HIGHEST = jax.lax.Precision.HIGHEST
 # The Gram matrix costs n^2 times the other side per channel where the shifted products cost a
 # few passes, and its window matrix holds n^2 rows: above this size along an axis, the sums of
 # that axis come from the lagged products summed across it instead (the same backward pass).
@@ -594,10 +597,12 @@ def _covariance_sums(a: jax.Array, length: int, axes: tuple[int, ...]) -> jax.Ar
     """The covariance sums of a: (y, x) along each of ``axes`` -> (len(axes), 2, s), as in
     `_covariance_stats`.
 
-    Each column of the window matrix picks the Gram entries of one statistic; all statistics of
-    an axis pick the same number of entries, so equal sums (a constant channel) round alike.
+    Without a gradient the sums come from a few whole-map lag sums (`_covariance_sums_by_lags`);
+    the gradient path (forward rule) reads them off the Gram matrices, where each column of the
+    window matrix picks the entries of one statistic; all statistics of an axis pick the same
+    number of entries, so equal sums (a constant channel) round alike there.
     """
-    return _covariance_sums_fwd(a, length, axes)[0]
+    return _covariance_sums_by_lags(a, length, axes)
 
 
 def _covariance_sums_fwd(a, length, axes):
@@ -630,6 +635,58 @@ def _covariance_sums_bwd(length, axes, a, g):
 
 
 _covariance_sums.defvjp(_covariance_sums_fwd, _covariance_sums_bwd)
+
+
+def _along(a: jax.Array, axis: int, start: int, stop: int) -> jax.Array:
+    """Rows (axis 0) or columns (axis 1) ``start:stop`` of a: (y, x)."""
+    return a[start:stop] if axis == 0 else a[:, start:stop]
+
+
+def _product_sum(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``sum(x * y)``. On XLA:CPU the product is written out first (an optimization barrier):
+    fused into the reduction, its sliced operands were each copied out before it, three
+    passes where the barrier leaves two."""
+    return jax.lax.platform_dependent(
+        x, y, cpu=lambda x, y: jnp.sum(jax.lax.optimization_barrier(x * y)), default=lambda x, y: jnp.sum(x * y)
+    )
+
+
+# Why a second forward form: the sums over windows that start and end at most ``length`` rows
+# from the edges are the lag sums over the whole map minus a few edge rows, and a whole-map lag
+# sum is one pass; the Gram matrices cost n times more arithmetic. Only the gradient path needs
+# what the Gram form gives besides: sums that round alike for a constant channel.
+def _covariance_sums_by_lags(a: jax.Array, length: int, axes: tuple[int, ...]) -> jax.Array:
+    """The sums of `_covariance_sums`, as whole-map lag sums minus their edge terms.
+
+    These need not round alike for a constant channel (a tiny constant after the inexact mean),
+    where the normal equations are singular and rounding would pick the predictor; such a
+    channel gets, as from the Gram form, equal sums per axis: the predictor of its exact sums.
+    """
+    squares = jnp.sum(a * a)
+    per_axis = [jnp.stack(_window_sums_by_lags(a, length, axis, squares)) for axis in axes]
+    constant = jnp.all(a == a[0, 0])
+    sums = [jnp.where(constant, jnp.full_like(s, s[0]), s) for s in per_axis]
+    # Ending like the forward rule (a reshape) puts the batch axis of vmap where it puts it:
+    # JAX 0.12 mixed up the two forms' batch axes when a scan body was linearized otherwise.
+    return jnp.concatenate(sums).reshape(len(axes), 2, -1)
+
+
+def _window_sums_by_lags(a: jax.Array, length: int, axis: int, squares: jax.Array) -> list[jax.Array]:
+    """The covariance sums along ``axis`` (`_COVARIANCE_WINDOWS` order, both directions) from
+    the lag sums over the whole map (``squares`` is lag 0) minus the products outside each
+    window: ``sum_{i=start}^{start+count-1} = sum_{i=0}^{n-lag-1}`` less at most ``length`` rows."""
+    n = a.shape[axis]
+    count = n - length  # fitting positions along the axis
+    windows = [window for direction in _COVARIANCE_WINDOWS[length] for window in direction]
+    if count <= 0:  # not padded along this axis: no fitting position
+        return [jnp.zeros((), a.dtype)] * len(windows)
+    whole = [squares] + [_product_sum(_along(a, axis, 0, n - lag), _along(a, axis, lag, n)) for lag in range(1, length + 1)]
+    sums = []
+    for lag, start in windows:
+        outside = [*range(start), *range(start + count, n - lag)]
+        edges = [jnp.sum(_along(a, axis, i, i + 1) * _along(a, axis, i + lag, i + lag + 1)) for i in outside]
+        sums.append(whole[lag] - sum(edges) if edges else whole[lag])
+    return sums
 
 
 @functools.lru_cache(maxsize=None)
@@ -780,7 +837,7 @@ def _sliding_prediction_bwd(residuals, g):
         [sum(centered[r, k] * _shifted(g_row, 0, half - k) for k in range(width)) for r in range(rows)]
     )
     g_shifts = jnp.concatenate([_shifted(g_row, 0, half - k) for k in range(width)])  # (K, N)
-    d_centered = carry @ g_shifts.T
+    d_centered = jnp.matmul(carry, g_shifts.T, precision=_HIGHEST)
     return d_carry, d_centered
 
 
@@ -951,10 +1008,10 @@ def _extr_pad_columns(x: jax.Array, left: int, right: int, num_predictors: int) 
     weights = jnp.asarray(make_extr_pad_weights(max(left, right), n), x.dtype)
     parts = [x]
     if right:
-        parts.append(x[:, x.shape[1] - n :] @ weights[:, :right])
+        parts.append(jnp.matmul(x[:, x.shape[1] - n :], weights[:, :right], precision=_HIGHEST))
     if left:
         # Mirrored: the first column is the edge sample, samples farthest first means reversed.
-        parts.insert(0, (x[:, :n][:, ::-1] @ weights[:, :left])[:, ::-1])
+        parts.insert(0, jnp.matmul(x[:, :n][:, ::-1], weights[:, :left], precision=_HIGHEST)[:, ::-1])
     return jnp.concatenate(parts, axis=1) if len(parts) > 1 else x
 
 

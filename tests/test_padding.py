@@ -394,14 +394,72 @@ def test_covariance_sums_gram_and_product_forms_agree(length, monkeypatch):
 @pytest.mark.parametrize("length", [1, 2])
 def test_covariance_sums_of_a_constant_channel_round_alike(length):
     """A float32 constant minus its inexact mean is a tiny constant: all sums of an axis add the
-    same number of equal products, so they must come out exactly equal (a1 = 1 for length 1,
-    a zero determinant for length 2), not an ulp apart on either side of the stabiliser's edge."""
-    sums = jax.jit(lambda a: padding._covariance_sums(a, length, (0, 1)))
+    same number of equal products, so on the gradient path (the forward rule, the Gram form)
+    they must come out exactly equal (a1 = 1 for length 1, a zero determinant for length 2),
+    not an ulp apart on either side of the stabiliser's edge, where the gradient flips."""
+    sums = jax.jit(lambda a: padding._covariance_sums_fwd(a, length, (0, 1))[0])
     for value, shape in [(0.1, (33, 17)), (1 / 3, (48, 48)), (7.77, (9, 10))]:
         d = jnp.full(shape, value, jnp.float32)
         out = np.asarray(sums(d - jnp.mean(d)))
         for row in out.reshape(-1, out.shape[-1]):
             np.testing.assert_array_equal(row, row[0])
+
+
+@pytest.mark.parametrize("method", COV_STAB_METHODS)
+def test_constant_float32_channel_pads_alike_with_and_without_gradient(method):
+    """Without a gradient the covariance sums come from lag sums minus edge terms, which need
+    not round alike for a constant channel (a tiny constant after the inexact float32 mean, where
+    the normal equations are singular); such a channel must still pad as the gradient path pads
+    it, not with a predictor picked by rounding."""
+    layer = layer_for(method, ((3, 2), (1, 4)))
+    primal, gradient_path = jax.jit(lambda x: layer(x)), jax.jit(lambda x: jax.vjp(layer, x)[0])
+    for value, shape in [(0.1, (33, 17)), (1 / 3, (48, 48)), (7.77, (9, 10))]:
+        x = jnp.full((1, *shape), value, jnp.float32)
+        np.testing.assert_allclose(primal(x), gradient_path(x), rtol=2e-7, atol=0)
+        np.testing.assert_allclose(primal(x), value, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lp1x1cs", "lp2x1cs", "lp1x1csym", "lp2x1c", "lp2x1", "lp2x3", "lp6x7"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_gradient_forward_equals_the_gradient_path(method, dtype):
+    """Without a gradient the padding may take cheaper forms (custom VJPs whose primal differs
+    from their forward rule); the value must equal, to rounding, the one a gradient computes,
+    on data padded by more than one pixel and on the hard inputs."""
+    layer = layer_for(method, ((3, 2), (1, 4)))
+    with enable_x64(dtype == np.float64):
+        scaled = np.random.default_rng(31).normal(size=(3, *PROBE_SHAPE)) * [[[1.0]], [[1e-3]], [[50.0]]]
+        x = jnp.asarray(np.concatenate([scaled.astype(dtype), probe_input(dtype)]))
+        primal = np.asarray(jax.jit(lambda x: layer(x))(x))
+        gradient_path = np.asarray(jax.jit(lambda x: jax.vjp(layer, x)[0])(x))
+    if dtype == np.float32:
+        # The tiny channel's products (1e-36) fall to float32's subnormal range, where the two
+        # forms' different summation orders keep different bits: compared only in float64.
+        primal, gradient_path = np.delete(primal, 3 + TINY, 0), np.delete(gradient_path, 3 + TINY, 0)
+    finite = np.isfinite(gradient_path).all(axis=(1, 2))
+    assert (np.isfinite(primal).all(axis=(1, 2)) == finite).all()
+    scale = np.maximum(np.abs(gradient_path[finite]).max(axis=(1, 2), keepdims=True), np.finfo(dtype).tiny)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(primal[finite] / scale, gradient_path[finite] / scale, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("method", ["lp1x1cs", "lp2x1cs", "lp2x3", "lp6x7"])
+def test_gradient_through_a_scan_of_vmapped_padding(method):
+    """The RVSR body's pattern: padding vmapped over images inside a scan, differentiated. The
+    gradient equals the one without the scan (JAX 0.12 once mixed up the batch axes of a custom
+    VJP's two forward forms here)."""
+    layer = layer_for(method, ((1, 1), (1, 1)))
+    x = jnp.asarray(np.random.default_rng(32).normal(size=(2, 2, 8, 9)), jnp.float32)
+
+    def step(h, _):
+        return jax.vmap(layer)(h)[:, :, 1:-1, 1:-1] * 0.5 + h, None
+
+    def looped(h):
+        for _ in range(2):
+            h = step(h, None)[0]
+        return jnp.sum(h**2)
+
+    scanned = jax.grad(lambda h: jnp.sum(jax.lax.scan(step, h, None, length=2, unroll=True)[0] ** 2))(x)
+    np.testing.assert_allclose(scanned, jax.grad(looped)(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("correlate_method, scale", [("direct", lambda ny, nx, m: ny * nx), ("fft", lambda ny, nx, m: padding._smooth_size(ny + m) * padding._smooth_size(nx + m))])
