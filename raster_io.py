@@ -69,6 +69,11 @@ class Reader(Protocol):
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         """Raw values of the selected bands in the window (inside the raster): (band, h, w)."""
 
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        """Pixels of the window (h, w) that the raster's own mask marks invalid in any selected
+        band (GDAL mask bands: internal masks, alpha), or None where it has no such mask.
+        Nodata values and NaN are the caller's business (``nodata`` may be overridden)."""
+
 
 def _band_indexes(path: str, bands: Sequence[int | str] | None, count: int) -> list[int]:
     """0-based indexes of the bands to read from a ``count``-band raster."""
@@ -84,10 +89,13 @@ def _band_indexes(path: str, bands: Sequence[int | str] | None, count: int) -> l
 
 
 class GeoTiffReader:
-    """GeoTIFF (or any raster GDAL opens), read by windows with rasterio."""
+    """GeoTIFF (or any raster GDAL opens), read by windows with rasterio. Default bands: all but
+    an alpha band. Pixels that GDAL's mask band (an internal or ``.msk`` mask, or the alpha
+    band) marks with 0 are invalid, like nodata."""
 
     def __init__(self, spec: SourceSpec):
         import rasterio
+        from rasterio.enums import ColorInterp, MaskFlags
 
         try:
             with warnings.catch_warnings():  # a plain image without georeferencing is fine
@@ -96,7 +104,20 @@ class GeoTiffReader:
         except Exception as e:  # rasterio raises RasterioIOError and friends; name the file
             raise TilingError(f"cannot read {spec.path} as a raster ({type(e).__name__}: {e})") from None
         ds = self.dataset
-        self.indexes = [i + 1 for i in _band_indexes(spec.path, spec.bands, ds.count)]
+        if spec.bands is None:  # an alpha band is the mask of the others, not data
+            self.indexes = [i for i in range(1, ds.count + 1) if ds.colorinterp[i - 1] != ColorInterp.alpha]
+            if not self.indexes:
+                raise TilingError(f"{spec.path} has only an alpha band; pick bands to read")
+        else:
+            self.indexes = [i + 1 for i in _band_indexes(spec.path, spec.bands, ds.count)]
+        # Bands whose validity GDAL reads from a mask band (an internal or .msk mask, or an
+        # alpha band): their mask's zeros are invalid pixels. Nodata masks are left out, since
+        # the nodata value may be overridden.
+        flags = {i: set(ds.mask_flag_enums[i - 1]) for i in self.indexes}
+        self.mask_indexes = [i for i in self.indexes
+                             if flags[i] & {MaskFlags.per_dataset, MaskFlags.alpha} and MaskFlags.nodata not in flags[i]]
+        if self.mask_indexes and all(MaskFlags.per_dataset in flags[i] for i in self.mask_indexes):
+            self.mask_indexes = self.mask_indexes[:1]  # one mask for all bands: read it once
         nodata = next((ds.nodatavals[i - 1] for i in self.indexes if ds.nodatavals[i - 1] is not None), None)
         georeferenced = ds.crs is not None or not ds.transform.is_identity
         self.info = RasterInfo(len(self.indexes), ds.height, ds.width, ds.dtypes[self.indexes[0] - 1],
@@ -105,9 +126,18 @@ class GeoTiffReader:
                                spec.nodata if spec.nodata is not None else nodata)
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
-        from rasterio.windows import Window
+        return self.dataset.read(self.indexes, window=_window(rows, cols))
 
-        return self.dataset.read(self.indexes, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        if not self.mask_indexes:
+            return None
+        return (self.dataset.read_masks(self.mask_indexes, window=_window(rows, cols)) == 0).any(axis=0)
+
+
+def _window(rows: Span, cols: Span) -> Any:
+    from rasterio.windows import Window
+
+    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
 
 
 class NetCDFReader:
@@ -165,6 +195,9 @@ class NetCDFReader:
 
         return np.stack([window(v) for v in self.variables])
 
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        return None  # invalid pixels are nodata or NaN only
+
 
 def transform_from_centres(y: np.ndarray, x: np.ndarray) -> tuple[float, ...] | None:
     """The affine transform of regular pixel-centre coordinates, or None when irregular."""
@@ -214,6 +247,9 @@ class ArrayReader:
         if self.indexes == list(range(self.array.shape[0])):
             return np.asarray(self.array[:, rows[0]:rows[1], cols[0]:cols[1]])
         return np.stack([np.asarray(self.array[i, rows[0]:rows[1], cols[0]:cols[1]]) for i in self.indexes])
+
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        return None  # invalid pixels are nodata or NaN only
 
 
 def _open_zarr_input(path: str) -> tuple[Any, str | None, tuple | None, float | None]:

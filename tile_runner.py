@@ -189,7 +189,8 @@ def fill_invalid(x: np.ndarray, invalid: np.ndarray) -> np.ndarray | None:
 
 def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(x, invalid)``: the tile's read window (band, h, w) as float32, NaN past the raster, and
-    its invalid pixels (h, w): NaN or ``nodata`` in any band, or past the raster."""
+    its invalid pixels (h, w): NaN or ``nodata`` in any band, masked by the raster's own mask
+    (GDAL mask bands), or past the raster."""
     info = reader.info
     rows, cols = (tile.read_y[0], min(tile.read_y[1], info.height)), (tile.read_x[0], min(tile.read_x[1], info.width))
     raw = reader.read(rows, cols)
@@ -200,6 +201,9 @@ def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> t
     bad = ~np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else np.zeros(raw.shape[1:], bool)
     if nodata is not None and np.isfinite(nodata):
         bad |= (raw == nodata).any(axis=0)
+    masked = reader.masked(rows, cols)
+    if masked is not None:
+        bad |= masked
     invalid[:raw.shape[1], :raw.shape[2]] = bad
     return x, invalid
 

@@ -275,6 +275,39 @@ def test_float_output_nodata_is_nan_not_the_input_nodata(tmp_path):
     assert (masked.data[0, ~invalid] == 0).all()
 
 
+@pytest.mark.parametrize("mask", ["internal mask", "alpha band"])
+def test_gdal_mask_bands_mark_invalid_pixels(tmp_path, mask):
+    # A masked pixel is invalid like nodata: its value (here huge) never reaches the model, and
+    # its output is nodata. An alpha band is a mask, not data: not read by default.
+    x = (random_raster(3, 40, 40) * 100 + 1000).astype(np.uint16)
+    valid = np.ones((40, 40), bool)
+    valid[5:12, 20:33] = False
+    valid[30:, :8] = False
+    x[:, ~valid] = 60000
+    path = tmp_path / "masked.tif"
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "dtype": "uint16", "crs": CRS, "transform": TRANSFORM}
+    if mask == "internal mask":
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", count=3, **profile) as dst:
+            dst.write(x)
+            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    else:
+        with rasterio.open(path, "w", count=4, photometric="RGB", alpha="YES", **profile) as dst:
+            dst.write(np.concatenate([x, np.where(valid, 65535, 0)[None].astype(np.uint16)]))
+    with rasterio.open(path) as src:
+        assert src.count == 3 + (mask == "alpha band") and src.nodata is None
+        assert rasterio.enums.MaskFlags.per_dataset in src.mask_flag_enums[0]
+    model = ConvStack(3, (1, 2))
+    as_nan = x.astype(np.float32)
+    as_nan[:, ~valid] = np.nan
+    expected = predict(model, as_nan, tile_size=16, halo="auto")
+    got = predict(model, path, tile_size=16, halo="auto")
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[:, ~valid]).all() and np.isfinite(got[:, valid]).all()
+    with rasterio.open(predict(model, path, tmp_path / "out.tif", tile_size=16, halo="auto").destination) as src:
+        masked = src.read(masked=True)
+    assert (masked.mask == ~valid).all()
+
+
 def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
     import xarray as xr
 
