@@ -360,18 +360,30 @@ def open_zarr_data(path: Path | str) -> Any:
     return zarr.open_group(str(path), mode="r+")[DATA_VARIABLE]
 
 
+def store_dtype(dtype: Any, destination: Path) -> np.dtype:
+    """The dtype of the staging store for an output of ``dtype`` at ``destination``: ``dtype``,
+    but float32 for a float16 GeoTIFF, since GDAL's Zarr driver (3.12) refuses float16 arrays
+    with a NaN fill value; the COG then stores half floats (``NBITS=16``)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float16 and destination.suffix.lower() in GEOTIFF_SUFFIXES:
+        return np.dtype(np.float32)
+    return dtype
+
+
 def needs_bigtiff(image_bytes: int) -> bool:
     """Whether a COG of an uncompressed image of ``image_bytes`` could pass the classic TIFF
     limit (with overviews and a 2 % allowance for deflate and indexes)."""
     return image_bytes * 4 / 3 * 1.02 > TIFF_LIMIT
 
 
-def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None) -> None:
+def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None,
+              dtype: Any = None) -> None:
     """Write the dataset at ``store`` as a Cloud-Optimized GeoTIFF at ``destination``: GDAL's
     COG driver reads the store through a VRT (which sets georeferencing, nodata and tags) and
     writes internal tiles of 512, overviews (``resampling``, e.g. "average" or "nearest") and
-    deflate with a predictor, BigTIFF by :func:`needs_bigtiff`. GDAL streams blocks: memory
-    stays within its block cache; every block is written once."""
+    deflate with a predictor, BigTIFF by :func:`needs_bigtiff`. ``dtype`` float16 writes half
+    floats from a float32 store (:func:`store_dtype`). GDAL streams blocks: memory stays within
+    its block cache; every block is written once."""
     import rasterio
     import rasterio.shutil
     import zarr
@@ -384,6 +396,8 @@ def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | N
     vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {}))
     options = {"compress": "DEFLATE", "predictor": "YES", "blocksize": COG_BLOCK,
                "overview_resampling": resampling.upper(), "bigtiff": "YES" if needs_bigtiff(data.nbytes) else "NO"}
+    if dtype is not None and np.dtype(dtype) == np.float16:
+        options["nbits"] = 16  # half floats (readable by GDAL before 3.11 too, as Float32)
     try:
         with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS=os.cpu_count() or 1):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

@@ -1,7 +1,7 @@
 """Super-resolve a large raster with a trained RVSR model, tile by tile.
 
     python superresolve.py INPUT OUTPUT --model results/trained_models/lp2x3_s0.eqx
-        [--preset NAME] [--bands 4,3,2] [--units dn|model] [--nodata VALUE]
+        [--preset NAME] [--bands 4,3,2] [--units dn|model] [--dtype float32|float16|uint16] [--nodata VALUE]
         [--tile-size 256] [--halo 0|H|auto] [--batch-size 4] [--training-form]
         [--workers N | --scheduler ADDRESS] [--compare-untiled [--compare-output FILE.npz]]
         [--overwrite] [--no-progress]
@@ -17,8 +17,9 @@ and back). docs/superresolve.md is the user guide.
 
 Input: a GeoTIFF (or anything GDAL reads), a NetCDF file of the dataset's format (variables
 B04, B03, B02, first time step), a Zarr array or dataset, or a .npy array, each ``(band, y, x)``.
-Output: a float32 Cloud-Optimized GeoTIFF with the input's CRS, origin, and pixel size divided
-by the model's rate (4), or a Zarr dataset when OUTPUT ends in ``.zarr``; nodata is NaN.
+Output: a Cloud-Optimized GeoTIFF (float32, float16 or uint16) with the input's CRS, origin, and
+pixel size divided by the model's rate (4), or a Zarr dataset when OUTPUT ends in ``.zarr``;
+nodata is NaN for floats (uint16: the input's nodata 0 or 65535, else 65535).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.E
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
 MAX_COMPARE_PIXELS = 4096 * 4096  # --compare-untiled runs the model on the whole raster at once
 RVSR_ALIGN = 1  # RVSR has no stride or pooling: shift-equivariant by every pixel
+OUTPUT_DTYPES = ("float32", "float16", "uint16")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,6 +152,17 @@ def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, units: str, s
     return result
 
 
+def output_nodata(dtype: str, input_nodata: float | None) -> float | None:
+    """The output's nodata: NaN for floats; for integers the input's nodata where it is the
+    smallest or largest value of ``dtype`` (Sentinel-2 products: 0), else None (the type's
+    largest, :func:`tiling.predict_raster`'s default). Valid outputs are clipped clear of it."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return float("nan")
+    limits = np.iinfo(dtype)
+    return input_nodata if input_nodata in (limits.min, limits.max) else None
+
+
 def read_output(path: Path) -> np.ndarray:
     """A (small) output, whole: (3, y, x) float32."""
     return raster_io.read_raster(path)
@@ -177,6 +190,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--units", choices=("dn", "model"), default="dn",
                         help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1) and written back in "
                              "digital numbers; model: the model's own units, unchanged (default: %(default)s)")
+    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
+                        help="output data type: float32; float16 (half the size, steps of 1 DN up to 2048, 8 DN "
+                             "above 8192); uint16 (digital numbers rounded and clipped; with --units dn) "
+                             "(default: %(default)s)")
     parser.add_argument("--nodata", type=float, help="the input's nodata value (default: the file's own; NaN is always invalid)")
     parser.add_argument("--tile-size", type=positive_int, default=256,
                         help=f"tile size in input pixels, at least {tiling.MIN_TILE_SIZE} (default: %(default)s)")
@@ -231,7 +248,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare-output needs --compare-untiled")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
+    if np.dtype(args.dtype).kind != "f" and args.units != "dn":
+        raise UserError(f"--dtype {args.dtype} holds digital numbers; it needs --units dn")
     source = _source(args)
+    input_nodata = args.nodata if args.nodata is not None else raster_io.open_reader(source).info.nodata
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
@@ -242,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         summary = tiling.predict_raster(
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
             batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
-            preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype="float32",
+            preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype=args.dtype,
+            out_nodata=output_nodata(args.dtype, input_nodata),
             workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
             attrs={"units": args.units, "preset": spec.preset, "source": Path(args.input).name,

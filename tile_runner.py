@@ -208,12 +208,30 @@ def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> t
     return x, invalid
 
 
-def cast(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``y`` as ``dtype``; floats going to integers are rounded and clipped to its range."""
-    if dtype.kind in "iu" and y.dtype.kind == "f":
-        limits = np.iinfo(dtype)
-        y = np.clip(np.rint(y), limits.min, limits.max)
-    return y.astype(dtype)  # a copy: the model's output is read-only
+def valid_range(dtype: np.dtype, nodata: float) -> tuple[float, float]:
+    """The values valid outputs of integer or float ``dtype`` are clipped to: its range (finite,
+    for floats), less ``nodata`` where that is at an end of it, so that no valid output reads as
+    nodata."""
+    limits = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    low, high = float(limits.min), float(limits.max)
+    step = 1 if dtype.kind in "iu" else 0  # a float nodata at an end of the range: NaN in practice
+    return low + step * (nodata == low), high - step * (nodata == high)
+
+
+def cast(y: np.ndarray, dtype: np.dtype, nodata: float) -> np.ndarray:
+    """``y`` as ``dtype``: to integers rounded (half to even) and clipped to
+    :func:`valid_range` (NaN becomes ``nodata``); to a narrower float (e.g. float16) clipped to
+    its finite range. Always a copy (the model's output is read-only)."""
+    if dtype.kind in "iu":
+        low, high = valid_range(dtype, nodata)
+        invalid = np.isnan(y) if y.dtype.kind == "f" else None
+        y = np.clip(np.rint(y) if y.dtype.kind == "f" else y, low, high).astype(dtype)
+        if invalid is not None and invalid.any():
+            y[invalid] = nodata
+        return y
+    if y.dtype.kind == "f" and dtype.itemsize < y.dtype.itemsize:
+        y = np.clip(y, *valid_range(dtype, nodata))
+    return y.astype(dtype)
 
 
 def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarray,
@@ -247,7 +265,7 @@ def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarra
         y = out[(slice(None), *tile.core_in_window(s))]
         if job.postprocess is not None:
             y = np.asarray(job.postprocess(y))
-        y = cast(y, dtype)
+        y = cast(y, dtype, job.out_nodata)
         if invalid.any():
             y[:, np.repeat(np.repeat(invalid, s, axis=0), s, axis=1)] = job.out_nodata
         if store is not None:
@@ -487,7 +505,8 @@ def run(request: Request) -> np.ndarray | RunSummary:
         transform = raster_io.scaled_transform(info.transform, scale)
         attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size}
         run_id = prepare_work_dir(work_dir, settings, request.overwrite, lambda path: raster_io.create_zarr_dataset(
-            path, shape, scale * request.tile_size, dtype, out_nodata, info.crs, transform, attrs))
+            path, shape, scale * request.tile_size, raster_io.store_dtype(dtype, request.destination), out_nodata,
+            info.crs, transform, attrs))
         done = set(os.listdir(work_dir / "done"))
         todo = [t for t in tiles if t.key not in done]
     job = Job(run_id, None if work_dir is None else str(work_dir), scale, window, batch_size,
@@ -525,7 +544,8 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raster_io.publish(job.store, destination)
     else:
         assembled = work_dir / "assembled.tif"
-        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs)
+        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs,
+                            dtype=dtype)
         raster_io.publish(assembled, destination)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,

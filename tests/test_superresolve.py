@@ -258,6 +258,39 @@ def test_nodata(tmp_path, models):
     assert np.isnan(got[:, nan_out]).all() and np.isfinite(got[:, ~nan_out]).all()
 
 
+def test_output_dtype_uint16_digital_numbers_and_float16(tmp_path, models):
+    # A Sentinel-2-like uint16 input with nodata 0: uint16 output keeps nodata 0, and valid
+    # outputs are the float32 run's digital numbers rounded and clipped to 1..65535.
+    dn = scene(32, 32)
+    dn[:, 3:9, 20:27] = 0
+    dn[:, 0, :4] = 65000  # bright enough that the model's outputs pass 65535 and get clipped
+    path = write_geotiff(tmp_path / "in.tif", dn, nodata=0)
+    args = ["--model", models["zero-repl"], "--tile-size", TILE]
+    assert run_main(path, tmp_path / "f32.tif", *args) == 0
+    reference_dn = read(tmp_path / "f32.tif")
+    invalid = np.isnan(reference_dn)
+    assert invalid.any() and np.nanmax(reference_dn) > 65535 and np.nanmin(reference_dn) < 1
+    for dtype, nodata, expected in (
+            ("uint16", 0, np.clip(np.rint(reference_dn), 1, 65535)),
+            ("float16", None, np.clip(reference_dn, -65504, 65504).astype(np.float16))):
+        out = tmp_path / f"{dtype}.tif"
+        assert run_main(path, out, *args, "--dtype", dtype) == 0
+        with rasterio.open(out) as src:
+            assert src.dtypes == (dtype,) * 3
+            assert np.isnan(src.nodata) if nodata is None else src.nodata == nodata
+            got = src.read()
+        if nodata is not None:
+            assert (got[invalid] == nodata).all()
+            np.testing.assert_array_equal(got[~invalid], expected[~invalid])
+        else:
+            np.testing.assert_array_equal(got, expected)
+    # Without a nodata value at an end of uint16's range, nodata is 65535 and outputs stop at 65534.
+    assert run_main(write_geotiff(tmp_path / "plain.tif", dn), tmp_path / "plain_u16.tif", *args,
+                    "--dtype", "uint16") == 0
+    with rasterio.open(tmp_path / "plain_u16.tif") as src:
+        assert src.nodata == 65535 and src.read().max() == 65534
+
+
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     invalid = np.zeros((3, 4), bool)
@@ -287,6 +320,8 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "model file": [geotiff, out, "--model", tmp_path / "missing_s0.eqx", "--preset", "repl"],
         "exists; pass --overwrite": [geotiff, existing, "--model", models["zero-repl"]],
         "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
+        "it needs --units dn": [geotiff, out, "--model", models["zero-repl"], "--dtype", "uint16", "--units", "model"],
+        "tile size 3 is too small": [geotiff, out, "--model", models["zero-repl"], "--tile-size", 3],
     }
     for message, args in cases.items():
         assert run_main(*args) == superresolve.EXIT_ERROR, message

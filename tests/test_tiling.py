@@ -226,6 +226,45 @@ def test_postprocess_to_a_uint8_class_map_with_its_own_nodata(tmp_path):
     assert (classes[0, 5:9, 30:40] == 255).all() and (classes[0, 20:] <= 2).all()
 
 
+def test_integer_and_float16_outputs_are_rounded_and_clipped_clear_of_nodata(tmp_path):
+    # Values around the ends of the ranges; the last pixel is invalid (NaN).
+    values = np.array([-3.4, 0.5, 1.5, 2.5, 65534.6, 70000.0, -70000.0, np.nan], np.float32)
+    x = np.tile(values, (1, 2, 1))  # (1, 2, 8)
+
+    def identity(v):
+        return v
+
+    def run(**kwargs):
+        return predict(identity, x, tile_size=8, halo=0, align=1, scale=1, **kwargs)[0, 0]
+
+    # uint16: nodata 65535 by default, so valid outputs stop at 65534; half to even.
+    np.testing.assert_array_equal(run(dtype="uint16"), [0, 0, 2, 2, 65534, 65534, 0, 65535])
+    # Nodata 0 (as Sentinel-2 products use): valid outputs start at 1.
+    np.testing.assert_array_equal(run(dtype="uint16", out_nodata=0), [1, 1, 2, 2, 65535, 65535, 1, 0])
+    # float16: clipped to its finite range instead of overflowing to infinity; NaN nodata.
+    half = run(dtype="float16")
+    assert half.dtype == np.float16 and np.isnan(half[-1]) and np.isfinite(half[:-1]).all()
+    np.testing.assert_array_equal(half[:-1], np.float16([-3.4, 0.5, 1.5, 2.5, 65504, 65504, -65504]))
+    # Integers to a narrower integer type are clipped too (not wrapped around).
+    classes = predict(identity, np.full((1, 8, 8), 300.0, np.float32), tile_size=8, halo=0, align=1, scale=1,
+                      postprocess=lambda v: v.astype(np.int64), dtype="uint8")
+    assert (classes == 254).all()
+    # As files: a float16 COG (half floats) and a uint16 COG keep the values and the nodata.
+    source = write_geotiff(tmp_path / "in.tif", np.tile(values, (1, 4, 1)))
+    for dtype, nodata in (("float16", None), ("uint16", 65535)):
+        out = predict(identity, source, tmp_path / f"{dtype}.tif", tile_size=8, halo=0, align=1, scale=1,
+                      dtype=dtype).destination
+        with rasterio.open(out) as src:
+            assert src.dtypes == (dtype,)
+            assert np.isnan(src.nodata) if nodata is None else src.nodata == nodata
+            np.testing.assert_array_equal(src.read(1)[0], run(dtype=dtype))
+    zarr_half = predict(identity, source, tmp_path / "half.zarr", tile_size=8, halo=0, align=1, scale=1,
+                        dtype="float16").destination
+    import xarray as xr
+
+    np.testing.assert_array_equal(xr.open_zarr(zarr_half)["data"].values[0, 0], half)
+
+
 def test_geotiff_in_cloud_optimized_geotiff_out(tmp_path):
     # Output 600x680: big enough for an overview level of GDAL's 512-pixel COG tiles.
     x = random_raster(1, 150, 170)
