@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import resource
 import signal
@@ -43,7 +44,13 @@ import run_layout
 import tile_runner
 import tiling
 from cli import UserError, non_negative_int, positive_int, run_script
-from sentinel2 import BANDS, dn_to_model_units, model_units_to_dn
+from sentinel2 import (
+    BANDS,
+    BASELINE_04_ADD_OFFSET,
+    DN_PER_REFLECTANCE,
+    dn_to_model_units,
+    model_units_to_dn,
+)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
@@ -110,23 +117,26 @@ def load_tile_model(spec: ModelSpec) -> Any:
     return tiling.stateless(model, state)
 
 
-def to_model_units(dn: np.ndarray) -> np.ndarray:
-    """Digital numbers -> model units, float32 (scaled in float64, as the dataset is)."""
-    return dn_to_model_units(dn).astype(np.float32)
+def to_model_units(dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE,
+                   add_offset: float = 0) -> np.ndarray:
+    """Digital numbers -> model units, float32 (scaled in float64, as the dataset is; the
+    arguments as in :func:`sentinel2.dn_to_model_units`)."""
+    return dn_to_model_units(dn, quantification_value, add_offset).astype(np.float32)
 
 
-def to_dn(units: np.ndarray) -> np.ndarray:
+def to_dn(units: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, add_offset: float = 0) -> np.ndarray:
     """Model units -> digital numbers, float32."""
-    return model_units_to_dn(units).astype(np.float32)
+    return model_units_to_dn(units, quantification_value, add_offset).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
 # Seams
 
 
-def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, units: str, summary: tile_runner.RunSummary,
-                    output: Path, save: Path | None) -> dict[str, float]:
-    """Deviation of the tiled output from a one-tile run of the whole raster (model units)."""
+def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, scaling: dict | None,
+                    summary: tile_runner.RunSummary, output: Path, save: Path | None) -> dict[str, float]:
+    """Deviation of the tiled output from a one-tile run of the whole raster (model units);
+    ``scaling``: the arguments of :func:`to_model_units` for digital numbers, None for model units."""
     reader = raster_io.open_reader(source)
     info = reader.info
     if info.height * info.width > MAX_COMPARE_PIXELS:
@@ -136,12 +146,12 @@ def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, units: str, s
     filled = tile_runner.fill_invalid(x, invalid)
     if filled is None:
         raise UserError("--compare-untiled: the raster has no valid pixel")
-    if units == "dn":
-        filled = to_model_units(filled)
+    if scaling is not None:
+        filled = to_model_units(filled, **scaling)
     untiled = tiling.batch_call(tile_runner.ModelLoader(load_tile_model, (spec,)).load(), filled[None])[0]
     tiled = read_output(output).astype(np.float64)
-    if units == "dn":
-        tiled = dn_to_model_units(tiled)
+    if scaling is not None:
+        tiled = dn_to_model_units(tiled, **scaling)
     tiles = tiling.tile_grid(info.height, info.width, summary.tile_size, summary.halo, summary.align)
     seams = tiling.seam_mask(tiles, tiled.shape[1:], summary.scale, SEAM_WIDTH)
     result = tiling.deviation_summary(tiled, untiled, seams)
@@ -188,8 +198,16 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", help="the model's preset (default: from the file name {preset}_s{seed}.eqx)")
     parser.add_argument("--bands", help="3 comma-separated band numbers from 1 (NetCDF: variable names); default 1,2,3")
     parser.add_argument("--units", choices=("dn", "model"), default="dn",
-                        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1) and written back in "
-                             "digital numbers; model: the model's own units, unchanged (default: %(default)s)")
+                        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1, or by the next two "
+                             "options) and written back in digital numbers; model: the model's own units, unchanged "
+                             "(default: %(default)s)")
+    parser.add_argument("--quantification-value", type=float,
+                        help=f"digital numbers per unit of reflectance: reflectance = (DN + offset) / this "
+                             f"(Sentinel-2's QUANTIFICATION_VALUE; default {DN_PER_REFLECTANCE})")
+    parser.add_argument("--add-offset", type=float,
+                        help=f"added to digital numbers before dividing by the quantification value; "
+                             f"{BASELINE_04_ADD_OFFSET} for Sentinel-2 products of processing baseline 04.00 and "
+                             f"later (BOA_ADD_OFFSET of L2A, RADIO_ADD_OFFSET of L1C) (default 0, the dataset's)")
     parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
                         help="output data type: float32; float16 (half the size, steps of 1 DN up to 2048, 8 DN "
                              "above 8192); uint16 (digital numbers rounded and clipped; with --units dn) "
@@ -236,6 +254,20 @@ def _source(args: argparse.Namespace) -> raster_io.SourceSpec:
     return raster_io.SourceSpec(path, bands, args.nodata)
 
 
+def _dn_scaling(args: argparse.Namespace) -> dict | None:
+    """The arguments of :func:`to_model_units` and :func:`to_dn`, or None for ``--units model``."""
+    given = [f"--{name}" for name, value in (("quantification-value", args.quantification_value),
+                                             ("add-offset", args.add_offset)) if value is not None]
+    if args.units != "dn":
+        if given:
+            raise UserError(f"{' and '.join(given)} scale digital numbers; they need --units dn")
+        return None
+    quantification = DN_PER_REFLECTANCE if args.quantification_value is None else args.quantification_value
+    if not quantification > 0:
+        raise UserError(f"--quantification-value must be > 0, got {quantification:g}")
+    return {"quantification_value": quantification, "add_offset": 0 if args.add_offset is None else args.add_offset}
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (*raster_io.GEOTIFF_SUFFIXES, raster_io.ZARR_SUFFIX):
@@ -250,23 +282,24 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"input {args.input} does not exist")
     if np.dtype(args.dtype).kind != "f" and args.units != "dn":
         raise UserError(f"--dtype {args.dtype} holds digital numbers; it needs --units dn")
+    scaling = _dn_scaling(args)
     source = _source(args)
     input_nodata = args.nodata if args.nodata is not None else raster_io.open_reader(source).info.nodata
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
     model_file = os.stat(spec.path)
-    dn = args.units == "dn"
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = tiling.predict_raster(
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
             batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
-            preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype=args.dtype,
+            preprocess=None if scaling is None else functools.partial(to_model_units, **scaling),
+            postprocess=None if scaling is None else functools.partial(to_dn, **scaling), dtype=args.dtype,
             out_nodata=output_nodata(args.dtype, input_nodata),
             workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
-            attrs={"units": args.units, "preset": spec.preset, "source": Path(args.input).name,
+            attrs={"units": args.units, **(scaling or {}), "preset": spec.preset, "source": Path(args.input).name,
                    "reference": "Niemitalo et al. 2025, arXiv:2502.12300"},
             resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]})
     except tile_runner.RunInterrupted as e:
@@ -279,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
           f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
           f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.compare_untiled:
-        r = compare_untiled(spec, source, args.units, s, output, args.compare_output)
+        r = compare_untiled(spec, source, scaling, s, output, args.compare_output)
         print(f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "
               f"within {SEAM_WIDTH} output pixels of seams: mean {r['seam_mean']:.3g}, max {r['seam_max']:.3g}")
     return 0

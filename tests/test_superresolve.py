@@ -291,6 +291,32 @@ def test_output_dtype_uint16_digital_numbers_and_float16(tmp_path, models):
         assert src.nodata == 65535 and src.read().max() == 65534
 
 
+def test_sentinel2_baseline_04_offset(tmp_path, models):
+    # Products of processing baseline 04.00 and later store DN = 10000 reflectance + 1000
+    # (BOA_ADD_OFFSET -1000). With --add-offset -1000 the model sees the same reflectance as
+    # from the dataset's DN = 10000 reflectance, and the output is in the input's convention.
+    import sentinel2
+
+    dn = scene(32, 32)
+    assert run_main(write_geotiff(tmp_path / "old.tif", dn), tmp_path / "old_x4.tif", "--model", models["zero-repl"],
+                    "--tile-size", TILE) == 0
+    shifted = write_geotiff(tmp_path / "l2a.tif", dn + 1000)
+    assert run_main(shifted, tmp_path / "l2a_x4.tif", "--model", models["zero-repl"], "--tile-size", TILE,
+                    "--add-offset", sentinel2.BASELINE_04_ADD_OFFSET) == 0
+    np.testing.assert_allclose(read(tmp_path / "l2a_x4.tif"), read(tmp_path / "old_x4.tif") + 1000, atol=2e-3)
+    with rasterio.open(tmp_path / "l2a_x4.tif") as src:
+        assert float(src.tags()["add_offset"]) == -1000 and float(src.tags()["quantification_value"]) == 10000
+    # Without it the model sees a brighter scene.
+    assert run_main(shifted, tmp_path / "as_dataset.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    assert np.abs(read(tmp_path / "as_dataset.tif") - read(tmp_path / "l2a_x4.tif")).max() > 10
+    # The scaling, one place: the defaults are the dataset's v * 2 / 10000 - 1, bit for bit.
+    v = np.array([0, 1, 1234, 9999, 10000, 16383, 20000], np.uint16)
+    np.testing.assert_array_equal(sentinel2.dn_to_model_units(v), v.astype(np.float64) * 2 / 10000 - 1)
+    np.testing.assert_allclose(sentinel2.model_units_to_dn(sentinel2.dn_to_model_units(v + 1000, 10000, -1000),
+                                                           10000, -1000), v + 1000, rtol=1e-12)
+    np.testing.assert_allclose(sentinel2.dn_to_model_units(v + 1000, 10000, -1000), sentinel2.dn_to_model_units(v))
+
+
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     invalid = np.zeros((3, 4), bool)
@@ -322,6 +348,8 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
         "it needs --units dn": [geotiff, out, "--model", models["zero-repl"], "--dtype", "uint16", "--units", "model"],
         "tile size 3 is too small": [geotiff, out, "--model", models["zero-repl"], "--tile-size", 3],
+        "--add-offset scale digital numbers": [geotiff, out, "--model", models["zero-repl"], "--add-offset", -1000,
+                                               "--units", "model"],
     }
     for message, args in cases.items():
         assert run_main(*args) == superresolve.EXIT_ERROR, message
