@@ -33,6 +33,7 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIX = ".zarr"
 DATA_VARIABLE = "data"
 GRID_MAPPING = "spatial_ref"
+DESCRIPTION = "description"  # the coordinate of band descriptions
 COG_BLOCK = 512
 # Classic TIFF ends at 4 GiB. A COG holds the image, overviews (1/4 + 1/16 + ... < 1/3 of it)
 # and tile indexes; deflate can make incompressible data slightly larger. BigTIFF is chosen
@@ -51,6 +52,7 @@ class RasterInfo:
     crs: str | None  # WKT
     transform: tuple[float, ...] | None  # affine a..f
     nodata: float | None
+    descriptions: tuple[str | None, ...] | None = None  # of the selected bands, where the format has them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +125,8 @@ class GeoTiffReader:
         self.info = RasterInfo(len(self.indexes), ds.height, ds.width, ds.dtypes[self.indexes[0] - 1],
                                ds.crs.to_wkt() if ds.crs else None,
                                tuple(ds.transform)[:6] if georeferenced else None,
-                               spec.nodata if spec.nodata is not None else nodata)
+                               spec.nodata if spec.nodata is not None else nodata,
+                               tuple(ds.descriptions[i - 1] for i in self.indexes))
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         return self.dataset.read(self.indexes, window=_window(rows, cols))
@@ -171,7 +174,8 @@ class NetCDFReader:
         attrs = self.variables[0].attrs
         nodata = attrs.get("_FillValue", attrs.get("missing_value"))
         self.info = RasterInfo(len(names), height, width, str(self.variables[0].dtype), self._crs(), self._transform(),
-                               spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)))
+                               spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)),
+                               tuple(names))
 
     def _crs(self) -> str | None:
         mapping = self.variables[0].attrs.get("grid_mapping")
@@ -312,17 +316,21 @@ def scaled_transform(transform: Sequence[float] | None, scale: int) -> tuple[flo
 
 
 def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dtype: Any, nodata: float,
-                        crs: str | None, transform: Sequence[float] | None, attrs: dict) -> None:
+                        crs: str | None, transform: Sequence[float] | None, attrs: dict,
+                        descriptions: Sequence[str] | None = None) -> None:
     """An empty output dataset at ``path`` (layout in the module docstring): ``data`` of
-    ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``. One band per
-    chunk: GDAL reads a band's block without decoding the other bands (3x faster COG writing
-    for 3 bands than chunks of all bands)."""
+    ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``; band
+    ``descriptions`` as a coordinate ``description`` along ``band``. One band per chunk: GDAL
+    reads a band's block without decoding the other bands (3x faster COG writing for 3 bands
+    than chunks of all bands)."""
     import dask.array
     import xarray as xr
 
     bands, height, width = shape
     data_attrs: dict[str, Any] = {}
     coords: dict[str, Any] = {"band": np.arange(1, bands + 1)}
+    if descriptions is not None:
+        coords[DESCRIPTION] = ("band", np.array([str(d) for d in descriptions]))
     if transform is not None:
         a, b, c, d, e, f = transform
         if b == 0 and d == 0:  # a north-up grid: 1-D pixel-centre coordinates
@@ -392,8 +400,10 @@ def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | N
     data = group[DATA_VARIABLE]
     bands, height, width = data.shape
     mapping = dict(group[GRID_MAPPING].attrs) if GRID_MAPPING in group else {}
+    descriptions = [str(d) for d in group[DESCRIPTION][...]] if DESCRIPTION in group else [None] * bands
     vrt = destination.with_name(destination.name + ".vrt")
-    vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {}))
+    vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {},
+                            descriptions))
     options = {"compress": "DEFLATE", "predictor": "YES", "blocksize": COG_BLOCK,
                "overview_resampling": resampling.upper(), "bigtiff": "YES" if needs_bigtiff(data.nbytes) else "NO"}
     if dtype is not None and np.dtype(dtype) == np.float16:
@@ -410,8 +420,10 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
                "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
 
 
-def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], mapping: dict, tags: dict) -> str:
-    """A GDAL VRT of the store's ``data`` bands with georeferencing, nodata and metadata."""
+def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], mapping: dict, tags: dict,
+             descriptions: Sequence[str | None]) -> str:
+    """A GDAL VRT of the store's ``data`` bands with georeferencing, nodata, metadata and band
+    descriptions."""
     dtype = np.dtype(dtype).name
     if dtype not in _GDAL_TYPES:
         raise TilingError(f"a GeoTIFF cannot hold {dtype} data; pass dtype= (e.g. float32, uint8)")
@@ -427,9 +439,11 @@ def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], 
         lines.append("  <Metadata>")
         lines += [f"    <MDI key={quoteattr(str(k))}>{escape(str(v))}</MDI>" for k, v in tags.items()]
         lines.append("  </Metadata>")
-    for band in range(1, bands + 1):
-        lines += [f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">',
-                  f"    <NoDataValue>{nodata_text}</NoDataValue>",
+    for band, description in zip(range(1, bands + 1), descriptions, strict=True):
+        lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">')
+        if description is not None:
+            lines.append(f"    <Description>{escape(description)}</Description>")
+        lines += [f"    <NoDataValue>{nodata_text}</NoDataValue>",
                   "    <SimpleSource>",
                   f'      <SourceFilename relativeToVRT="0">{source}</SourceFilename>',
                   f"      <SourceBand>{band}</SourceBand>",

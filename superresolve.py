@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import os
 import resource
 import signal
@@ -173,6 +174,19 @@ def output_nodata(dtype: str, input_nodata: float | None) -> float | None:
     return input_nodata if input_nodata in (limits.min, limits.max) else None
 
 
+def band_descriptions(info: raster_io.RasterInfo) -> list[str]:
+    """The output bands' descriptions: the input's, where it has them (GeoTIFF descriptions,
+    NetCDF variable names), else the dataset's band each takes the place of (B04, B03, B02)."""
+    given = info.descriptions or (None,) * len(BANDS)
+    return [description or band for description, band in zip(given, BANDS, strict=True)]
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a (weights) file, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_output(path: Path) -> np.ndarray:
     """A (small) output, whole: (3, y, x) float32."""
     return raster_io.read_raster(path)
@@ -284,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--dtype {args.dtype} holds digital numbers; it needs --units dn")
     scaling = _dn_scaling(args)
     source = _source(args)
-    input_nodata = args.nodata if args.nodata is not None else raster_io.open_reader(source).info.nodata
+    info = raster_io.open_reader(source).info
+    input_nodata = args.nodata if args.nodata is not None else info.nodata
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
@@ -299,8 +314,11 @@ def run(args: argparse.Namespace) -> int:
             out_nodata=output_nodata(args.dtype, input_nodata),
             workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
-            attrs={"units": args.units, **(scaling or {}), "preset": spec.preset, "source": Path(args.input).name,
+            attrs={"units": args.units, **(scaling or {}), "model": Path(spec.path).name,
+                   "model_sha256": file_digest(spec.path), "preset": spec.preset,
+                   "reparameterized": str(spec.reparameterize).lower(), "source": Path(args.input).name,
                    "reference": "Niemitalo et al. 2025, arXiv:2502.12300"},
+            band_descriptions=band_descriptions(info),
             resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]})
     except tile_runner.RunInterrupted as e:
         print(f"interrupted with {e.done} of {e.total} tiles done; rerun the same command to continue", file=sys.stderr)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +42,25 @@ from tiling import Tile, TilingError
 
 WORK_SUFFIX = ".partial"
 REPO = Path(__file__).resolve().parent
+
+
+@functools.cache
+def software_version() -> str:
+    """What wrote an output, for its metadata: this repository's version and, in a git checkout,
+    its commit (``+ changes`` when files differ from it)."""
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = " + changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+        return f"lp-padding {version} (git {commit}{changed})"
+    except (OSError, subprocess.SubprocessError):
+        return f"lp-padding {version}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,6 +132,7 @@ class Request:
     progress: bool | str
     attrs: dict
     resume_key: Any
+    band_descriptions: Sequence[str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,6 +512,9 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raise TilingError(f"the model maps a {window[0]}x{window[1]} tile to {out_shape[2]}x{out_shape[3]}, "
                           f"not scale {scale}")
     bands, dtype, out_nodata = _output_spec(request, out_shape[1:], out_dtype, scale)
+    descriptions = None if request.band_descriptions is None else [str(d) for d in request.band_descriptions]
+    if descriptions is not None and len(descriptions) != bands:
+        raise TilingError(f"{len(descriptions)} band descriptions for {bands} output bands")
     shape = (bands, scale * info.height, scale * info.width)
 
     run_id = uuid.uuid4().hex
@@ -501,12 +525,14 @@ def run(request: Request) -> np.ndarray | RunSummary:
             "scale": scale, "dtype": dtype.name, "out_nodata": repr(out_nodata), "bands_out": bands,
             "model": fingerprint(request.model), "preprocess": fingerprint(request.preprocess),
             "postprocess": fingerprint(request.postprocess), "resume_key": request.resume_key,
+            "band_descriptions": descriptions,
             "destination": str(request.destination)})
         transform = raster_io.scaled_transform(info.transform, scale)
-        attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size}
+        attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size, "align": align,
+                 "software": software_version()}
         run_id = prepare_work_dir(work_dir, settings, request.overwrite, lambda path: raster_io.create_zarr_dataset(
             path, shape, scale * request.tile_size, raster_io.store_dtype(dtype, request.destination), out_nodata,
-            info.crs, transform, attrs))
+            info.crs, transform, attrs, descriptions))
         done = set(os.listdir(work_dir / "done"))
         todo = [t for t in tiles if t.key not in done]
     job = Job(run_id, None if work_dir is None else str(work_dir), scale, window, batch_size,

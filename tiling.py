@@ -330,7 +330,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
                    postprocess: Callable[[np.ndarray], np.ndarray] | None = None, dtype: Any = None,
                    out_nodata: float | None = None, client: Any = None, scheduler: str | None = None,
                    workers: int | None = None, overwrite: bool = False, progress: bool | str = True,
-                   attrs: dict | None = None, resume_key: Any = None) -> Any:
+                   attrs: dict | None = None, resume_key: Any = None,
+                   band_descriptions: Sequence[str] | None = None) -> Any:
     """Run ``model`` over a raster tile by tile; returns the output array, or writes it.
 
     ``model``: one tile ``(C, h, w)`` -> ``(C', s h, s w)`` (an Equinox module, a plain or jitted
@@ -350,7 +351,10 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
     xarray dataset, variable ``data`` with dims ``(band, y, x)``, coordinates and a CF grid
     mapping, which ``xarray.open_zarr`` and GDAL both read). Georeferencing is the source's with
     the pixel size divided by ``s``. ``attrs`` go into the Zarr dataset's attributes and the
-    GeoTIFF's metadata.
+    GeoTIFF's metadata, with the run's ``scale``, ``halo``, ``tile_size``, ``align`` and
+    ``software`` (this repository's version and git commit); ``band_descriptions`` (one per
+    output band) into the GeoTIFF's band descriptions and the dataset's ``description``
+    coordinate.
 
     ``scale``: ``s``; default: from the model's output shape. ``tile_size``: the core size in
     input pixels (a multiple of the alignment, >= 8). ``halo``: input pixels of overlap per
@@ -392,7 +396,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
         scale=scale, tile_size=tile_size, halo=halo, align=align, batch_size=batch_size,
         bands=None if bands is None else tuple(bands), nodata=nodata, preprocess=preprocess,
         postprocess=postprocess, dtype=dtype, out_nodata=out_nodata, client=client, scheduler=scheduler,
-        workers=workers, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}), resume_key=resume_key))
+        workers=workers, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}), resume_key=resume_key,
+        band_descriptions=None if band_descriptions is None else tuple(band_descriptions)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,6 +130,38 @@ def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, m
     np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
 
 
+def test_band_descriptions_and_provenance_tags(tmp_path, models, geotiff):
+    # What made the output travels with it: model, preset, halo, tile size, units, software
+    # version and commit, in the GeoTIFF's metadata and the Zarr dataset's attributes.
+    import hashlib
+
+    import xarray as xr
+
+    args = ["--model", models["lp2x3"], "--tile-size", TILE, "--halo", 2]
+    assert run_main(geotiff, tmp_path / "out.tif", *args) == 0
+    assert run_main(geotiff, tmp_path / "out.zarr", *args) == 0
+    with rasterio.open(tmp_path / "out.tif") as src:
+        tags, descriptions = src.tags(), src.descriptions
+    attrs = xr.open_zarr(tmp_path / "out.zarr").attrs
+    digest = hashlib.sha256(models["lp2x3"].read_bytes()).hexdigest()
+    for metadata in (tags, attrs):
+        assert metadata["model"] == "lp2x3_s0.eqx" and metadata["model_sha256"] == digest
+        assert metadata["preset"] == "lp2x3" and metadata["units"] == "dn"
+        assert int(metadata["halo"]) == 2 and int(metadata["tile_size"]) == TILE and int(metadata["scale"]) == SR
+        assert metadata["software"] == tile_runner.software_version()  # with the git commit in a checkout
+    assert "(git " in tile_runner.software_version() or not (REPO / ".git").exists()
+    # Band descriptions: the dataset's bands, or the input's own descriptions.
+    assert descriptions == ("B04", "B03", "B02")
+    assert list(xr.open_zarr(tmp_path / "out.zarr")["description"].values) == ["B04", "B03", "B02"]
+    named = tmp_path / "named.tif"
+    with rasterio.open(geotiff) as src, rasterio.open(named, "w", **src.profile) as dst:
+        dst.write(src.read())
+        dst.descriptions = ("red", "green", "blue")
+    assert run_main(named, tmp_path / "named_x4.tif", *args) == 0
+    with rasterio.open(tmp_path / "named_x4.tif") as src:
+        assert src.descriptions == ("red", "green", "blue")
+
+
 def test_halo_auto_equals_one_tile(tmp_path, models):
     # 48x48 in 16x16 tiles: with halo 10 every read window is 36x36 (the edge tiles' shifted
     # back inside), one compilation per model.

@@ -353,10 +353,11 @@ def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
     x = random_raster(1, 40, 50)
     source = write_geotiff(tmp_path / "in.tif", x)
     out = predict(Upscale4(1), source, tmp_path / "out.zarr", tile_size=16, halo="auto",
-                  attrs={"model": "Upscale4"}).destination
+                  attrs={"model": "Upscale4"}, band_descriptions=["elevation"]).destination
     expected = predict(Upscale4(1), x, tile_size=16, halo="auto")
     dataset = xr.open_zarr(out)
     assert dataset["data"].dims == ("band", "y", "x") and dataset.attrs["model"] == "Upscale4"
+    assert dataset["description"].values.tolist() == ["elevation"] and dataset.attrs["halo"] == 1
     np.testing.assert_allclose(dataset["data"].values, expected, atol=1e-6)
     np.testing.assert_allclose(dataset["x"].values[:2], [300_000 + 1.25, 300_000 + 3.75])
     np.testing.assert_allclose(dataset["y"].values[:2], [7_000_000 - 1.25, 7_000_000 - 3.75])
@@ -367,9 +368,13 @@ def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
         assert np.isnan(src.nodata)
         np.testing.assert_allclose(src.read(), expected, atol=1e-6)
     # And it is an input: the georeferencing carries over.
-    again = predict(Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0).destination
+    again = predict(Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0,
+                    band_descriptions=["elevation x16"]).destination
     with rasterio.open(again) as src:
         assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / 16)) and src.crs == crs
+        assert src.descriptions == ("elevation x16",) and src.tags()["software"].startswith("lp-padding ")
+    with pytest.raises(tiling.TilingError, match="2 band descriptions for 1 output bands"):
+        predict(Upscale4(1), x, tile_size=16, halo=0, band_descriptions=["a", "b"])
 
 
 # ----------------------------------------------------------------------------------------------
