@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ import numpy as np
 
 import raster_io
 import tiling
+from progress import Progress, heartbeat
 from tiling import Tile, TilingError
 
 WORK_SUFFIX = ".partial"
@@ -541,11 +541,8 @@ def run(request: Request) -> np.ndarray | RunSummary:
     result = None if work_dir is not None else np.full(shape, out_nodata, dtype)
     groups = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
-    from tqdm import tqdm
-
     label = request.progress if isinstance(request.progress, str) else None
-    progress = tqdm(total=len(tiles), initial=len(tiles) - len(todo), unit="tile", disable=not request.progress,
-                    desc=label, file=sys.stderr)
+    progress = Progress(len(tiles), initial=len(tiles) - len(todo), label=label, enabled=bool(request.progress))
     start = time.perf_counter()
     try:
         if local:  # this process's reader and store for the run: the ones opened here
@@ -570,8 +567,15 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raster_io.publish(job.store, destination)
     else:
         assembled = work_dir / "assembled.tif"
-        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs,
-                            dtype=dtype)
+
+        def written() -> str:  # GDAL's COG driver reports no progress: the bytes it wrote so far
+            size = sum(f.stat().st_size for f in work_dir.glob(assembled.name + "*") if f.is_file())
+            return f"{size / 1e6:.0f} MB of GeoTIFF written"
+
+        with heartbeat(f"writing {destination.name} from the store (GDAL's COG driver: tiles, overviews)", written,
+                       label=label, enabled=bool(request.progress)):
+            raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest",
+                                tags=attrs, dtype=dtype)
         raster_io.publish(assembled, destination)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,

@@ -6,6 +6,7 @@ published file format."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -347,6 +348,51 @@ def test_sentinel2_baseline_04_offset(tmp_path, models):
     np.testing.assert_allclose(sentinel2.model_units_to_dn(sentinel2.dn_to_model_units(v + 1000, 10000, -1000),
                                                            10000, -1000), v + 1000, rtol=1e-12)
     np.testing.assert_allclose(sentinel2.dn_to_model_units(v + 1000, 10000, -1000), sentinel2.dn_to_model_units(v))
+
+
+def test_progress_reads_well_in_a_log(tmp_path, models, geotiff, capsys):
+    # stderr is not a terminal here (as in a Slurm log): plain lines, no carriage returns, one
+    # per 5 % of the 35 tiles (19) and a last one, then the GeoTIFF's assembly by GDAL.
+    out = tmp_path / "out.tif"
+    assert superresolve.main([str(geotiff), str(out), "--model", str(models["zero-repl"]), "--tile-size", "8",
+                              "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "Traceback" not in err
+    lines = err.splitlines()
+    counts = [line for line in lines if line.startswith("zero-repl x4: ") and " tiles (" in line]
+    assert len(counts) == 20 and counts[-1].startswith("zero-repl x4: 35/35 tiles (100 %), ")
+    assert "about " in counts[0] and " left" in counts[0]
+    assembly = lines[lines.index(counts[-1]) + 1:]
+    assert assembly[0] == "zero-repl x4: writing out.tif from the store (GDAL's COG driver: tiles, overviews)"
+    assert re.fullmatch(r"zero-repl x4: \d+ MB of GeoTIFF written, done in \d+ s", assembly[-1])
+
+
+def test_progress_lines_and_heartbeat():
+    import io
+
+    import progress
+
+    log = io.StringIO()
+    bar = progress.Progress(200, initial=20, label="run", stream=log, terminal=False, seconds=3600)
+    for _ in range(180):
+        bar.update(1)
+    bar.close()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "run: 20/200 tiles (10 %), 0 s; resumed with 20 done before"
+    assert [line.split(" tiles")[0] for line in lines[1:]] == [f"run: {10 * k}/200" for k in range(3, 21)]
+    terminal = io.StringIO()
+    bar = progress.Progress(10, stream=terminal, terminal=True)
+    bar.update(10)
+    bar.close()
+    assert "\r" in terminal.getvalue()  # a tqdm bar
+    beats = io.StringIO()
+    with progress.heartbeat("copying", lambda: "3 MB written", label="job", stream=beats, seconds=0.05):
+        time.sleep(0.3)
+    lines = beats.getvalue().splitlines()
+    assert lines[0] == "job: copying" and lines[-1] == "job: 3 MB written, done in 0 s"
+    assert len(lines) >= 4 and all(line == "job: 3 MB written, 0 s so far" for line in lines[1:-1])
+    assert progress.duration(3725) == "1 h 02 min" and progress.duration(65) == "1 min 05 s"
 
 
 def test_fill_invalid():
