@@ -300,6 +300,22 @@ def test_cog_blocks_are_written_once_and_bigtiff_chosen_by_a_safe_bound(tmp_path
     assert big.read_bytes()[:4] == b"II+\x00"  # BigTIFF
 
 
+def test_cog_is_written_with_a_block_cache_of_megabytes(tmp_path, monkeypatch):
+    # rasterio passes an int GDAL_CACHEMAX to GDAL as bytes: 256 meant a 256-byte cache, with
+    # which GDAL flushed half-done overview blocks and wrote them again (its temporary overview
+    # file twice as big, the assembly slower). GDAL itself is asked what cache it has.
+    seen = []
+    copy = rasterio.shutil.copy
+
+    def copy_and_check(*args, **kwargs):
+        seen.append(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", copy_and_check)
+    predict(ConvStack(1, (1,)), random_raster(1, 24, 24), tmp_path / "out.tif", tile_size=8, halo=0, align=1)
+    assert len(seen) == 1 and seen[0] >= 64 * 2**20
+
+
 def test_float_output_nodata_is_nan_not_the_input_nodata(tmp_path):
     # A uint16 input with nodata 0 and a model whose valid outputs are exactly 0.
     dn = np.full((1, 32, 32), 1000, np.uint16)
