@@ -159,19 +159,44 @@ def seam_mask(tiles: Sequence[Tile], output_shape: tuple[int, int], scale: int, 
     return mask
 
 
+class DeviationSummary:
+    """Mean and max absolute deviation of a tiled output from an untiled one, over all finite
+    pixels and near seams, accumulated block by block (whole outputs need not be held twice)."""
+
+    def __init__(self) -> None:
+        self.sums = {"": 0.0, "seam_": 0.0}
+        self.counts = {"": 0, "seam_": 0}
+        self.maxes = {"": -np.inf, "seam_": -np.inf}
+
+    def add(self, tiled: np.ndarray, untiled: np.ndarray, seams: np.ndarray) -> np.ndarray:
+        """Adds a block (c, y, x) of both outputs and its ``seams`` mask (y, x); returns the
+        block's absolute deviation (c, y, x), float64 (NaN where either is not finite)."""
+        deviation = np.abs(tiled.astype(np.float64) - untiled.astype(np.float64))
+        finite = np.isfinite(deviation).all(axis=0)
+        for prefix, where in (("", finite), ("seam_", finite & seams)):
+            values = deviation[:, where]
+            if values.size:
+                self.sums[prefix] += float(values.sum())
+                self.counts[prefix] += values.size
+                self.maxes[prefix] = max(self.maxes[prefix], float(values.max()))
+        return deviation
+
+    def result(self) -> dict[str, float]:
+        """``mean``, ``max``, ``seam_mean``, ``seam_max`` (NaN where no pixel counted)."""
+        out = {}
+        for prefix in self.sums:
+            n = self.counts[prefix]
+            out[f"{prefix}mean"] = self.sums[prefix] / n if n else float("nan")
+            out[f"{prefix}max"] = self.maxes[prefix] if n else float("nan")
+        return out
+
+
 def deviation_summary(tiled: np.ndarray, untiled: np.ndarray, seams: np.ndarray) -> dict[str, float]:
     """Mean and max absolute deviation of ``tiled`` from ``untiled`` (c, y, x), over all
     finite pixels and over those where ``seams`` (y, x) is set."""
-    deviation = np.abs(tiled.astype(np.float64) - untiled.astype(np.float64))
-    finite = np.isfinite(deviation).all(axis=0)
-    overall = deviation[:, finite]
-    near = deviation[:, finite & seams]
-    return {
-        "mean": float(overall.mean()) if overall.size else float("nan"),
-        "max": float(overall.max()) if overall.size else float("nan"),
-        "seam_mean": float(near.mean()) if near.size else float("nan"),
-        "seam_max": float(near.max()) if near.size else float("nan"),
-    }
+    summary = DeviationSummary()
+    summary.add(tiled, untiled, seams)
+    return summary.result()
 
 
 # ----------------------------------------------------------------------------------------------

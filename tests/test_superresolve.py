@@ -216,6 +216,45 @@ def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
     assert {p.suffix for p in written} == {".pdf", ".png"} and all(p.stat().st_size > 0 for p in written)
 
 
+def test_compare_untiled_memory_is_bounded_and_its_limit_checked_first(tmp_path, models, monkeypatch, capsys):
+    # The comparison reads the tiled output a few rows at a time: no whole-output float64
+    # copies (numpy's allocations, as tracemalloc sees them, stay well below one float32
+    # output; reading it whole as float64 took 2 of them).
+    import tracemalloc
+
+    x = model_units(scene(64, 48))
+    np.save(tmp_path / "scene.npy", x)
+    out = tmp_path / "out.tif"
+    assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
+                    "--units", "model") == 0
+    summary = tile_runner.RunSummary(out, 12, 12, 64 * 48, 0.0, None, (64, 48), TILE, (TILE, TILE), SR, 0, 1)
+    spec = superresolve.ModelSpec(str(models["zero-repl"]), "zero-repl")
+    source = superresolve.raster_io.SourceSpec(str(tmp_path / "scene.npy"))
+    superresolve.compare_untiled(spec, source, None, summary, out, None)  # compiled outside the measurement
+    monkeypatch.setattr(superresolve, "COMPARE_ROWS", 4)
+    tracemalloc.start()
+    try:
+        result = superresolve.compare_untiled(spec, source, None, summary, out, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    untiled = reference(models["zero-repl"], "zero-repl", x, None)
+    tiled = read(out)
+    expected = tiling.deviation_summary(tiled, untiled, tiling.seam_mask(tiling.tile_grid(64, 48, TILE), tiled.shape[1:],
+                                                                         SR, superresolve.SEAM_WIDTH))
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, rel=1e-3, abs=1e-6)
+    assert peak < 0.5 * untiled.nbytes, (peak, untiled.nbytes)
+    # A raster over the limit is refused in one line before any tile is processed.
+    monkeypatch.setattr(superresolve, "MAX_COMPARE_PIXELS", 64 * 48 - 1)
+    capsys.readouterr()
+    assert run_main(tmp_path / "scene.npy", tmp_path / "big.tif", "--model", models["zero-repl"], "--units", "model",
+                    "--compare-untiled") == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "too big for one pass" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "big.tif").exists() and not (tmp_path / "big.tif.partial").exists()
+
+
 def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geotiff):
     tif, zarr_out = tmp_path / "out.tif", tmp_path / "out.zarr"
     for out in (tif, zarr_out):
