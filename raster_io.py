@@ -33,11 +33,17 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIX = ".zarr"
 DATA_VARIABLE = "data"
 GRID_MAPPING = "spatial_ref"
+DESCRIPTION = "description"  # the coordinate of band descriptions
 COG_BLOCK = 512
 # Classic TIFF ends at 4 GiB. A COG holds the image, overviews (1/4 + 1/16 + ... < 1/3 of it)
 # and tile indexes; deflate can make incompressible data slightly larger. BigTIFF is chosen
 # when the uncompressed image with overviews, plus 2 %, could pass this limit.
 TIFF_LIMIT = 2**32 - 2**24
+# GDAL's block cache while it writes the COG, in bytes (rasterio passes an int to
+# GDALSetCacheMax64 as bytes, not as GDAL's megabytes). Too small a cache makes GDAL flush
+# overview blocks half done and write them again, leaving dead space in its temporary overview
+# file: twice its size, and slower.
+GDAL_CACHE_BYTES = 256 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +57,7 @@ class RasterInfo:
     crs: str | None  # WKT
     transform: tuple[float, ...] | None  # affine a..f
     nodata: float | None
+    descriptions: tuple[str | None, ...] | None = None  # of the selected bands, where the format has them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,11 @@ class Reader(Protocol):
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         """Raw values of the selected bands in the window (inside the raster): (band, h, w)."""
 
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        """Pixels of the window (h, w) that the raster's own mask marks invalid in any selected
+        band (GDAL mask bands: internal masks, alpha), or None where it has no such mask.
+        Nodata values and NaN are the caller's business (``nodata`` may be overridden)."""
+
 
 def _band_indexes(path: str, bands: Sequence[int | str] | None, count: int) -> list[int]:
     """0-based indexes of the bands to read from a ``count``-band raster."""
@@ -84,10 +96,13 @@ def _band_indexes(path: str, bands: Sequence[int | str] | None, count: int) -> l
 
 
 class GeoTiffReader:
-    """GeoTIFF (or any raster GDAL opens), read by windows with rasterio."""
+    """GeoTIFF (or any raster GDAL opens), read by windows with rasterio. Default bands: all but
+    an alpha band. Pixels that GDAL's mask band (an internal or ``.msk`` mask, or the alpha
+    band) marks with 0 are invalid, like nodata."""
 
     def __init__(self, spec: SourceSpec):
         import rasterio
+        from rasterio.enums import ColorInterp, MaskFlags
 
         try:
             with warnings.catch_warnings():  # a plain image without georeferencing is fine
@@ -96,18 +111,41 @@ class GeoTiffReader:
         except Exception as e:  # rasterio raises RasterioIOError and friends; name the file
             raise TilingError(f"cannot read {spec.path} as a raster ({type(e).__name__}: {e})") from None
         ds = self.dataset
-        self.indexes = [i + 1 for i in _band_indexes(spec.path, spec.bands, ds.count)]
+        if spec.bands is None:  # an alpha band is the mask of the others, not data
+            self.indexes = [i for i in range(1, ds.count + 1) if ds.colorinterp[i - 1] != ColorInterp.alpha]
+            if not self.indexes:
+                raise TilingError(f"{spec.path} has only an alpha band; pick bands to read")
+        else:
+            self.indexes = [i + 1 for i in _band_indexes(spec.path, spec.bands, ds.count)]
+        # Bands whose validity GDAL reads from a mask band (an internal or .msk mask, or an
+        # alpha band): their mask's zeros are invalid pixels. Nodata masks are left out, since
+        # the nodata value may be overridden.
+        flags = {i: set(ds.mask_flag_enums[i - 1]) for i in self.indexes}
+        self.mask_indexes = [i for i in self.indexes
+                             if flags[i] & {MaskFlags.per_dataset, MaskFlags.alpha} and MaskFlags.nodata not in flags[i]]
+        if self.mask_indexes and all(MaskFlags.per_dataset in flags[i] for i in self.mask_indexes):
+            self.mask_indexes = self.mask_indexes[:1]  # one mask for all bands: read it once
         nodata = next((ds.nodatavals[i - 1] for i in self.indexes if ds.nodatavals[i - 1] is not None), None)
         georeferenced = ds.crs is not None or not ds.transform.is_identity
         self.info = RasterInfo(len(self.indexes), ds.height, ds.width, ds.dtypes[self.indexes[0] - 1],
                                ds.crs.to_wkt() if ds.crs else None,
                                tuple(ds.transform)[:6] if georeferenced else None,
-                               spec.nodata if spec.nodata is not None else nodata)
+                               spec.nodata if spec.nodata is not None else nodata,
+                               tuple(ds.descriptions[i - 1] for i in self.indexes))
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
-        from rasterio.windows import Window
+        return self.dataset.read(self.indexes, window=_window(rows, cols))
 
-        return self.dataset.read(self.indexes, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        if not self.mask_indexes:
+            return None
+        return (self.dataset.read_masks(self.mask_indexes, window=_window(rows, cols)) == 0).any(axis=0)
+
+
+def _window(rows: Span, cols: Span) -> Any:
+    from rasterio.windows import Window
+
+    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
 
 
 class NetCDFReader:
@@ -141,7 +179,8 @@ class NetCDFReader:
         attrs = self.variables[0].attrs
         nodata = attrs.get("_FillValue", attrs.get("missing_value"))
         self.info = RasterInfo(len(names), height, width, str(self.variables[0].dtype), self._crs(), self._transform(),
-                               spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)))
+                               spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)),
+                               tuple(names))
 
     def _crs(self) -> str | None:
         mapping = self.variables[0].attrs.get("grid_mapping")
@@ -164,6 +203,9 @@ class NetCDFReader:
             return (v[0] if v.ndim == 3 else v)[rows[0]:rows[1], cols[0]:cols[1]].values
 
         return np.stack([window(v) for v in self.variables])
+
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        return None  # invalid pixels are nodata or NaN only
 
 
 def transform_from_centres(y: np.ndarray, x: np.ndarray) -> tuple[float, ...] | None:
@@ -214,6 +256,9 @@ class ArrayReader:
         if self.indexes == list(range(self.array.shape[0])):
             return np.asarray(self.array[:, rows[0]:rows[1], cols[0]:cols[1]])
         return np.stack([np.asarray(self.array[i, rows[0]:rows[1], cols[0]:cols[1]]) for i in self.indexes])
+
+    def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
+        return None  # invalid pixels are nodata or NaN only
 
 
 def _open_zarr_input(path: str) -> tuple[Any, str | None, tuple | None, float | None]:
@@ -276,17 +321,21 @@ def scaled_transform(transform: Sequence[float] | None, scale: int) -> tuple[flo
 
 
 def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dtype: Any, nodata: float,
-                        crs: str | None, transform: Sequence[float] | None, attrs: dict) -> None:
+                        crs: str | None, transform: Sequence[float] | None, attrs: dict,
+                        descriptions: Sequence[str] | None = None) -> None:
     """An empty output dataset at ``path`` (layout in the module docstring): ``data`` of
-    ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``. One band per
-    chunk: GDAL reads a band's block without decoding the other bands (3x faster COG writing
-    for 3 bands than chunks of all bands)."""
+    ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``; band
+    ``descriptions`` as a coordinate ``description`` along ``band``. One band per chunk: GDAL
+    reads a band's block without decoding the other bands (3x faster COG writing for 3 bands
+    than chunks of all bands)."""
     import dask.array
     import xarray as xr
 
     bands, height, width = shape
     data_attrs: dict[str, Any] = {}
     coords: dict[str, Any] = {"band": np.arange(1, bands + 1)}
+    if descriptions is not None:
+        coords[DESCRIPTION] = ("band", np.array([str(d) for d in descriptions]))
     if transform is not None:
         a, b, c, d, e, f = transform
         if b == 0 and d == 0:  # a north-up grid: 1-D pixel-centre coordinates
@@ -304,7 +353,12 @@ def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dty
     empty = dask.array.empty(shape, dtype=dtype, chunks=(1, chunk, chunk))
     dataset = xr.Dataset({DATA_VARIABLE: (("band", "y", "x"), empty, data_attrs)}, coords=coords,
                          attrs={k: _attr_value(v) for k, v in attrs.items()})
-    encoding = {DATA_VARIABLE: {"chunks": (1, chunk, chunk), "_FillValue": nodata}}
+    # Blosc LZ4 with bit shuffling: the store of a float32 output is 6-7 % smaller than with
+    # byte shuffling (zarr's default) and reads faster; GDAL's Zarr driver reads it.
+    from numcodecs import Blosc
+
+    compressor = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
+    encoding = {DATA_VARIABLE: {"chunks": (1, chunk, chunk), "_FillValue": nodata, "compressors": [compressor]}}
     dataset.to_zarr(str(path), mode="w", compute=False, encoding=encoding, zarr_format=2, consolidated=True)
 
 
@@ -324,18 +378,30 @@ def open_zarr_data(path: Path | str) -> Any:
     return zarr.open_group(str(path), mode="r+")[DATA_VARIABLE]
 
 
+def store_dtype(dtype: Any, destination: Path) -> np.dtype:
+    """The dtype of the staging store for an output of ``dtype`` at ``destination``: ``dtype``,
+    but float32 for a float16 GeoTIFF, since GDAL's Zarr driver (3.12) refuses float16 arrays
+    with a NaN fill value; the COG then stores half floats (``NBITS=16``)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float16 and destination.suffix.lower() in GEOTIFF_SUFFIXES:
+        return np.dtype(np.float32)
+    return dtype
+
+
 def needs_bigtiff(image_bytes: int) -> bool:
     """Whether a COG of an uncompressed image of ``image_bytes`` could pass the classic TIFF
     limit (with overviews and a 2 % allowance for deflate and indexes)."""
     return image_bytes * 4 / 3 * 1.02 > TIFF_LIMIT
 
 
-def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None) -> None:
+def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None,
+              dtype: Any = None) -> None:
     """Write the dataset at ``store`` as a Cloud-Optimized GeoTIFF at ``destination``: GDAL's
     COG driver reads the store through a VRT (which sets georeferencing, nodata and tags) and
     writes internal tiles of 512, overviews (``resampling``, e.g. "average" or "nearest") and
-    deflate with a predictor, BigTIFF by :func:`needs_bigtiff`. GDAL streams blocks: memory
-    stays within its block cache; every block is written once."""
+    deflate with a predictor, BigTIFF by :func:`needs_bigtiff`. ``dtype`` float16 writes half
+    floats from a float32 store (:func:`store_dtype`). GDAL streams blocks: memory stays within
+    its block cache; every block is written once."""
     import rasterio
     import rasterio.shutil
     import zarr
@@ -344,12 +410,16 @@ def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | N
     data = group[DATA_VARIABLE]
     bands, height, width = data.shape
     mapping = dict(group[GRID_MAPPING].attrs) if GRID_MAPPING in group else {}
+    descriptions = [str(d) for d in group[DESCRIPTION][...]] if DESCRIPTION in group else [None] * bands
     vrt = destination.with_name(destination.name + ".vrt")
-    vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {}))
+    vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {},
+                            descriptions))
     options = {"compress": "DEFLATE", "predictor": "YES", "blocksize": COG_BLOCK,
                "overview_resampling": resampling.upper(), "bigtiff": "YES" if needs_bigtiff(data.nbytes) else "NO"}
+    if dtype is not None and np.dtype(dtype) == np.float16:
+        options["nbits"] = 16  # half floats (readable by GDAL before 3.11 too, as Float32)
     try:
-        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS=os.cpu_count() or 1):
+        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=os.cpu_count() or 1):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             rasterio.shutil.copy(str(vrt), str(destination), driver="COG", **options)
     finally:
@@ -360,8 +430,10 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
                "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
 
 
-def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], mapping: dict, tags: dict) -> str:
-    """A GDAL VRT of the store's ``data`` bands with georeferencing, nodata and metadata."""
+def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], mapping: dict, tags: dict,
+             descriptions: Sequence[str | None]) -> str:
+    """A GDAL VRT of the store's ``data`` bands with georeferencing, nodata, metadata and band
+    descriptions."""
     dtype = np.dtype(dtype).name
     if dtype not in _GDAL_TYPES:
         raise TilingError(f"a GeoTIFF cannot hold {dtype} data; pass dtype= (e.g. float32, uint8)")
@@ -377,9 +449,11 @@ def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], 
         lines.append("  <Metadata>")
         lines += [f"    <MDI key={quoteattr(str(k))}>{escape(str(v))}</MDI>" for k, v in tags.items()]
         lines.append("  </Metadata>")
-    for band in range(1, bands + 1):
-        lines += [f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">',
-                  f"    <NoDataValue>{nodata_text}</NoDataValue>",
+    for band, description in zip(range(1, bands + 1), descriptions, strict=True):
+        lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">')
+        if description is not None:
+            lines.append(f"    <Description>{escape(description)}</Description>")
+        lines += [f"    <NoDataValue>{nodata_text}</NoDataValue>",
                   "    <SimpleSource>",
                   f'      <SourceFilename relativeToVRT="0">{source}</SourceFilename>',
                   f"      <SourceBand>{band}</SourceBand>",

@@ -1,7 +1,7 @@
 """Super-resolve a large raster with a trained RVSR model, tile by tile.
 
     python superresolve.py INPUT OUTPUT --model results/trained_models/lp2x3_s0.eqx
-        [--preset NAME] [--bands 4,3,2] [--units dn|model] [--nodata VALUE]
+        [--preset NAME] [--bands 4,3,2] [--units dn|model] [--dtype float32|float16|uint16] [--nodata VALUE]
         [--tile-size 256] [--halo 0|H|auto] [--batch-size 4] [--training-form]
         [--workers N | --scheduler ADDRESS] [--compare-untiled [--compare-output FILE.npz]]
         [--overwrite] [--no-progress]
@@ -17,14 +17,17 @@ and back). docs/superresolve.md is the user guide.
 
 Input: a GeoTIFF (or anything GDAL reads), a NetCDF file of the dataset's format (variables
 B04, B03, B02, first time step), a Zarr array or dataset, or a .npy array, each ``(band, y, x)``.
-Output: a float32 Cloud-Optimized GeoTIFF with the input's CRS, origin, and pixel size divided
-by the model's rate (4), or a Zarr dataset when OUTPUT ends in ``.zarr``; nodata is NaN.
+Output: a Cloud-Optimized GeoTIFF (float32, float16 or uint16) with the input's CRS, origin, and
+pixel size divided by the model's rate (4), or a Zarr dataset when OUTPUT ends in ``.zarr``;
+nodata is NaN for floats (uint16: the input's nodata 0 or 65535, else 65535).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import hashlib
 import os
 import resource
 import signal
@@ -42,12 +45,24 @@ import run_layout
 import tile_runner
 import tiling
 from cli import UserError, non_negative_int, positive_int, run_script
-from sentinel2 import BANDS, dn_to_model_units, model_units_to_dn
+from sentinel2 import (
+    BANDS,
+    BASELINE_04_ADD_OFFSET,
+    DN_PER_REFLECTANCE,
+    dn_to_model_units,
+    model_units_to_dn,
+)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
-MAX_COMPARE_PIXELS = 4096 * 4096  # --compare-untiled runs the model on the whole raster at once
+# --compare-untiled runs the model on the whole raster at once: RVSR with 16 hidden channels
+# took 4.4 GiB (peak RSS, XLA on the CPU) for 2048x2048 input pixels, about 1 KiB per pixel;
+# the whole superresolve.py run with the comparison 4.7 GiB.
+MAX_COMPARE_PIXELS = 2048 * 2048
+COMPARE_GIB_AT_MAX = 5
+COMPARE_ROWS = 512  # output rows of the tiled output read and compared at a time
 RVSR_ALIGN = 1  # RVSR has no stride or pooling: shift-equivariant by every pixel
+OUTPUT_DTYPES = ("float32", "float16", "uint16")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,46 +123,96 @@ def load_tile_model(spec: ModelSpec) -> Any:
     return tiling.stateless(model, state)
 
 
-def to_model_units(dn: np.ndarray) -> np.ndarray:
-    """Digital numbers -> model units, float32 (scaled in float64, as the dataset is)."""
-    return dn_to_model_units(dn).astype(np.float32)
+def to_model_units(dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE,
+                   add_offset: float = 0) -> np.ndarray:
+    """Digital numbers -> model units, float32 (scaled in float64, as the dataset is; the
+    arguments as in :func:`sentinel2.dn_to_model_units`)."""
+    return dn_to_model_units(dn, quantification_value, add_offset).astype(np.float32)
 
 
-def to_dn(units: np.ndarray) -> np.ndarray:
+def to_dn(units: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, add_offset: float = 0) -> np.ndarray:
     """Model units -> digital numbers, float32."""
-    return model_units_to_dn(units).astype(np.float32)
+    return model_units_to_dn(units, quantification_value, add_offset).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
 # Seams
 
 
-def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, units: str, summary: tile_runner.RunSummary,
-                    output: Path, save: Path | None) -> dict[str, float]:
-    """Deviation of the tiled output from a one-tile run of the whole raster (model units)."""
+def check_compare_size(height: int, width: int) -> None:
+    """Refuse (in one line, before any work) a raster too big for ``--compare-untiled``'s one pass."""
+    if height * width > MAX_COMPARE_PIXELS:
+        side = int(MAX_COMPARE_PIXELS ** 0.5)
+        raise UserError(f"--compare-untiled: a {height}x{width} raster is too big for one pass (at most "
+                        f"{MAX_COMPARE_PIXELS} pixels, e.g. {side}x{side}, which takes about "
+                        f"{COMPARE_GIB_AT_MAX:g} GiB of memory); compare on a crop of it")
+
+
+def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, scaling: dict | None,
+                    summary: tile_runner.RunSummary, output: Path, save: Path | None) -> dict[str, float]:
+    """Deviation of the tiled output from a one-tile run of the whole raster (model units);
+    ``scaling``: the arguments of :func:`to_model_units` for digital numbers, None for model units.
+    Memory: the one pass (about 1 KiB per input pixel for 16 hidden channels) and its output;
+    the tiled output is read and compared ``COMPARE_ROWS`` output rows at a time."""
     reader = raster_io.open_reader(source)
     info = reader.info
-    if info.height * info.width > MAX_COMPARE_PIXELS:
-        raise UserError(f"--compare-untiled: a {info.height}x{info.width} raster is too big for one pass")
+    check_compare_size(info.height, info.width)
     whole = tiling.Tile(0, 0, (0, info.height), (0, info.width), (0, info.height), (0, info.width))
     x, invalid = tile_runner.read_window(reader, whole, info.nodata)
     filled = tile_runner.fill_invalid(x, invalid)
     if filled is None:
         raise UserError("--compare-untiled: the raster has no valid pixel")
-    if units == "dn":
-        filled = to_model_units(filled)
+    if scaling is not None:
+        filled = to_model_units(filled, **scaling)
+    del x, invalid
     untiled = tiling.batch_call(tile_runner.ModelLoader(load_tile_model, (spec,)).load(), filled[None])[0]
-    tiled = read_output(output).astype(np.float64)
-    if units == "dn":
-        tiled = dn_to_model_units(tiled)
+    del filled
     tiles = tiling.tile_grid(info.height, info.width, summary.tile_size, summary.halo, summary.align)
-    seams = tiling.seam_mask(tiles, tiled.shape[1:], summary.scale, SEAM_WIDTH)
-    result = tiling.deviation_summary(tiled, untiled, seams)
+    seams = tiling.seam_mask(tiles, untiled.shape[1:], summary.scale, SEAM_WIDTH)
+    tiled_reader = raster_io.open_reader(raster_io.SourceSpec(str(output.resolve())))
+    out_nodata = tiled_reader.info.nodata
+    deviations = tiling.DeviationSummary()
+    deviation_map = None if save is None else np.empty(untiled.shape[1:], np.float32)
+    height, width = untiled.shape[1:]
+    for top in range(0, height, COMPARE_ROWS):
+        rows = (top, min(top + COMPARE_ROWS, height))
+        tiled = tiled_reader.read(rows, (0, width)).astype(np.float64)
+        if out_nodata is not None and np.isfinite(out_nodata):  # integer outputs: nodata is a number
+            tiled[:, (tiled == out_nodata).any(axis=0)] = np.nan
+        if scaling is not None:
+            tiled = dn_to_model_units(tiled, **scaling)
+        deviation = deviations.add(tiled, untiled[:, rows[0]:rows[1]], seams[rows[0]:rows[1]])
+        if deviation_map is not None:
+            deviation_map[rows[0]:rows[1]] = deviation.mean(axis=0)
+    result = deviations.result()
     if save is not None:
-        deviation = np.abs(tiled - untiled).mean(axis=0).astype(np.float32)
-        np.savez(save, deviation=deviation, seams=seams, preset=spec.preset,
+        np.savez(save, deviation=deviation_map, seams=seams, preset=spec.preset,
                  **{k: np.float64(v) for k, v in result.items()})
     return result
+
+
+def output_nodata(dtype: str, input_nodata: float | None) -> float | None:
+    """The output's nodata: NaN for floats; for integers the input's nodata where it is the
+    smallest or largest value of ``dtype`` (Sentinel-2 products: 0), else None (the type's
+    largest, :func:`tiling.predict_raster`'s default). Valid outputs are clipped clear of it."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return float("nan")
+    limits = np.iinfo(dtype)
+    return input_nodata if input_nodata in (limits.min, limits.max) else None
+
+
+def band_descriptions(info: raster_io.RasterInfo) -> list[str]:
+    """The output bands' descriptions: the input's, where it has them (GeoTIFF descriptions,
+    NetCDF variable names), else the dataset's band each takes the place of (B04, B03, B02)."""
+    given = info.descriptions or (None,) * len(BANDS)
+    return [description or band for description, band in zip(given, BANDS, strict=True)]
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a (weights) file, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_output(path: Path) -> np.ndarray:
@@ -175,8 +240,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", help="the model's preset (default: from the file name {preset}_s{seed}.eqx)")
     parser.add_argument("--bands", help="3 comma-separated band numbers from 1 (NetCDF: variable names); default 1,2,3")
     parser.add_argument("--units", choices=("dn", "model"), default="dn",
-                        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1) and written back in "
-                             "digital numbers; model: the model's own units, unchanged (default: %(default)s)")
+                        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1, or by the next two "
+                             "options) and written back in digital numbers; model: the model's own units, unchanged "
+                             "(default: %(default)s)")
+    parser.add_argument("--quantification-value", type=float,
+                        help=f"digital numbers per unit of reflectance: reflectance = (DN + offset) / this "
+                             f"(Sentinel-2's QUANTIFICATION_VALUE; default {DN_PER_REFLECTANCE})")
+    parser.add_argument("--add-offset", type=float,
+                        help=f"added to digital numbers before dividing by the quantification value; "
+                             f"{BASELINE_04_ADD_OFFSET} for Sentinel-2 products of processing baseline 04.00 and "
+                             f"later (BOA_ADD_OFFSET of L2A, RADIO_ADD_OFFSET of L1C) (default 0, the dataset's)")
+    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
+                        help="output data type: float32; float16 (half the size, steps of 1 DN up to 2048, 8 DN "
+                             "above 8192); uint16 (digital numbers rounded and clipped; with --units dn) "
+                             "(default: %(default)s)")
     parser.add_argument("--nodata", type=float, help="the input's nodata value (default: the file's own; NaN is always invalid)")
     parser.add_argument("--tile-size", type=positive_int, default=256,
                         help=f"tile size in input pixels, at least {tiling.MIN_TILE_SIZE} (default: %(default)s)")
@@ -219,6 +296,20 @@ def _source(args: argparse.Namespace) -> raster_io.SourceSpec:
     return raster_io.SourceSpec(path, bands, args.nodata)
 
 
+def _dn_scaling(args: argparse.Namespace) -> dict | None:
+    """The arguments of :func:`to_model_units` and :func:`to_dn`, or None for ``--units model``."""
+    given = [f"--{name}" for name, value in (("quantification-value", args.quantification_value),
+                                             ("add-offset", args.add_offset)) if value is not None]
+    if args.units != "dn":
+        if given:
+            raise UserError(f"{' and '.join(given)} scale digital numbers; they need --units dn")
+        return None
+    quantification = DN_PER_REFLECTANCE if args.quantification_value is None else args.quantification_value
+    if not quantification > 0:
+        raise UserError(f"--quantification-value must be > 0, got {quantification:g}")
+    return {"quantification_value": quantification, "add_offset": 0 if args.add_offset is None else args.add_offset}
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (*raster_io.GEOTIFF_SUFFIXES, raster_io.ZARR_SUFFIX):
@@ -231,22 +322,33 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare-output needs --compare-untiled")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
+    if np.dtype(args.dtype).kind != "f" and args.units != "dn":
+        raise UserError(f"--dtype {args.dtype} holds digital numbers; it needs --units dn")
+    scaling = _dn_scaling(args)
     source = _source(args)
+    info = raster_io.open_reader(source).info
+    if args.compare_untiled:
+        check_compare_size(info.height, info.width)
+    input_nodata = args.nodata if args.nodata is not None else info.nodata
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
     model_file = os.stat(spec.path)
-    dn = args.units == "dn"
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = tiling.predict_raster(
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
             batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
-            preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype="float32",
+            preprocess=None if scaling is None else functools.partial(to_model_units, **scaling),
+            postprocess=None if scaling is None else functools.partial(to_dn, **scaling), dtype=args.dtype,
+            out_nodata=output_nodata(args.dtype, input_nodata),
             workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
-            attrs={"units": args.units, "preset": spec.preset, "source": Path(args.input).name,
+            attrs={"units": args.units, **(scaling or {}), "model": Path(spec.path).name,
+                   "model_sha256": file_digest(spec.path), "preset": spec.preset,
+                   "reparameterized": str(spec.reparameterize).lower(), "source": Path(args.input).name,
                    "reference": "Niemitalo et al. 2025, arXiv:2502.12300"},
+            band_descriptions=band_descriptions(info),
             resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]})
     except tile_runner.RunInterrupted as e:
         print(f"interrupted with {e.done} of {e.total} tiles done; rerun the same command to continue", file=sys.stderr)
@@ -258,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
           f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
           f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.compare_untiled:
-        r = compare_untiled(spec, source, args.units, s, output, args.compare_output)
+        r = compare_untiled(spec, source, scaling, s, output, args.compare_output)
         print(f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "
               f"within {SEAM_WIDTH} output pixels of seams: mean {r['seam_mean']:.3g}, max {r['seam_max']:.3g}")
     return 0

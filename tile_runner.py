@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-import sys
+import subprocess
 import threading
 import time
 import uuid
@@ -37,10 +37,30 @@ import numpy as np
 
 import raster_io
 import tiling
+from progress import Progress, heartbeat
 from tiling import Tile, TilingError
 
 WORK_SUFFIX = ".partial"
 REPO = Path(__file__).resolve().parent
+
+
+@functools.cache
+def software_version() -> str:
+    """What wrote an output, for its metadata: this repository's version and, in a git checkout,
+    its commit (``+ changes`` when files differ from it)."""
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = " + changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+        return f"lp-padding {version} (git {commit}{changed})"
+    except (OSError, subprocess.SubprocessError):
+        return f"lp-padding {version}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,6 +132,7 @@ class Request:
     progress: bool | str
     attrs: dict
     resume_key: Any
+    band_descriptions: Sequence[str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +210,8 @@ def fill_invalid(x: np.ndarray, invalid: np.ndarray) -> np.ndarray | None:
 
 def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(x, invalid)``: the tile's read window (band, h, w) as float32, NaN past the raster, and
-    its invalid pixels (h, w): NaN or ``nodata`` in any band, or past the raster."""
+    its invalid pixels (h, w): NaN or ``nodata`` in any band, masked by the raster's own mask
+    (GDAL mask bands), or past the raster."""
     info = reader.info
     rows, cols = (tile.read_y[0], min(tile.read_y[1], info.height)), (tile.read_x[0], min(tile.read_x[1], info.width))
     raw = reader.read(rows, cols)
@@ -200,16 +222,37 @@ def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> t
     bad = ~np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else np.zeros(raw.shape[1:], bool)
     if nodata is not None and np.isfinite(nodata):
         bad |= (raw == nodata).any(axis=0)
+    masked = reader.masked(rows, cols)
+    if masked is not None:
+        bad |= masked
     invalid[:raw.shape[1], :raw.shape[2]] = bad
     return x, invalid
 
 
-def cast(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``y`` as ``dtype``; floats going to integers are rounded and clipped to its range."""
-    if dtype.kind in "iu" and y.dtype.kind == "f":
-        limits = np.iinfo(dtype)
-        y = np.clip(np.rint(y), limits.min, limits.max)
-    return y.astype(dtype)  # a copy: the model's output is read-only
+def valid_range(dtype: np.dtype, nodata: float) -> tuple[float, float]:
+    """The values valid outputs of integer or float ``dtype`` are clipped to: its range (finite,
+    for floats), less ``nodata`` where that is at an end of it, so that no valid output reads as
+    nodata."""
+    limits = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    low, high = float(limits.min), float(limits.max)
+    step = 1 if dtype.kind in "iu" else 0  # a float nodata at an end of the range: NaN in practice
+    return low + step * (nodata == low), high - step * (nodata == high)
+
+
+def cast(y: np.ndarray, dtype: np.dtype, nodata: float) -> np.ndarray:
+    """``y`` as ``dtype``: to integers rounded (half to even) and clipped to
+    :func:`valid_range` (NaN becomes ``nodata``); to a narrower float (e.g. float16) clipped to
+    its finite range. Always a copy (the model's output is read-only)."""
+    if dtype.kind in "iu":
+        low, high = valid_range(dtype, nodata)
+        invalid = np.isnan(y) if y.dtype.kind == "f" else None
+        y = np.clip(np.rint(y) if y.dtype.kind == "f" else y, low, high).astype(dtype)
+        if invalid is not None and invalid.any():
+            y[invalid] = nodata
+        return y
+    if y.dtype.kind == "f" and dtype.itemsize < y.dtype.itemsize:
+        y = np.clip(y, *valid_range(dtype, nodata))
+    return y.astype(dtype)
 
 
 def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarray,
@@ -243,7 +286,7 @@ def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarra
         y = out[(slice(None), *tile.core_in_window(s))]
         if job.postprocess is not None:
             y = np.asarray(job.postprocess(y))
-        y = cast(y, dtype)
+        y = cast(y, dtype, job.out_nodata)
         if invalid.any():
             y[:, np.repeat(np.repeat(invalid, s, axis=0), s, axis=1)] = job.out_nodata
         if store is not None:
@@ -469,6 +512,9 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raise TilingError(f"the model maps a {window[0]}x{window[1]} tile to {out_shape[2]}x{out_shape[3]}, "
                           f"not scale {scale}")
     bands, dtype, out_nodata = _output_spec(request, out_shape[1:], out_dtype, scale)
+    descriptions = None if request.band_descriptions is None else [str(d) for d in request.band_descriptions]
+    if descriptions is not None and len(descriptions) != bands:
+        raise TilingError(f"{len(descriptions)} band descriptions for {bands} output bands")
     shape = (bands, scale * info.height, scale * info.width)
 
     run_id = uuid.uuid4().hex
@@ -479,11 +525,14 @@ def run(request: Request) -> np.ndarray | RunSummary:
             "scale": scale, "dtype": dtype.name, "out_nodata": repr(out_nodata), "bands_out": bands,
             "model": fingerprint(request.model), "preprocess": fingerprint(request.preprocess),
             "postprocess": fingerprint(request.postprocess), "resume_key": request.resume_key,
+            "band_descriptions": descriptions,
             "destination": str(request.destination)})
         transform = raster_io.scaled_transform(info.transform, scale)
-        attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size}
+        attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size, "align": align,
+                 "software": software_version()}
         run_id = prepare_work_dir(work_dir, settings, request.overwrite, lambda path: raster_io.create_zarr_dataset(
-            path, shape, scale * request.tile_size, dtype, out_nodata, info.crs, transform, attrs))
+            path, shape, scale * request.tile_size, raster_io.store_dtype(dtype, request.destination), out_nodata,
+            info.crs, transform, attrs, descriptions))
         done = set(os.listdir(work_dir / "done"))
         todo = [t for t in tiles if t.key not in done]
     job = Job(run_id, None if work_dir is None else str(work_dir), scale, window, batch_size,
@@ -492,11 +541,8 @@ def run(request: Request) -> np.ndarray | RunSummary:
     result = None if work_dir is not None else np.full(shape, out_nodata, dtype)
     groups = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
-    from tqdm import tqdm
-
     label = request.progress if isinstance(request.progress, str) else None
-    progress = tqdm(total=len(tiles), initial=len(tiles) - len(todo), unit="tile", disable=not request.progress,
-                    desc=label, file=sys.stderr)
+    progress = Progress(len(tiles), initial=len(tiles) - len(todo), label=label, enabled=bool(request.progress))
     start = time.perf_counter()
     try:
         if local:  # this process's reader and store for the run: the ones opened here
@@ -521,7 +567,15 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raster_io.publish(job.store, destination)
     else:
         assembled = work_dir / "assembled.tif"
-        raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs)
+
+        def written() -> str:  # GDAL's COG driver reports no progress: the bytes it wrote so far
+            size = sum(f.stat().st_size for f in work_dir.glob(assembled.name + "*") if f.is_file())
+            return f"{size / 1e6:.0f} MB of GeoTIFF written"
+
+        with heartbeat(f"writing {destination.name} from the store (GDAL's COG driver: tiles, overviews)", written,
+                       label=label, enabled=bool(request.progress)):
+            raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest",
+                                tags=attrs, dtype=dtype)
         raster_io.publish(assembled, destination)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,

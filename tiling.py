@@ -160,19 +160,44 @@ def seam_mask(tiles: Sequence[Tile], output_shape: tuple[int, int], scale: int, 
     return mask
 
 
+class DeviationSummary:
+    """Mean and max absolute deviation of a tiled output from an untiled one, over all finite
+    pixels and near seams, accumulated block by block (whole outputs need not be held twice)."""
+
+    def __init__(self) -> None:
+        self.sums = {"": 0.0, "seam_": 0.0}
+        self.counts = {"": 0, "seam_": 0}
+        self.maxes = {"": -np.inf, "seam_": -np.inf}
+
+    def add(self, tiled: np.ndarray, untiled: np.ndarray, seams: np.ndarray) -> np.ndarray:
+        """Adds a block (c, y, x) of both outputs and its ``seams`` mask (y, x); returns the
+        block's absolute deviation (c, y, x), float64 (NaN where either is not finite)."""
+        deviation = np.abs(tiled.astype(np.float64) - untiled.astype(np.float64))
+        finite = np.isfinite(deviation).all(axis=0)
+        for prefix, where in (("", finite), ("seam_", finite & seams)):
+            values = deviation[:, where]
+            if values.size:
+                self.sums[prefix] += float(values.sum())
+                self.counts[prefix] += values.size
+                self.maxes[prefix] = max(self.maxes[prefix], float(values.max()))
+        return deviation
+
+    def result(self) -> dict[str, float]:
+        """``mean``, ``max``, ``seam_mean``, ``seam_max`` (NaN where no pixel counted)."""
+        out = {}
+        for prefix in self.sums:
+            n = self.counts[prefix]
+            out[f"{prefix}mean"] = self.sums[prefix] / n if n else float("nan")
+            out[f"{prefix}max"] = self.maxes[prefix] if n else float("nan")
+        return out
+
+
 def deviation_summary(tiled: np.ndarray, untiled: np.ndarray, seams: np.ndarray) -> dict[str, float]:
     """Mean and max absolute deviation of ``tiled`` from ``untiled`` (c, y, x), over all
     finite pixels and over those where ``seams`` (y, x) is set."""
-    deviation = np.abs(tiled.astype(np.float64) - untiled.astype(np.float64))
-    finite = np.isfinite(deviation).all(axis=0)
-    overall = deviation[:, finite]
-    near = deviation[:, finite & seams]
-    return {
-        "mean": float(overall.mean()) if overall.size else float("nan"),
-        "max": float(overall.max()) if overall.size else float("nan"),
-        "seam_mean": float(near.mean()) if near.size else float("nan"),
-        "seam_max": float(near.max()) if near.size else float("nan"),
-    }
+    summary = DeviationSummary()
+    summary.add(tiled, untiled, seams)
+    return summary.result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,7 +384,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
                    postprocess: Callable[[np.ndarray], np.ndarray] | None = None, dtype: Any = None,
                    out_nodata: float | None = None, client: Any = None, scheduler: str | None = None,
                    workers: int | None = None, overwrite: bool = False, progress: bool | str = True,
-                   attrs: dict | None = None, resume_key: Any = None) -> Any:
+                   attrs: dict | None = None, resume_key: Any = None,
+                   band_descriptions: Sequence[str] | None = None) -> Any:
     """Run ``model`` over a raster tile by tile; returns the output array, or writes it.
 
     ``model``: one tile ``(C, h, w)`` -> ``(C', s h, s w)`` (an Equinox module, a plain or jitted
@@ -379,7 +405,10 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
     xarray dataset, variable ``data`` with dims ``(band, y, x)``, coordinates and a CF grid
     mapping, which ``xarray.open_zarr`` and GDAL both read). Georeferencing is the source's with
     the pixel size divided by ``s``. ``attrs`` go into the Zarr dataset's attributes and the
-    GeoTIFF's metadata.
+    GeoTIFF's metadata, with the run's ``scale``, ``halo``, ``tile_size``, ``align`` and
+    ``software`` (this repository's version and git commit); ``band_descriptions`` (one per
+    output band) into the GeoTIFF's band descriptions and the dataset's ``description``
+    coordinate.
 
     ``scale``: ``s``; default: from the model's output shape. ``tile_size``: the core size in
     input pixels (a multiple of the alignment, >= 8). ``halo``: input pixels of overlap per
@@ -421,7 +450,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
         scale=scale, tile_size=tile_size, halo=halo, align=align, batch_size=batch_size,
         bands=None if bands is None else tuple(bands), nodata=nodata, preprocess=preprocess,
         postprocess=postprocess, dtype=dtype, out_nodata=out_nodata, client=client, scheduler=scheduler,
-        workers=workers, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}), resume_key=resume_key))
+        workers=workers, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}), resume_key=resume_key,
+        band_descriptions=None if band_descriptions is None else tuple(band_descriptions)))
 
 
 # ----------------------------------------------------------------------------------------------

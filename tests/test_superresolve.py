@@ -6,6 +6,7 @@ published file format."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +131,38 @@ def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, m
     np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
 
 
+def test_band_descriptions_and_provenance_tags(tmp_path, models, geotiff):
+    # What made the output travels with it: model, preset, halo, tile size, units, software
+    # version and commit, in the GeoTIFF's metadata and the Zarr dataset's attributes.
+    import hashlib
+
+    import xarray as xr
+
+    args = ["--model", models["lp2x3"], "--tile-size", TILE, "--halo", 2]
+    assert run_main(geotiff, tmp_path / "out.tif", *args) == 0
+    assert run_main(geotiff, tmp_path / "out.zarr", *args) == 0
+    with rasterio.open(tmp_path / "out.tif") as src:
+        tags, descriptions = src.tags(), src.descriptions
+    attrs = xr.open_zarr(tmp_path / "out.zarr").attrs
+    digest = hashlib.sha256(models["lp2x3"].read_bytes()).hexdigest()
+    for metadata in (tags, attrs):
+        assert metadata["model"] == "lp2x3_s0.eqx" and metadata["model_sha256"] == digest
+        assert metadata["preset"] == "lp2x3" and metadata["units"] == "dn"
+        assert int(metadata["halo"]) == 2 and int(metadata["tile_size"]) == TILE and int(metadata["scale"]) == SR
+        assert metadata["software"] == tile_runner.software_version()  # with the git commit in a checkout
+    assert "(git " in tile_runner.software_version() or not (REPO / ".git").exists()
+    # Band descriptions: the dataset's bands, or the input's own descriptions.
+    assert descriptions == ("B04", "B03", "B02")
+    assert list(xr.open_zarr(tmp_path / "out.zarr")["description"].values) == ["B04", "B03", "B02"]
+    named = tmp_path / "named.tif"
+    with rasterio.open(geotiff) as src, rasterio.open(named, "w", **src.profile) as dst:
+        dst.write(src.read())
+        dst.descriptions = ("red", "green", "blue")
+    assert run_main(named, tmp_path / "named_x4.tif", *args) == 0
+    with rasterio.open(tmp_path / "named_x4.tif") as src:
+        assert src.descriptions == ("red", "green", "blue")
+
+
 def test_halo_auto_equals_one_tile(tmp_path, models):
     # 48x48 in 16x16 tiles: with halo 10 every read window is 36x36 (the edge tiles' shifted
     # back inside), one compilation per model.
@@ -181,6 +214,45 @@ def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
 
     written = figures.draw_superresolve_seams([tmp_path / "seams.npz"], tmp_path)
     assert {p.suffix for p in written} == {".pdf", ".png"} and all(p.stat().st_size > 0 for p in written)
+
+
+def test_compare_untiled_memory_is_bounded_and_its_limit_checked_first(tmp_path, models, monkeypatch, capsys):
+    # The comparison reads the tiled output a few rows at a time: no whole-output float64
+    # copies (numpy's allocations, as tracemalloc sees them, stay well below one float32
+    # output; reading it whole as float64 took 2 of them).
+    import tracemalloc
+
+    x = model_units(scene(64, 48))
+    np.save(tmp_path / "scene.npy", x)
+    out = tmp_path / "out.tif"
+    assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
+                    "--units", "model") == 0
+    summary = tile_runner.RunSummary(out, 12, 12, 64 * 48, 0.0, None, (64, 48), TILE, (TILE, TILE), SR, 0, 1)
+    spec = superresolve.ModelSpec(str(models["zero-repl"]), "zero-repl")
+    source = superresolve.raster_io.SourceSpec(str(tmp_path / "scene.npy"))
+    superresolve.compare_untiled(spec, source, None, summary, out, None)  # compiled outside the measurement
+    monkeypatch.setattr(superresolve, "COMPARE_ROWS", 4)
+    tracemalloc.start()
+    try:
+        result = superresolve.compare_untiled(spec, source, None, summary, out, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    untiled = reference(models["zero-repl"], "zero-repl", x, None)
+    tiled = read(out)
+    expected = tiling.deviation_summary(tiled, untiled, tiling.seam_mask(tiling.tile_grid(64, 48, TILE), tiled.shape[1:],
+                                                                         SR, superresolve.SEAM_WIDTH))
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, rel=1e-3, abs=1e-6)
+    assert peak < 0.5 * untiled.nbytes, (peak, untiled.nbytes)
+    # A raster over the limit is refused in one line before any tile is processed.
+    monkeypatch.setattr(superresolve, "MAX_COMPARE_PIXELS", 64 * 48 - 1)
+    capsys.readouterr()
+    assert run_main(tmp_path / "scene.npy", tmp_path / "big.tif", "--model", models["zero-repl"], "--units", "model",
+                    "--compare-untiled") == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "too big for one pass" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "big.tif").exists() and not (tmp_path / "big.tif.partial").exists()
 
 
 def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geotiff):
@@ -258,6 +330,110 @@ def test_nodata(tmp_path, models):
     assert np.isnan(got[:, nan_out]).all() and np.isfinite(got[:, ~nan_out]).all()
 
 
+def test_output_dtype_uint16_digital_numbers_and_float16(tmp_path, models):
+    # A Sentinel-2-like uint16 input with nodata 0: uint16 output keeps nodata 0, and valid
+    # outputs are the float32 run's digital numbers rounded and clipped to 1..65535.
+    dn = scene(32, 32)
+    dn[:, 3:9, 20:27] = 0
+    dn[:, 0, :4] = 65000  # bright enough that the model's outputs pass 65535 and get clipped
+    path = write_geotiff(tmp_path / "in.tif", dn, nodata=0)
+    args = ["--model", models["zero-repl"], "--tile-size", TILE]
+    assert run_main(path, tmp_path / "f32.tif", *args) == 0
+    reference_dn = read(tmp_path / "f32.tif")
+    invalid = np.isnan(reference_dn)
+    assert invalid.any() and np.nanmax(reference_dn) > 65535 and np.nanmin(reference_dn) < 1
+    for dtype, nodata, expected in (
+            ("uint16", 0, np.clip(np.rint(reference_dn), 1, 65535)),
+            ("float16", None, np.clip(reference_dn, -65504, 65504).astype(np.float16))):
+        out = tmp_path / f"{dtype}.tif"
+        assert run_main(path, out, *args, "--dtype", dtype) == 0
+        with rasterio.open(out) as src:
+            assert src.dtypes == (dtype,) * 3
+            assert np.isnan(src.nodata) if nodata is None else src.nodata == nodata
+            got = src.read()
+        if nodata is not None:
+            assert (got[invalid] == nodata).all()
+            np.testing.assert_array_equal(got[~invalid], expected[~invalid])
+        else:
+            np.testing.assert_array_equal(got, expected)
+    # Without a nodata value at an end of uint16's range, nodata is 65535 and outputs stop at 65534.
+    assert run_main(write_geotiff(tmp_path / "plain.tif", dn), tmp_path / "plain_u16.tif", *args,
+                    "--dtype", "uint16") == 0
+    with rasterio.open(tmp_path / "plain_u16.tif") as src:
+        assert src.nodata == 65535 and src.read().max() == 65534
+
+
+def test_sentinel2_baseline_04_offset(tmp_path, models):
+    # Products of processing baseline 04.00 and later store DN = 10000 reflectance + 1000
+    # (BOA_ADD_OFFSET -1000). With --add-offset -1000 the model sees the same reflectance as
+    # from the dataset's DN = 10000 reflectance, and the output is in the input's convention.
+    import sentinel2
+
+    dn = scene(32, 32)
+    assert run_main(write_geotiff(tmp_path / "old.tif", dn), tmp_path / "old_x4.tif", "--model", models["zero-repl"],
+                    "--tile-size", TILE) == 0
+    shifted = write_geotiff(tmp_path / "l2a.tif", dn + 1000)
+    assert run_main(shifted, tmp_path / "l2a_x4.tif", "--model", models["zero-repl"], "--tile-size", TILE,
+                    "--add-offset", sentinel2.BASELINE_04_ADD_OFFSET) == 0
+    np.testing.assert_allclose(read(tmp_path / "l2a_x4.tif"), read(tmp_path / "old_x4.tif") + 1000, atol=2e-3)
+    with rasterio.open(tmp_path / "l2a_x4.tif") as src:
+        assert float(src.tags()["add_offset"]) == -1000 and float(src.tags()["quantification_value"]) == 10000
+    # Without it the model sees a brighter scene.
+    assert run_main(shifted, tmp_path / "as_dataset.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    assert np.abs(read(tmp_path / "as_dataset.tif") - read(tmp_path / "l2a_x4.tif")).max() > 10
+    # The scaling, one place: the defaults are the dataset's v * 2 / 10000 - 1, bit for bit.
+    v = np.array([0, 1, 1234, 9999, 10000, 16383, 20000], np.uint16)
+    np.testing.assert_array_equal(sentinel2.dn_to_model_units(v), v.astype(np.float64) * 2 / 10000 - 1)
+    np.testing.assert_allclose(sentinel2.model_units_to_dn(sentinel2.dn_to_model_units(v + 1000, 10000, -1000),
+                                                           10000, -1000), v + 1000, rtol=1e-12)
+    np.testing.assert_allclose(sentinel2.dn_to_model_units(v + 1000, 10000, -1000), sentinel2.dn_to_model_units(v))
+
+
+def test_progress_reads_well_in_a_log(tmp_path, models, geotiff, capsys):
+    # stderr is not a terminal here (as in a Slurm log): plain lines, no carriage returns, one
+    # per 5 % of the 35 tiles (19) and a last one, then the GeoTIFF's assembly by GDAL.
+    out = tmp_path / "out.tif"
+    assert superresolve.main([str(geotiff), str(out), "--model", str(models["zero-repl"]), "--tile-size", "8",
+                              "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "Traceback" not in err
+    lines = err.splitlines()
+    counts = [line for line in lines if line.startswith("zero-repl x4: ") and " tiles (" in line]
+    assert len(counts) == 20 and counts[-1].startswith("zero-repl x4: 35/35 tiles (100 %), ")
+    assert "about " in counts[0] and " left" in counts[0]
+    assembly = lines[lines.index(counts[-1]) + 1:]
+    assert assembly[0] == "zero-repl x4: writing out.tif from the store (GDAL's COG driver: tiles, overviews)"
+    assert re.fullmatch(r"zero-repl x4: \d+ MB of GeoTIFF written, done in \d+ s", assembly[-1])
+
+
+def test_progress_lines_and_heartbeat():
+    import io
+
+    import progress
+
+    log = io.StringIO()
+    bar = progress.Progress(200, initial=20, label="run", stream=log, terminal=False, seconds=3600)
+    for _ in range(180):
+        bar.update(1)
+    bar.close()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "run: 20/200 tiles (10 %), 0 s; resumed with 20 done before"
+    assert [line.split(" tiles")[0] for line in lines[1:]] == [f"run: {10 * k}/200" for k in range(3, 21)]
+    terminal = io.StringIO()
+    bar = progress.Progress(10, stream=terminal, terminal=True)
+    bar.update(10)
+    bar.close()
+    assert "\r" in terminal.getvalue()  # a tqdm bar
+    beats = io.StringIO()
+    with progress.heartbeat("copying", lambda: "3 MB written", label="job", stream=beats, seconds=0.05):
+        time.sleep(0.3)
+    lines = beats.getvalue().splitlines()
+    assert lines[0] == "job: copying" and lines[-1] == "job: 3 MB written, done in 0 s"
+    assert len(lines) >= 4 and all(line == "job: 3 MB written, 0 s so far" for line in lines[1:-1])
+    assert progress.duration(3725) == "1 h 02 min" and progress.duration(65) == "1 min 05 s"
+
+
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     invalid = np.zeros((3, 4), bool)
@@ -287,6 +463,10 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "model file": [geotiff, out, "--model", tmp_path / "missing_s0.eqx", "--preset", "repl"],
         "exists; pass --overwrite": [geotiff, existing, "--model", models["zero-repl"]],
         "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
+        "it needs --units dn": [geotiff, out, "--model", models["zero-repl"], "--dtype", "uint16", "--units", "model"],
+        "tile size 3 is too small": [geotiff, out, "--model", models["zero-repl"], "--tile-size", 3],
+        "--add-offset scale digital numbers": [geotiff, out, "--model", models["zero-repl"], "--add-offset", -1000,
+                                               "--units", "model"],
     }
     for message, args in cases.items():
         assert run_main(*args) == superresolve.EXIT_ERROR, message

@@ -226,6 +226,45 @@ def test_postprocess_to_a_uint8_class_map_with_its_own_nodata(tmp_path):
     assert (classes[0, 5:9, 30:40] == 255).all() and (classes[0, 20:] <= 2).all()
 
 
+def test_integer_and_float16_outputs_are_rounded_and_clipped_clear_of_nodata(tmp_path):
+    # Values around the ends of the ranges; the last pixel is invalid (NaN).
+    values = np.array([-3.4, 0.5, 1.5, 2.5, 65534.6, 70000.0, -70000.0, np.nan], np.float32)
+    x = np.tile(values, (1, 2, 1))  # (1, 2, 8)
+
+    def identity(v):
+        return v
+
+    def run(**kwargs):
+        return predict(identity, x, tile_size=8, halo=0, align=1, scale=1, **kwargs)[0, 0]
+
+    # uint16: nodata 65535 by default, so valid outputs stop at 65534; half to even.
+    np.testing.assert_array_equal(run(dtype="uint16"), [0, 0, 2, 2, 65534, 65534, 0, 65535])
+    # Nodata 0 (as Sentinel-2 products use): valid outputs start at 1.
+    np.testing.assert_array_equal(run(dtype="uint16", out_nodata=0), [1, 1, 2, 2, 65535, 65535, 1, 0])
+    # float16: clipped to its finite range instead of overflowing to infinity; NaN nodata.
+    half = run(dtype="float16")
+    assert half.dtype == np.float16 and np.isnan(half[-1]) and np.isfinite(half[:-1]).all()
+    np.testing.assert_array_equal(half[:-1], np.float16([-3.4, 0.5, 1.5, 2.5, 65504, 65504, -65504]))
+    # Integers to a narrower integer type are clipped too (not wrapped around).
+    classes = predict(identity, np.full((1, 8, 8), 300.0, np.float32), tile_size=8, halo=0, align=1, scale=1,
+                      postprocess=lambda v: v.astype(np.int64), dtype="uint8")
+    assert (classes == 254).all()
+    # As files: a float16 COG (half floats) and a uint16 COG keep the values and the nodata.
+    source = write_geotiff(tmp_path / "in.tif", np.tile(values, (1, 4, 1)))
+    for dtype, nodata in (("float16", None), ("uint16", 65535)):
+        out = predict(identity, source, tmp_path / f"{dtype}.tif", tile_size=8, halo=0, align=1, scale=1,
+                      dtype=dtype).destination
+        with rasterio.open(out) as src:
+            assert src.dtypes == (dtype,)
+            assert np.isnan(src.nodata) if nodata is None else src.nodata == nodata
+            np.testing.assert_array_equal(src.read(1)[0], run(dtype=dtype))
+    zarr_half = predict(identity, source, tmp_path / "half.zarr", tile_size=8, halo=0, align=1, scale=1,
+                        dtype="float16").destination
+    import xarray as xr
+
+    np.testing.assert_array_equal(xr.open_zarr(zarr_half)["data"].values[0, 0], half)
+
+
 def test_geotiff_in_cloud_optimized_geotiff_out(tmp_path):
     # Output 600x680: big enough for an overview level of GDAL's 512-pixel COG tiles.
     x = random_raster(1, 150, 170)
@@ -261,6 +300,22 @@ def test_cog_blocks_are_written_once_and_bigtiff_chosen_by_a_safe_bound(tmp_path
     assert big.read_bytes()[:4] == b"II+\x00"  # BigTIFF
 
 
+def test_cog_is_written_with_a_block_cache_of_megabytes(tmp_path, monkeypatch):
+    # rasterio passes an int GDAL_CACHEMAX to GDAL as bytes: 256 meant a 256-byte cache, with
+    # which GDAL flushed half-done overview blocks and wrote them again (its temporary overview
+    # file twice as big, the assembly slower). GDAL itself is asked what cache it has.
+    seen = []
+    copy = rasterio.shutil.copy
+
+    def copy_and_check(*args, **kwargs):
+        seen.append(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", copy_and_check)
+    predict(ConvStack(1, (1,)), random_raster(1, 24, 24), tmp_path / "out.tif", tile_size=8, halo=0, align=1)
+    assert len(seen) == 1 and seen[0] >= 64 * 2**20
+
+
 def test_float_output_nodata_is_nan_not_the_input_nodata(tmp_path):
     # A uint16 input with nodata 0 and a model whose valid outputs are exactly 0.
     dn = np.full((1, 32, 32), 1000, np.uint16)
@@ -275,16 +330,50 @@ def test_float_output_nodata_is_nan_not_the_input_nodata(tmp_path):
     assert (masked.data[0, ~invalid] == 0).all()
 
 
+@pytest.mark.parametrize("mask", ["internal mask", "alpha band"])
+def test_gdal_mask_bands_mark_invalid_pixels(tmp_path, mask):
+    # A masked pixel is invalid like nodata: its value (here huge) never reaches the model, and
+    # its output is nodata. An alpha band is a mask, not data: not read by default.
+    x = (random_raster(3, 40, 40) * 100 + 1000).astype(np.uint16)
+    valid = np.ones((40, 40), bool)
+    valid[5:12, 20:33] = False
+    valid[30:, :8] = False
+    x[:, ~valid] = 60000
+    path = tmp_path / "masked.tif"
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "dtype": "uint16", "crs": CRS, "transform": TRANSFORM}
+    if mask == "internal mask":
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", count=3, **profile) as dst:
+            dst.write(x)
+            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    else:
+        with rasterio.open(path, "w", count=4, photometric="RGB", alpha="YES", **profile) as dst:
+            dst.write(np.concatenate([x, np.where(valid, 65535, 0)[None].astype(np.uint16)]))
+    with rasterio.open(path) as src:
+        assert src.count == 3 + (mask == "alpha band") and src.nodata is None
+        assert rasterio.enums.MaskFlags.per_dataset in src.mask_flag_enums[0]
+    model = ConvStack(3, (1, 2))
+    as_nan = x.astype(np.float32)
+    as_nan[:, ~valid] = np.nan
+    expected = predict(model, as_nan, tile_size=16, halo="auto")
+    got = predict(model, path, tile_size=16, halo="auto")
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[:, ~valid]).all() and np.isfinite(got[:, valid]).all()
+    with rasterio.open(predict(model, path, tmp_path / "out.tif", tile_size=16, halo="auto").destination) as src:
+        masked = src.read(masked=True)
+    assert (masked.mask == ~valid).all()
+
+
 def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
     import xarray as xr
 
     x = random_raster(1, 40, 50)
     source = write_geotiff(tmp_path / "in.tif", x)
     out = predict(Upscale4(1), source, tmp_path / "out.zarr", tile_size=16, halo="auto",
-                  attrs={"model": "Upscale4"}).destination
+                  attrs={"model": "Upscale4"}, band_descriptions=["elevation"]).destination
     expected = predict(Upscale4(1), x, tile_size=16, halo="auto")
     dataset = xr.open_zarr(out)
     assert dataset["data"].dims == ("band", "y", "x") and dataset.attrs["model"] == "Upscale4"
+    assert dataset["description"].values.tolist() == ["elevation"] and dataset.attrs["halo"] == 1
     np.testing.assert_allclose(dataset["data"].values, expected, atol=1e-6)
     np.testing.assert_allclose(dataset["x"].values[:2], [300_000 + 1.25, 300_000 + 3.75])
     np.testing.assert_allclose(dataset["y"].values[:2], [7_000_000 - 1.25, 7_000_000 - 3.75])
@@ -295,9 +384,13 @@ def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
         assert np.isnan(src.nodata)
         np.testing.assert_allclose(src.read(), expected, atol=1e-6)
     # And it is an input: the georeferencing carries over.
-    again = predict(Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0).destination
+    again = predict(Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0,
+                    band_descriptions=["elevation x16"]).destination
     with rasterio.open(again) as src:
         assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / 16)) and src.crs == crs
+        assert src.descriptions == ("elevation x16",) and src.tags()["software"].startswith("lp-padding ")
+    with pytest.raises(tiling.TilingError, match="2 band descriptions for 1 output bands"):
+        predict(Upscale4(1), x, tile_size=16, halo=0, band_descriptions=["a", "b"])
 
 
 # ----------------------------------------------------------------------------------------------
