@@ -22,6 +22,8 @@ import inspect
 import json
 import logging
 import os
+import pickle
+import pkgutil
 import shutil
 import sys
 import threading
@@ -556,6 +558,36 @@ def _worker_environment() -> dict[str, str]:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
+def run_sent_batch(payload: bytes, model: Any = None, source: Any = None) -> list[tuple[str, int, np.ndarray | None]]:
+    """The body of a Dask task, on a worker: :func:`process_batch` of ``payload``, the pickled
+    ``(job, tiles, model, source)`` (model and source None where they come scattered instead)."""
+    job, tiles, sent_model, sent_source = pickle.loads(payload)
+    return process_batch(job, model if sent_model is None else sent_model,
+                         source if sent_source is None else sent_source, tiles)
+
+
+def _submit_batches(client: Any, job: Job, model: Any, source: Any, groups: Sequence[list[Tile]]) -> list[Any]:
+    """One task per batch of tiles, built so that a scheduler without this repository can hold
+    it. The scheduler unpickles the task graph (distributed does in its recent versions), so
+    it must see only the standard library and Dask: a first task resolves
+    :func:`run_sent_batch` by its name on a worker (``pkgutil.resolve_name``), and each batch's
+    task is ``dask.utils.apply`` of that function to bytes (the pickled job and tiles, opaque to
+    the scheduler) and the scattered model and source. Workers import this repository; the
+    scheduler needs only Dask."""
+    from dask.utils import apply
+    from distributed import Future
+    from distributed.protocol import pickle as dask_pickle
+
+    function = client.submit(pkgutil.resolve_name, f"{__name__}:{run_sent_batch.__name__}", pure=False)
+    scattered_model, scattered_source = (x if isinstance(x, Future) else None for x in (model, source))
+    futures = []
+    for tiles in groups:  # dask_pickle: cloudpickle where plain pickle cannot (lambdas, __main__)
+        payload = dask_pickle.dumps((job, tiles, None if scattered_model else model,
+                                     None if scattered_source else source))
+        futures.append(client.submit(apply, function, [payload, scattered_model, scattered_source], pure=False))
+    return futures
+
+
 def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Tile]], progress: Any,
               output: np.ndarray | None) -> int:
     """Each task runs one batch: the worker reads its tiles itself and writes their chunks into
@@ -582,7 +614,7 @@ def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Til
         model = request.model if isinstance(request.model, ModelLoader) else \
             client.scatter([request.model], broadcast=True, hash=False)[0]
         data = client.scatter([source], hash=False)[0] if isinstance(source, np.ndarray) else source
-        futures = [client.submit(process_batch, job, model, data, group, pure=False) for group in groups]
+        futures = _submit_batches(client, job, model, data, groups)
         tiles = {t.key: t for group in groups for t in group}
         pixels = 0
         for future in as_completed(futures):

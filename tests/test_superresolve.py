@@ -350,25 +350,27 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models):
 
 
 # ----------------------------------------------------------------------------------------------
-# Dask: a real scheduler and two workers
+# Dask: a real scheduler and two workers, started as docs/superresolve.md says
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    with dask_cluster_at(tmp_path) as address:
-        yield address
+def test_documented_dask_recipe_output_equals_local(tmp_path, models):
+    # The scheduler runs without this repository on PYTHONPATH, in a folder of its own; the
+    # workers run in the repository with PYTHONPATH=$PWD; the documented command runs from a
+    # third folder with relative paths. 2x2 tiles of one shape, one per task.
+    write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
+    (tmp_path / "model.eqx").symlink_to(models["zero-repl"])
+    args = ["scene.tif", "--model", "model.eqx", "--preset", "zero-repl", "--tile-size", TILE, "--batch-size", 1,
+            "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"JAX_PLATFORMS": "cpu"}
+    with dask_cluster_at(tmp_path / "dask", worker_cwd=REPO) as address:
+        done = subprocess.run([sys.executable, str(SCRIPT), args[0], "cluster.tif", *map(str, args[1:]),
+                               "--scheduler", address], check=False, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        from dask.distributed import Client
 
-
-def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
-    # 2x2 tiles of one shape, one per task: each worker compiles once.
-    geotiff = write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
-    args = ["--model", models["zero-repl"], "--tile-size", TILE, "--batch-size", 1]
-    assert run_main(geotiff, tmp_path / "cluster.tif", *args, "--scheduler", dask_cluster) == 0
-    assert run_main(geotiff, tmp_path / "local.tif", *args) == 0
-    np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
-    # Both workers took part: each loaded the model once into its own cache.
-    from dask.distributed import Client
-
-    with Client(dask_cluster) as client:
-        loads = client.run(lambda: sum(1 for k in tile_runner._CACHE if k[0] == "loader"))
+        with Client(address) as client:  # both workers took part, each loading the model once
+            loads = client.run(lambda: sum(1 for k in tile_runner._CACHE if k[0] == "loader"))
     assert sorted(loads.values()) == [1, 1]
+    assert run_main(tmp_path / "scene.tif", tmp_path / "local.tif", "--model", models["zero-repl"], *args[3:]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
