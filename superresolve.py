@@ -3,7 +3,8 @@
     python superresolve.py INPUT OUTPUT --model results/trained_models/lp2x3_s0.eqx
         [--preset NAME] [--bands 4,3,2] [--units dn|model] [--nodata VALUE]
         [--tile-size 256] [--halo 0|H|auto] [--batch-size 4] [--training-form]
-        [--workers N | --scheduler ADDRESS] [--compare-untiled [--compare-output FILE.npz]]
+        [--workers N | --scheduler ADDRESS] [--tls-ca-file CA.pem --tls-cert CERT.pem [--tls-key KEY.pem]]
+        [--compare-untiled [--compare-output FILE.npz]]
         [--overwrite] [--no-progress]
 
 This is the tiled processing studied by Niemitalo et al. (2025), "Per-channel autoregressive
@@ -188,7 +189,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="run the training form of the model instead of the reparameterized one (slower, same output)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=positive_int, help="start a local Dask cluster of this many worker processes")
-    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tls://10.0.0.1:8786")
+    tls = parser.add_argument_group("Dask TLS (as dask scheduler / dask worker take them; encryption required)")
+    tls.add_argument("--tls-ca-file", type=Path, help="the certificate authority's certificate (PEM)")
+    tls.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM), signed by that authority")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM), unless appended to --tls-cert")
     parser.add_argument("--compare-untiled", action="store_true",
                         help="print the deviation from a one-tile run (small rasters only)")
     parser.add_argument("--compare-output", type=Path, help="with --compare-untiled: save the deviation map (.npz)")
@@ -219,6 +224,23 @@ def _source(args: argparse.Namespace) -> raster_io.SourceSpec:
     return raster_io.SourceSpec(path, bands, args.nodata)
 
 
+def _security(args: argparse.Namespace) -> Any:
+    """The Dask TLS security of ``--tls-*``, or None (Dask's configuration decides)."""
+    files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    given = [flag for flag, path in files.items() if path is not None]
+    if not given:
+        return None
+    if args.tls_ca_file is None or args.tls_cert is None:
+        raise cli.UsageError("TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the key is in the cert)")
+    if args.scheduler is None and args.workers is None:
+        raise cli.UsageError(f"{given[0]} applies to a Dask run (--scheduler or --workers)")
+    for flag in given:
+        if not files[flag].is_file():
+            raise UserError(f"{flag} {files[flag]} does not exist")
+    return tile_runner.tls_security(args.tls_ca_file.resolve(), args.tls_cert.resolve(),
+                                    None if args.tls_key is None else args.tls_key.resolve())
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (*raster_io.GEOTIFF_SUFFIXES, raster_io.ZARR_SUFFIX):
@@ -231,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare-output needs --compare-untiled")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
+    security = _security(args)
     source = _source(args)
     spec = ModelSpec(str(Path(args.model).resolve()), resolve_preset(args.model, args.preset), not args.training_form)
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
@@ -243,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
             batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
             preprocess=to_model_units if dn else None, postprocess=to_dn if dn else None, dtype="float32",
-            workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+            workers=args.workers, scheduler=args.scheduler, security=security, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
             attrs={"units": args.units, "preset": spec.preset, "source": Path(args.input).name,
                    "reference": "Niemitalo et al. 2025, arXiv:2502.12300"},

@@ -110,6 +110,7 @@ class Request:
     client: Any
     scheduler: str | None
     workers: int | None
+    security: Any
     overwrite: bool
     progress: bool | str
     attrs: dict
@@ -433,6 +434,10 @@ def run(request: Request) -> np.ndarray | RunSummary:
     _check_destination(request, source)
     if sum(x is not None for x in (request.client, request.scheduler, request.workers)) > 1:
         raise TilingError("give at most one of client, scheduler and workers")
+    if request.security is not None and request.scheduler is None and request.workers is None:
+        raise TilingError("security applies to scheduler= and workers=; a client= brings its own")
+    if request.scheduler is not None or request.workers is not None:
+        request.security = _security(request)  # checked before any work
     if not isinstance(request.batch_size, int) or request.batch_size < 1:
         raise TilingError(f"batch_size must be an int >= 1, got {request.batch_size!r}")
     reader = raster_io.open_reader(source)
@@ -550,6 +555,52 @@ def _run_local(job: Job, model: Any, source: Any, groups: Sequence[list[Tile]], 
     return pixels
 
 
+def tls_security(ca_file: str | os.PathLike, cert: str | os.PathLike, key: str | os.PathLike | None = None) -> Any:
+    """A ``distributed.Security`` for Dask's mutual TLS with encryption required: one
+    certificate ``cert`` (PEM; its private ``key``, unless appended to ``cert``) signed by the
+    authority in ``ca_file``, for this process as a client and for the scheduler and workers
+    of a local cluster. The scheduler's and workers' own come from their ``--tls-ca-file``,
+    ``--tls-cert`` and ``--tls-key`` options."""
+    from distributed import Security
+
+    files = {"tls_ca_file": str(ca_file)}
+    for role in ("client", "scheduler", "worker"):
+        files[f"tls_{role}_cert"] = str(cert)
+        files[f"tls_{role}_key"] = None if key is None else str(key)
+    return Security(require_encryption=True, **files)
+
+
+def _security(request: Request) -> Any:
+    """The ``distributed.Security`` of a Dask run: the caller's, or Dask's configuration's
+    (``distributed.comm.tls.*``, ``DASK_DISTRIBUTED__COMM__TLS__...``), checked against the
+    scheduler address so that a mismatch is one line, not a handshake error."""
+    from distributed import Security
+
+    security = request.security if request.security is not None else Security()
+    if not isinstance(security, Security):
+        raise TilingError(f"security must be a distributed.Security, got {type(security).__name__}")
+    address = request.scheduler
+    if address is not None and address.startswith("tls://") and not (security.tls_ca_file and security.tls_client_cert):
+        raise TilingError(f"the scheduler {address} speaks TLS: give its certificate authority and a client "
+                          "certificate (security=, or superresolve.py's --tls-ca-file, --tls-cert, --tls-key)")
+    if address is not None and security.require_encryption and not address.startswith("tls://"):
+        raise TilingError(f"encryption is required, but the scheduler address {address} is not tls://")
+    return security
+
+
+def _local_cluster(workers: int, security: Any) -> Any:
+    """A cluster of ``workers`` single-thread processes listening on 127.0.0.1 only (other
+    machines cannot reach it; other users of this machine can, unless ``security`` has TLS),
+    without a dashboard."""
+    from dask.distributed import LocalCluster
+
+    os.environ.update(_worker_environment())  # the nannies start workers with this environment
+    tls = bool(security.tls_scheduler_cert and security.tls_worker_cert)
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        protocol="tls://" if tls else "tcp://", security=security, dashboard_address=None,
+                        silence_logs=logging.ERROR)
+
+
 def _worker_environment() -> dict[str, str]:
     """Environment for local Dask workers: this repository importable, and JAX not grabbing all
     GPU memory at start (several workers may share a machine)."""
@@ -593,21 +644,19 @@ def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Til
     """Each task runs one batch: the worker reads its tiles itself and writes their chunks into
     the store (on a file system the workers share), so only tile keys come back (outputs too
     when the result is an array)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     cluster = None
     if request.client is not None:
         client, own = request.client, False
     elif request.scheduler is not None:
         try:
-            client, own = Client(request.scheduler, timeout="30s"), True
+            client, own = Client(request.scheduler, timeout="30s", security=request.security), True
         except (OSError, TimeoutError) as e:
             raise TilingError(f"cannot reach the Dask scheduler at {request.scheduler} ({e})") from None
     else:
-        os.environ.update(_worker_environment())  # the nannies start workers with this environment
-        cluster = LocalCluster(n_workers=request.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
-        client, own = Client(cluster), True
+        cluster = _local_cluster(request.workers, request.security)
+        client, own = Client(cluster, security=request.security), True
     futures = []
     try:
         # The model once per worker (a loader is small: it travels with each task and loads there).

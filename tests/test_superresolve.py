@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 from dask_cluster import dask_cluster as dask_cluster_at
+from dask_cluster import make_tls_files
 from rasterio.transform import from_origin
 
 import presets
@@ -374,3 +375,37 @@ def test_documented_dask_recipe_output_equals_local(tmp_path, models):
     assert sorted(loads.values()) == [1, 1]
     assert run_main(tmp_path / "scene.tif", tmp_path / "local.tif", "--model", models["zero-repl"], *args[3:]) == 0
     np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
+
+
+def test_dask_over_tls_on_loopback(tmp_path, models, capsys, monkeypatch):
+    # A scheduler and a worker speaking only TLS on 127.0.0.1, with a CA and a certificate made
+    # here; superresolve.py connects with the same --tls-* options they take.
+    tls = make_tls_files(tmp_path / "tls")
+    geotiff = write_geotiff(tmp_path / "scene.tif", scene(16, 32, seed=4))
+    args = ["--model", models["zero-repl"], "--tile-size", TILE, "--batch-size", 1]
+    assert run_main(geotiff, tmp_path / "local.tif", *args) == 0
+    with dask_cluster_at(tmp_path / "dask", workers=1, tls=tls) as address:
+        assert address.startswith("tls://127.0.0.1:")
+        capsys.readouterr()
+        # Without the TLS files, or TLS files with a plain address: one line each, nothing written.
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address) == superresolve.EXIT_ERROR
+        plain = address.replace("tls://", "tcp://")
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", plain, *tls.dask_options()) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and "--tls-ca-file" in err[0] and "not tls://" in err[1], err
+        assert not (tmp_path / "tls.tif.partial").exists()
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address, *tls.dask_options()) == 0
+    np.testing.assert_array_equal(read(tmp_path / "tls.tif"), read(tmp_path / "local.tif"))
+    # A local cluster (--workers) listens on 127.0.0.1, and with the TLS options speaks TLS.
+    addresses = []
+    make_cluster = tile_runner._local_cluster
+
+    def spy(workers, security):
+        cluster = make_cluster(workers, security)
+        addresses.append([cluster.scheduler_address, *(w["host"] for w in cluster.scheduler_info["workers"].values())])
+        return cluster
+
+    monkeypatch.setattr(tile_runner, "_local_cluster", spy)
+    assert run_main(geotiff, tmp_path / "local_tls.tif", *args, "--workers", 1, *tls.dask_options()) == 0
+    np.testing.assert_array_equal(read(tmp_path / "local_tls.tif"), read(tmp_path / "local.tif"))
+    assert addresses[0][0].startswith("tls://127.0.0.1:") and addresses[0][1:] == ["127.0.0.1"]
