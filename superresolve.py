@@ -63,16 +63,30 @@ class ModelSpec:
 
 
 def resolve_preset(model_path: str, preset: str | None) -> str:
-    """The preset named by ``--preset`` or by the ``{preset}_s{seed}.eqx`` file name."""
-    if preset is None:
-        parsed = run_layout.parse_model_stem(Path(model_path).stem)
-        if parsed is None:
-            raise UserError(f"cannot tell the preset from the file name {Path(model_path).name}; "
-                            "name it {preset}_s{seed}.eqx or give --preset")
-        preset = parsed[0]
-    if preset not in presets.presets:
-        raise UserError(f"unknown preset {preset!r}; known presets: {', '.join(presets.presets)}")
-    return preset
+    """The model's preset, from ``--preset``, the preset recorded beside the weights
+    (``{file}.eqx.json``, written by export_trained_models.py) and a ``{preset}_s{seed}.eqx``
+    file name of a known preset; refused when any two disagree (the padding would be wrong)."""
+    path = Path(model_path)
+    claims = {}  # where the preset comes from: the preset it says
+    if preset is not None:
+        claims["--preset"] = preset
+    recorded = run_layout.read_model_metadata(path)
+    if recorded is not None:
+        claims[run_layout.model_metadata_path(path).name] = recorded["preset"]
+    parsed = run_layout.parse_model_stem(path.stem)
+    if parsed is not None and (parsed[0] in presets.presets or not claims):
+        claims[f"the file name {path.name}"] = parsed[0]
+    if not claims:
+        raise UserError(f"cannot tell the preset from the file name {path.name}; "
+                        "name it {preset}_s{seed}.eqx or give --preset")
+    for claimed in claims.values():
+        if claimed not in presets.presets:
+            raise UserError(f"unknown preset {claimed!r}; known presets: {', '.join(presets.presets)}")
+    if len(set(claims.values())) > 1:
+        said = "; ".join(f"{source} says {claimed}" for source, claimed in claims.items())
+        raise UserError(f"contradictory presets for {path.name}: {said}; a model runs only with its own preset's "
+                        "padding")
+    return next(iter(claims.values()))
 
 
 def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:

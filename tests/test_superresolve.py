@@ -6,6 +6,7 @@ published file format."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dask_cluster import make_tls_files
 from rasterio.transform import from_origin
 
 import presets
+import run_layout
 import rvsr
 import superresolve
 import tile_runner
@@ -271,6 +273,31 @@ def test_fill_invalid():
 
 # ----------------------------------------------------------------------------------------------
 # Bad input: one line, non-zero exit, nothing overwritten
+
+
+def test_a_preset_contradicting_the_model_is_refused(tmp_path, models, geotiff, capsys):
+    # The issue's case: an lp2x3_oc5 file run with --preset zero-repl would pad wrongly.
+    published = tmp_path / "lp2x3_oc5_s0.eqx"
+    shutil.copy(models["lp2x3"], published)
+    out = tmp_path / "out.tif"
+    assert run_main(geotiff, out, "--model", published, "--preset", "zero-repl") == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--preset says zero-repl" in err, err
+    assert "the file name lp2x3_oc5_s0.eqx says lp2x3_oc5" in err
+    assert not out.exists() and not (tmp_path / "out.tif.partial").exists()
+    # The preset recorded beside the weights (as export_trained_models.py writes it) is checked
+    # too, and names the preset of a renamed file.
+    run_layout.write_model_metadata(published, "zero-repl", 0)
+    with pytest.raises(superresolve.UserError, match="lp2x3_oc5_s0.eqx.json says zero-repl"):
+        superresolve.resolve_preset(str(published), None)
+    renamed = tmp_path / "my model.eqx"
+    shutil.copy(models["lp2x3"], renamed)
+    run_layout.write_model_metadata(renamed, "lp2x3", 0)
+    assert superresolve.resolve_preset(str(renamed), None) == superresolve.resolve_preset(str(renamed), "lp2x3") == "lp2x3"
+    with pytest.raises(superresolve.UserError, match="my model.eqx.json says lp2x3"):
+        superresolve.resolve_preset(str(renamed), "repl")
+    # A file named after no known preset takes --preset as it is.
+    assert superresolve.resolve_preset(str(tmp_path / "scene_model_s2.eqx"), "repl") == "repl"
 
 
 def test_bad_input(tmp_path, models, geotiff, capsys):
