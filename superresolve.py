@@ -265,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("input and output are the same file")
     if args.compare_output is not None and not args.compare_untiled:
         raise UserError("--compare-output needs --compare-untiled")
+    for path, what in ((output, "output"), (args.compare_output, "--compare-output")):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise UserError(f"the {what} folder {path.parent} does not exist; create it first")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
     security = _security(args)
@@ -274,7 +277,6 @@ def run(args: argparse.Namespace) -> int:
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
     model_file = os.stat(spec.path)
     dn = args.units == "dn"
-    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = tiling.predict_raster(
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
@@ -294,6 +296,10 @@ def run(args: argparse.Namespace) -> int:
           f"({s.input_pixels / 1e6:.3g} input Mpx) in {s.seconds:.3g} s = "
           f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
           f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if s.all_nodata:
+        print(f"superresolve.py: warning: no input pixel is valid (each is NaN"
+              f"{'' if s.nodata is None else f' or the nodata value {s.nodata:g}'}), so {output} holds only nodata "
+              f"({s.out_nodata:g}); check --nodata and --bands", file=sys.stderr)
     if args.compare_untiled:
         r = compare_untiled(spec, source, args.units, s, output, args.compare_output)
         print(f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "

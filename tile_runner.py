@@ -42,6 +42,7 @@ import tiling
 from tiling import Tile, TilingError
 
 WORK_SUFFIX = ".partial"
+NODATA_MARKER = b"no valid pixel\n"  # the done marker of a skipped tile (a processed tile's is empty)
 REPO = Path(__file__).resolve().parent
 
 
@@ -78,6 +79,14 @@ class RunSummary:
     scale: int
     halo: int
     align: int
+    nodata_tiles: int = 0  # tiles without a valid core pixel, in the whole run (earlier calls too)
+    nodata: float | None = None  # the input's, as used (besides NaN)
+    out_nodata: float | None = None  # the output's
+
+    @property
+    def all_nodata(self) -> bool:
+        """No input pixel was valid: the output holds only ``out_nodata``."""
+        return self.nodata_tiles == self.tiles
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -228,8 +237,8 @@ def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarra
         core = tile.core_in_window()
         filled = fill_invalid(x, invalid)
         if filled is None or invalid[core].all():
-            if store is not None:
-                (job.done_dir / tile.key).touch()  # nothing valid: the store's fill value is nodata
+            if store is not None:  # nothing valid: the store's fill value is nodata
+                (job.done_dir / tile.key).write_bytes(NODATA_MARKER)
             results.append((tile.key, 0, None))
             continue
         windows.append(filled if job.preprocess is None else np.asarray(job.preprocess(filled), np.float32))
@@ -330,6 +339,36 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+_NOT_RECORDED = object()  # a setting a partial run did not record (an older version wrote it)
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """A setting's value for a message: JSON, digests cut to 12 characters, long values cut."""
+    if value is _NOT_RECORDED:
+        return "(not recorded)"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a fingerprint: enough to see that it differs
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def settings_differences(previous: dict, settings: dict) -> str:
+    """Which settings of a partial run (``previous``) differ from this run's, with both values:
+    ``tile_size was 16, now 32; model was 1f0c..., now 9a4e...`` (entries of a dict setting, such
+    as ``resume_key``, by their own names)."""
+    differences = []
+    for key in sorted(set(previous) | set(settings)):
+        old, new = previous.get(key, _NOT_RECORDED), settings.get(key, _NOT_RECORDED)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences.append(settings_differences({f"{key}.{k}": v for k, v in old.items()},
+                                                    {f"{key}.{k}": v for k, v in new.items()}))
+        else:
+            differences.append(f"{key} was {_shown(old)}, now {_shown(new)}")
+    return "; ".join(differences)
+
+
 def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, create_store: Callable[[Path], None]) -> str:
     """Create the work folder (store, done markers, settings) or reuse a matching one; returns
     the run id."""
@@ -341,9 +380,9 @@ def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, create_sto
             previous = None  # created but never finished setting up: start again
         if previous is not None and previous != settings:
             if not overwrite:
-                differing = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                raise TilingError(f"{work_dir} holds a partial run with other settings ({', '.join(differing)}); "
-                                  f"rerun that run to finish it, or overwrite to discard it")
+                raise TilingError(f"{work_dir} holds a partial run with other settings: "
+                                  f"{settings_differences(previous, settings)}; rerun that run to finish it, or "
+                                  f"overwrite to discard it")
             previous = None
         if not (work_dir / "output.zarr" / ".zmetadata").exists():
             previous = None  # the store was published (a Zarr output) before the folder was removed
@@ -374,6 +413,8 @@ def _check_destination(request: Request, source: raster_io.SourceSpec | np.ndarr
         raise TilingError(f"output {destination} exists; overwrite to replace it")
     if isinstance(source, raster_io.SourceSpec) and Path(source.path) == destination:
         raise TilingError("input and output are the same file")
+    if not destination.parent.is_dir():  # a mistyped folder should not silently become a new one
+        raise TilingError(f"the output's folder {destination.parent} does not exist; create it first")
 
 
 def _geometry(request: Request, model: Any, in_bands: int) -> tuple[int, int, int]:
@@ -530,9 +571,11 @@ def run(request: Request) -> np.ndarray | RunSummary:
         assembled = work_dir / "assembled.tif"
         raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs)
         raster_io.publish(assembled, destination)
+    nodata_tiles = sum(1 for marker in os.scandir(work_dir / "done") if marker.stat().st_size)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,
-                      (info.height, info.width), request.tile_size, window, scale, halo, align)
+                      (info.height, info.width), request.tile_size, window, scale, halo, align,
+                      nodata_tiles=nodata_tiles, nodata=job.nodata, out_nodata=out_nodata)
 
 
 def _collect(results: Iterable[tuple[str, int, np.ndarray | None]], tiles: dict[str, Tile], scale: int,

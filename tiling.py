@@ -383,9 +383,10 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
     finished tile, the run's settings): an interrupted run (Ctrl-C, SIGTERM raised as
     KeyboardInterrupt, a kill) rerun with the same arguments continues, and
     :class:`tile_runner.RunInterrupted` (a ``KeyboardInterrupt``) tells how far it got. A
-    partial run with other settings (or model weights) is refused unless ``overwrite``;
-    ``resume_key`` adds anything else that must match. The destination appears only when
-    complete; an existing one is replaced only with ``overwrite``. Memory stays flat in the
+    partial run with other settings (or model weights) is refused unless ``overwrite``, naming
+    each setting that differs with both values; ``resume_key`` adds anything else that must
+    match. The destination's folder must exist; the destination appears only when complete; an
+    existing one is replaced only with ``overwrite``. Memory stays flat in the
     raster's size. ``progress``: a tqdm bar on stderr (a string labels it). Returns the array,
     or a :class:`tile_runner.RunSummary`.
     """

@@ -261,6 +261,22 @@ def test_nodata(tmp_path, models):
     assert np.isnan(got[:, nan_out]).all() and np.isfinite(got[:, ~nan_out]).all()
 
 
+def test_all_nodata_input_says_so_in_one_line(tmp_path, models, capsys):
+    nodata = write_geotiff(tmp_path / "nodata.tif", np.full((3, 16, 24), 7, np.uint16), nodata=7)
+    out = tmp_path / "out.tif"
+    assert run_main(nodata, out, "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input pixel is valid" in err[0] and "the nodata value 7" in err[0], err
+    assert f"{out} holds only nodata (nan)" in err[0]
+    assert np.isnan(read(out)).all()
+    # A raster with a valid pixel gets no such line.
+    some = np.full((3, 16, 24), 7, np.uint16)
+    some[:, 3, 20] = 1000
+    assert run_main(write_geotiff(tmp_path / "some.tif", some), tmp_path / "some_x4.tif", "--model",
+                    models["zero-repl"], "--tile-size", TILE) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     invalid = np.zeros((3, 4), bool)
@@ -315,13 +331,14 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "model file": [geotiff, out, "--model", tmp_path / "missing_s0.eqx", "--preset", "repl"],
         "exists; pass --overwrite": [geotiff, existing, "--model", models["zero-repl"]],
         "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
+        "folder": [geotiff, tmp_path / "no such folder" / "out.tif", "--model", models["zero-repl"]],
     }
     for message, args in cases.items():
         assert run_main(*args) == superresolve.EXIT_ERROR, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert existing.read_bytes() == b"keep me" and not out.exists()
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not (tmp_path / "no such folder").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,7 +357,7 @@ def wait_for_markers(work_dir: Path, process: subprocess.Popen, timeout: float =
     raise AssertionError("no tile finished in time")
 
 
-def test_sigterm_and_sigkill_then_resume(tmp_path, models):
+def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
     # 96x96 pixels in 8x8 tiles, one per call: 144 tiles, long enough to stop half-way.
     x = model_units(scene(96, 96, seed=3))
     np.save(tmp_path / "in.npy", x)
@@ -374,7 +391,10 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models):
     # A partial run with other settings is not continued by accident.
     (tmp_path / "other.tif.partial" / "done").mkdir(parents=True)
     (tmp_path / "other.tif.partial" / "settings.json").write_text('{"tile_size": 99}')
+    capsys.readouterr()
     assert run_main(*args[:1], tmp_path / "other.tif", *args[2:]) == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err  # which settings differ, with the partial run's and this run's values
+    assert len(err.splitlines()) == 1 and "tile_size was 99, now 8;" in err and "halo was (not recorded), now 0" in err
 
 
 # ----------------------------------------------------------------------------------------------
