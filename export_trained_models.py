@@ -6,7 +6,8 @@ and the seed, e.g. ``zero_el1_s3`` is ``zero_oc1`` seed 3), write into
 ``results/trained_models/`` the files of ``run_layout.TrainedModel``:
 
 - the weights (``.eqx``) of the final checkpoint (the one at the run's ``train_steps``) in
-  the published format (``rvsr.save_rvsr_weights``);
+  the published format (``rvsr.save_rvsr_weights``), and beside them their preset and seed
+  (``.eqx.json``), which tools check against the file name and the user's options;
 - the train and test loss histories (``_train_loss.parquet``, ``_test_loss.parquet``):
   ``step`` int32 and ``train_loss`` / ``test_loss`` float16;
 
@@ -94,6 +95,9 @@ def export_run(run: RunFolder, output_folder: Path, overwrite: bool = False) -> 
         with atomic_path(target.weights_path) as tmp:
             rvsr.save_rvsr_weights(train_state.model, tmp)
         written.append("model")
+    if target.weights_path.exists() and (overwrite or not target.metadata_path.exists()):
+        run_layout.write_model_metadata(target.weights_path, run.preset, run.seed)
+        written.append("metadata")
     for kind in run_layout.LOSS_HISTORY_KINDS:
         steps, losses = read_history_csv(run_layout.history_csv_path(run.path, kind))
         path = target.history_path(kind)

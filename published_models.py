@@ -14,6 +14,7 @@ import equinox as eqx
 import numpy as np
 
 import presets
+import run_layout
 import rvsr
 from cli import UserError
 from run_layout import TrainedModel
@@ -38,7 +39,12 @@ def read_hidden_channels(path: str | os.PathLike) -> int:
 
 def load_trained_model(model: TrainedModel, output_crop: int) -> tuple[rvsr.RVSR, eqx.nn.State]:
     """``(model, state)`` with the published weights, built at ``output_crop`` (any of 0..10,
-    whatever the preset was trained with: the file holds every layer's weights)."""
+    whatever the preset was trained with: the file holds every layer's weights). Refused when
+    the preset recorded beside the weights (``run_layout.read_model_metadata``) is another."""
+    recorded = run_layout.read_model_metadata(model.weights_path)
+    if recorded is not None and recorded["preset"] != model.preset:
+        raise UserError(f"{model.weights_path.name} holds a {recorded['preset']} model (recorded in "
+                        f"{model.metadata_path.name}), not {model.preset}")
     hpars = presets.get_preset_hpars(model.preset)
     model_hpars = {**hpars["model_hpars"], "hidden_channels": read_hidden_channels(model.weights_path)}
     try:

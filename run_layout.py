@@ -15,6 +15,7 @@ Training runs (``job.py``, ``slurm_train.py``)::
 Published models (``export_trained_models.py``; the input of every evaluation)::
 
     results/trained_models/{preset}_s{seed}.eqx                 weights (see ``rvsr.py``)
+    results/trained_models/{preset}_s{seed}.eqx.json            {"preset", "seed"} of the weights
     results/trained_models/{preset}_s{seed}_train_loss.parquet  step int32, train_loss float16
     results/trained_models/{preset}_s{seed}_test_loss.parquet   step int32, test_loss float16
 
@@ -47,6 +48,7 @@ _MODEL_STEM = re.compile(r"^(?P<preset>.+)_s(?P<seed>\d+)$")
 _CHECKPOINT_FOLDER = re.compile(r"^\d{8}$")
 
 WEIGHTS_SUFFIX = ".eqx"
+MODEL_METADATA_SUFFIX = ".json"  # appended to the weights file's name
 LOSS_HISTORY_KINDS = ("train", "test")
 OUTPUT_CROP_SUMSQS_FOLDER = "output_crop_sumsqs"
 TIMING_FILENAME = "timing.json"
@@ -219,9 +221,41 @@ class TrainedModel:
     def weights_path(self) -> Path:
         return self.folder / f"{self.name}{WEIGHTS_SUFFIX}"
 
+    @property
+    def metadata_path(self) -> Path:
+        return model_metadata_path(self.weights_path)
+
     def history_path(self, kind: str) -> Path:
         """``kind`` "train" or "test": ``{name}_{kind}_loss.parquet``."""
         return loss_history_path(self.folder, self.preset, self.seed, kind)
+
+
+def model_metadata_path(weights_path: str | os.PathLike) -> Path:
+    """``{weights file name}.json``, e.g. ``lp2x3_s0.eqx.json``: what the weights are, beside
+    them, since the weights format holds arrays only and a file name can be changed."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.name + MODEL_METADATA_SUFFIX)
+
+
+def write_model_metadata(weights_path: str | os.PathLike, preset: str, seed: int) -> None:
+    """Record the preset and seed of the weights ``weights_path`` beside them, atomically."""
+    atomic_write_json(model_metadata_path(weights_path), {"preset": preset, "seed": seed})
+
+
+def read_model_metadata(weights_path: str | os.PathLike) -> dict | None:
+    """``{"preset", "seed"}`` recorded beside the weights ``weights_path``, or None where
+    nothing is (e.g. the paper's published files); :class:`LayoutError` when unreadable."""
+    path = model_metadata_path(weights_path)
+    if not path.is_file():
+        return None
+    fix = "remove it or export the model again"
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LayoutError(f"{path}: unreadable model metadata ({e}); {fix}") from None
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("preset"), str)):
+        raise LayoutError(f"{path}: model metadata without a preset; {fix}")
+    return metadata
 
 
 def loss_history_path(folder: str | os.PathLike, preset: str, seed: int, kind: str) -> Path:

@@ -3,7 +3,8 @@
     python superresolve.py INPUT OUTPUT --model results/trained_models/lp2x3_s0.eqx
         [--preset NAME] [--bands 4,3,2] [--units dn|model] [--dtype float32|float16|uint16] [--nodata VALUE]
         [--tile-size 256] [--halo 0|H|auto] [--batch-size 4] [--training-form]
-        [--workers N | --scheduler ADDRESS] [--compare-untiled [--compare-output FILE.npz]]
+        [--workers N | --scheduler ADDRESS] [--tls-ca-file CA.pem --tls-cert CERT.pem [--tls-key KEY.pem]]
+        [--compare-untiled [--compare-output FILE.npz]]
         [--overwrite] [--no-progress]
 
 This is the tiled processing studied by Niemitalo et al. (2025), "Per-channel autoregressive
@@ -77,16 +78,30 @@ class ModelSpec:
 
 
 def resolve_preset(model_path: str, preset: str | None) -> str:
-    """The preset named by ``--preset`` or by the ``{preset}_s{seed}.eqx`` file name."""
-    if preset is None:
-        parsed = run_layout.parse_model_stem(Path(model_path).stem)
-        if parsed is None:
-            raise UserError(f"cannot tell the preset from the file name {Path(model_path).name}; "
-                            "name it {preset}_s{seed}.eqx or give --preset")
-        preset = parsed[0]
-    if preset not in presets.presets:
-        raise UserError(f"unknown preset {preset!r}; known presets: {', '.join(presets.presets)}")
-    return preset
+    """The model's preset, from ``--preset``, the preset recorded beside the weights
+    (``{file}.eqx.json``, written by export_trained_models.py) and a ``{preset}_s{seed}.eqx``
+    file name of a known preset; refused when any two disagree (the padding would be wrong)."""
+    path = Path(model_path)
+    claims = {}  # where the preset comes from: the preset it says
+    if preset is not None:
+        claims["--preset"] = preset
+    recorded = run_layout.read_model_metadata(path)
+    if recorded is not None:
+        claims[run_layout.model_metadata_path(path).name] = recorded["preset"]
+    parsed = run_layout.parse_model_stem(path.stem)
+    if parsed is not None and (parsed[0] in presets.presets or not claims):
+        claims[f"the file name {path.name}"] = parsed[0]
+    if not claims:
+        raise UserError(f"cannot tell the preset from the file name {path.name}; "
+                        "name it {preset}_s{seed}.eqx or give --preset")
+    for claimed in claims.values():
+        if claimed not in presets.presets:
+            raise UserError(f"unknown preset {claimed!r}; known presets: {', '.join(presets.presets)}")
+    if len(set(claims.values())) > 1:
+        said = "; ".join(f"{source} says {claimed}" for source, claimed in claims.items())
+        raise UserError(f"contradictory presets for {path.name}: {said}; a model runs only with its own preset's "
+                        "padding")
+    return next(iter(claims.values()))
 
 
 def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
@@ -265,7 +280,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="run the training form of the model instead of the reparameterized one (slower, same output)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=positive_int, help="start a local Dask cluster of this many worker processes")
-    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tls://10.0.0.1:8786")
+    tls = parser.add_argument_group("Dask TLS (as dask scheduler / dask worker take them; encryption required)")
+    tls.add_argument("--tls-ca-file", type=Path, help="the certificate authority's certificate (PEM)")
+    tls.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM), signed by that authority")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM), unless appended to --tls-cert")
     parser.add_argument("--compare-untiled", action="store_true",
                         help="print the deviation from a one-tile run (small rasters only)")
     parser.add_argument("--compare-output", type=Path, help="with --compare-untiled: save the deviation map (.npz)")
@@ -310,6 +329,23 @@ def _dn_scaling(args: argparse.Namespace) -> dict | None:
     return {"quantification_value": quantification, "add_offset": 0 if args.add_offset is None else args.add_offset}
 
 
+def _security(args: argparse.Namespace) -> Any:
+    """The Dask TLS security of ``--tls-*``, or None (Dask's configuration decides)."""
+    files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    given = [flag for flag, path in files.items() if path is not None]
+    if not given:
+        return None
+    if args.tls_ca_file is None or args.tls_cert is None:
+        raise cli.UsageError("TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the key is in the cert)")
+    if args.scheduler is None and args.workers is None:
+        raise cli.UsageError(f"{given[0]} applies to a Dask run (--scheduler or --workers)")
+    for flag in given:
+        if not files[flag].is_file():
+            raise UserError(f"{flag} {files[flag]} does not exist")
+    return tile_runner.tls_security(args.tls_ca_file.resolve(), args.tls_cert.resolve(),
+                                    None if args.tls_key is None else args.tls_key.resolve())
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (*raster_io.GEOTIFF_SUFFIXES, raster_io.ZARR_SUFFIX):
@@ -320,11 +356,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("input and output are the same file")
     if args.compare_output is not None and not args.compare_untiled:
         raise UserError("--compare-output needs --compare-untiled")
+    for path, what in ((output, "output"), (args.compare_output, "--compare-output")):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise UserError(f"the {what} folder {path.parent} does not exist; create it first")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
     if np.dtype(args.dtype).kind != "f" and args.units != "dn":
         raise UserError(f"--dtype {args.dtype} holds digital numbers; it needs --units dn")
     scaling = _dn_scaling(args)
+    security = _security(args)
     source = _source(args)
     info = raster_io.open_reader(source).info
     if args.compare_untiled:
@@ -334,7 +374,6 @@ def run(args: argparse.Namespace) -> int:
     loader = tile_runner.ModelLoader(load_tile_model, (spec,))
     sr_rate = loader.load().model.sr_rate  # checks the weights before any work, and warms this process's cache
     model_file = os.stat(spec.path)
-    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         summary = tiling.predict_raster(
             loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
@@ -342,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
             preprocess=None if scaling is None else functools.partial(to_model_units, **scaling),
             postprocess=None if scaling is None else functools.partial(to_dn, **scaling), dtype=args.dtype,
             out_nodata=output_nodata(args.dtype, input_nodata),
-            workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+            workers=args.workers, scheduler=args.scheduler, security=security, overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
             attrs={"units": args.units, **(scaling or {}), "model": Path(spec.path).name,
                    "model_sha256": file_digest(spec.path), "preset": spec.preset,
@@ -359,6 +398,10 @@ def run(args: argparse.Namespace) -> int:
           f"({s.input_pixels / 1e6:.3g} input Mpx) in {s.seconds:.3g} s = "
           f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
           f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if s.all_nodata:
+        print(f"superresolve.py: warning: no input pixel is valid (each is NaN"
+              f"{'' if s.nodata is None else f', the nodata value {s.nodata:g}'} or masked by the file's mask band), "
+              f"so {output} holds only nodata ({s.out_nodata:g}); check --nodata and --bands", file=sys.stderr)
     if args.compare_untiled:
         r = compare_untiled(spec, source, scaling, s, output, args.compare_output)
         print(f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "

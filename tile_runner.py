@@ -22,6 +22,8 @@ import inspect
 import json
 import logging
 import os
+import pickle
+import pkgutil
 import shutil
 import subprocess
 import threading
@@ -41,6 +43,7 @@ from progress import Progress, heartbeat
 from tiling import Tile, TilingError
 
 WORK_SUFFIX = ".partial"
+NODATA_MARKER = b"no valid pixel\n"  # the done marker of a skipped tile (a processed tile's is empty)
 REPO = Path(__file__).resolve().parent
 
 
@@ -96,6 +99,14 @@ class RunSummary:
     scale: int
     halo: int
     align: int
+    nodata_tiles: int = 0  # tiles without a valid core pixel, in the whole run (earlier calls too)
+    nodata: float | None = None  # the input's, as used (besides NaN)
+    out_nodata: float | None = None  # the output's
+
+    @property
+    def all_nodata(self) -> bool:
+        """No input pixel was valid: the output holds only ``out_nodata``."""
+        return self.nodata_tiles == self.tiles
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -128,6 +139,7 @@ class Request:
     client: Any
     scheduler: str | None
     workers: int | None
+    security: Any
     overwrite: bool
     progress: bool | str
     attrs: dict
@@ -268,8 +280,8 @@ def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarra
         core = tile.core_in_window()
         filled = fill_invalid(x, invalid)
         if filled is None or invalid[core].all():
-            if store is not None:
-                (job.done_dir / tile.key).touch()  # nothing valid: the store's fill value is nodata
+            if store is not None:  # nothing valid: the store's fill value is nodata
+                (job.done_dir / tile.key).write_bytes(NODATA_MARKER)
             results.append((tile.key, 0, None))
             continue
         windows.append(filled if job.preprocess is None else np.asarray(job.preprocess(filled), np.float32))
@@ -370,6 +382,36 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+_NOT_RECORDED = object()  # a setting a partial run did not record (an older version wrote it)
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """A setting's value for a message: JSON, digests cut to 12 characters, long values cut."""
+    if value is _NOT_RECORDED:
+        return "(not recorded)"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a fingerprint: enough to see that it differs
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def settings_differences(previous: dict, settings: dict) -> str:
+    """Which settings of a partial run (``previous``) differ from this run's, with both values:
+    ``tile_size was 16, now 32; model was 1f0c..., now 9a4e...`` (entries of a dict setting, such
+    as ``resume_key``, by their own names)."""
+    differences = []
+    for key in sorted(set(previous) | set(settings)):
+        old, new = previous.get(key, _NOT_RECORDED), settings.get(key, _NOT_RECORDED)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences.append(settings_differences({f"{key}.{k}": v for k, v in old.items()},
+                                                    {f"{key}.{k}": v for k, v in new.items()}))
+        else:
+            differences.append(f"{key} was {_shown(old)}, now {_shown(new)}")
+    return "; ".join(differences)
+
+
 def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, create_store: Callable[[Path], None]) -> str:
     """Create the work folder (store, done markers, settings) or reuse a matching one; returns
     the run id."""
@@ -381,9 +423,9 @@ def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, create_sto
             previous = None  # created but never finished setting up: start again
         if previous is not None and previous != settings:
             if not overwrite:
-                differing = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                raise TilingError(f"{work_dir} holds a partial run with other settings ({', '.join(differing)}); "
-                                  f"rerun that run to finish it, or overwrite to discard it")
+                raise TilingError(f"{work_dir} holds a partial run with other settings: "
+                                  f"{settings_differences(previous, settings)}; rerun that run to finish it, or "
+                                  f"overwrite to discard it")
             previous = None
         if not (work_dir / "output.zarr" / ".zmetadata").exists():
             previous = None  # the store was published (a Zarr output) before the folder was removed
@@ -414,6 +456,8 @@ def _check_destination(request: Request, source: raster_io.SourceSpec | np.ndarr
         raise TilingError(f"output {destination} exists; overwrite to replace it")
     if isinstance(source, raster_io.SourceSpec) and Path(source.path) == destination:
         raise TilingError("input and output are the same file")
+    if not destination.parent.is_dir():  # a mistyped folder should not silently become a new one
+        raise TilingError(f"the output's folder {destination.parent} does not exist; create it first")
 
 
 def _geometry(request: Request, model: Any, in_bands: int) -> tuple[int, int, int]:
@@ -474,6 +518,10 @@ def run(request: Request) -> np.ndarray | RunSummary:
     _check_destination(request, source)
     if sum(x is not None for x in (request.client, request.scheduler, request.workers)) > 1:
         raise TilingError("give at most one of client, scheduler and workers")
+    if request.security is not None and request.scheduler is None and request.workers is None:
+        raise TilingError("security applies to scheduler= and workers=; a client= brings its own")
+    if request.scheduler is not None or request.workers is not None:
+        request.security = _security(request)  # checked before any work
     if not isinstance(request.batch_size, int) or request.batch_size < 1:
         raise TilingError(f"batch_size must be an int >= 1, got {request.batch_size!r}")
     reader = raster_io.open_reader(source)
@@ -577,9 +625,11 @@ def run(request: Request) -> np.ndarray | RunSummary:
             raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest",
                                 tags=attrs, dtype=dtype)
         raster_io.publish(assembled, destination)
+    nodata_tiles = sum(1 for marker in os.scandir(work_dir / "done") if marker.stat().st_size)
     shutil.rmtree(work_dir)
     return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,
-                      (info.height, info.width), request.tile_size, window, scale, halo, align)
+                      (info.height, info.width), request.tile_size, window, scale, halo, align,
+                      nodata_tiles=nodata_tiles, nodata=job.nodata, out_nodata=out_nodata)
 
 
 def _collect(results: Iterable[tuple[str, int, np.ndarray | None]], tiles: dict[str, Tile], scale: int,
@@ -602,6 +652,52 @@ def _run_local(job: Job, model: Any, source: Any, groups: Sequence[list[Tile]], 
     return pixels
 
 
+def tls_security(ca_file: str | os.PathLike, cert: str | os.PathLike, key: str | os.PathLike | None = None) -> Any:
+    """A ``distributed.Security`` for Dask's mutual TLS with encryption required: one
+    certificate ``cert`` (PEM; its private ``key``, unless appended to ``cert``) signed by the
+    authority in ``ca_file``, for this process as a client and for the scheduler and workers
+    of a local cluster. The scheduler's and workers' own come from their ``--tls-ca-file``,
+    ``--tls-cert`` and ``--tls-key`` options."""
+    from distributed import Security
+
+    files = {"tls_ca_file": str(ca_file)}
+    for role in ("client", "scheduler", "worker"):
+        files[f"tls_{role}_cert"] = str(cert)
+        files[f"tls_{role}_key"] = None if key is None else str(key)
+    return Security(require_encryption=True, **files)
+
+
+def _security(request: Request) -> Any:
+    """The ``distributed.Security`` of a Dask run: the caller's, or Dask's configuration's
+    (``distributed.comm.tls.*``, ``DASK_DISTRIBUTED__COMM__TLS__...``), checked against the
+    scheduler address so that a mismatch is one line, not a handshake error."""
+    from distributed import Security
+
+    security = request.security if request.security is not None else Security()
+    if not isinstance(security, Security):
+        raise TilingError(f"security must be a distributed.Security, got {type(security).__name__}")
+    address = request.scheduler
+    if address is not None and address.startswith("tls://") and not (security.tls_ca_file and security.tls_client_cert):
+        raise TilingError(f"the scheduler {address} speaks TLS: give its certificate authority and a client "
+                          "certificate (security=, or superresolve.py's --tls-ca-file, --tls-cert, --tls-key)")
+    if address is not None and security.require_encryption and not address.startswith("tls://"):
+        raise TilingError(f"encryption is required, but the scheduler address {address} is not tls://")
+    return security
+
+
+def _local_cluster(workers: int, security: Any) -> Any:
+    """A cluster of ``workers`` single-thread processes listening on 127.0.0.1 only (other
+    machines cannot reach it; other users of this machine can, unless ``security`` has TLS),
+    without a dashboard."""
+    from dask.distributed import LocalCluster
+
+    os.environ.update(_worker_environment())  # the nannies start workers with this environment
+    tls = bool(security.tls_scheduler_cert and security.tls_worker_cert)
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        protocol="tls://" if tls else "tcp://", security=security, dashboard_address=None,
+                        silence_logs=logging.ERROR)
+
+
 def _worker_environment() -> dict[str, str]:
     """Environment for local Dask workers: this repository importable, and JAX not grabbing all
     GPU memory at start (several workers may share a machine)."""
@@ -610,33 +706,61 @@ def _worker_environment() -> dict[str, str]:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
+def run_sent_batch(payload: bytes, model: Any = None, source: Any = None) -> list[tuple[str, int, np.ndarray | None]]:
+    """The body of a Dask task, on a worker: :func:`process_batch` of ``payload``, the pickled
+    ``(job, tiles, model, source)`` (model and source None where they come scattered instead)."""
+    job, tiles, sent_model, sent_source = pickle.loads(payload)
+    return process_batch(job, model if sent_model is None else sent_model,
+                         source if sent_source is None else sent_source, tiles)
+
+
+def _submit_batches(client: Any, job: Job, model: Any, source: Any, groups: Sequence[list[Tile]]) -> list[Any]:
+    """One task per batch of tiles, built so that a scheduler without this repository can hold
+    it. The scheduler unpickles the task graph (distributed does in its recent versions), so
+    it must see only the standard library and Dask: a first task resolves
+    :func:`run_sent_batch` by its name on a worker (``pkgutil.resolve_name``), and each batch's
+    task is ``dask.utils.apply`` of that function to bytes (the pickled job and tiles, opaque to
+    the scheduler) and the scattered model and source. Workers import this repository; the
+    scheduler needs only Dask."""
+    from dask.utils import apply
+    from distributed import Future
+    from distributed.protocol import pickle as dask_pickle
+
+    function = client.submit(pkgutil.resolve_name, f"{__name__}:{run_sent_batch.__name__}", pure=False)
+    scattered_model, scattered_source = (x if isinstance(x, Future) else None for x in (model, source))
+    futures = []
+    for tiles in groups:  # dask_pickle: cloudpickle where plain pickle cannot (lambdas, __main__)
+        payload = dask_pickle.dumps((job, tiles, None if scattered_model else model,
+                                     None if scattered_source else source))
+        futures.append(client.submit(apply, function, [payload, scattered_model, scattered_source], pure=False))
+    return futures
+
+
 def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Tile]], progress: Any,
               output: np.ndarray | None) -> int:
     """Each task runs one batch: the worker reads its tiles itself and writes their chunks into
     the store (on a file system the workers share), so only tile keys come back (outputs too
     when the result is an array)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     cluster = None
     if request.client is not None:
         client, own = request.client, False
     elif request.scheduler is not None:
         try:
-            client, own = Client(request.scheduler, timeout="30s"), True
+            client, own = Client(request.scheduler, timeout="30s", security=request.security), True
         except (OSError, TimeoutError) as e:
             raise TilingError(f"cannot reach the Dask scheduler at {request.scheduler} ({e})") from None
     else:
-        os.environ.update(_worker_environment())  # the nannies start workers with this environment
-        cluster = LocalCluster(n_workers=request.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
-        client, own = Client(cluster), True
+        cluster = _local_cluster(request.workers, request.security)
+        client, own = Client(cluster, security=request.security), True
     futures = []
     try:
         # The model once per worker (a loader is small: it travels with each task and loads there).
         model = request.model if isinstance(request.model, ModelLoader) else \
             client.scatter([request.model], broadcast=True, hash=False)[0]
         data = client.scatter([source], hash=False)[0] if isinstance(source, np.ndarray) else source
-        futures = [client.submit(process_batch, job, model, data, group, pure=False) for group in groups]
+        futures = _submit_batches(client, job, model, data, groups)
         tiles = {t.key: t for group in groups for t in group}
         pixels = 0
         for future in as_completed(futures):

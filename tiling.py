@@ -383,8 +383,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
                    nodata: float | None = None, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
                    postprocess: Callable[[np.ndarray], np.ndarray] | None = None, dtype: Any = None,
                    out_nodata: float | None = None, client: Any = None, scheduler: str | None = None,
-                   workers: int | None = None, overwrite: bool = False, progress: bool | str = True,
-                   attrs: dict | None = None, resume_key: Any = None,
+                   workers: int | None = None, security: Any = None, overwrite: bool = False,
+                   progress: bool | str = True, attrs: dict | None = None, resume_key: Any = None,
                    band_descriptions: Sequence[str] | None = None) -> Any:
     """Run ``model`` over a raster tile by tile; returns the output array, or writes it.
 
@@ -429,17 +429,21 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
     dtype's maximum (unsigned) or minimum (signed) for integers.
 
     Runs in this process, or on Dask: ``client`` (a ``distributed.Client``), ``scheduler`` (its
-    address) or ``workers`` (a local cluster of that many processes). The model is sent once
-    per worker (a ``ModelLoader`` instead loads it there); workers must import the model's
-    module, like any Dask task, and see the source and destination folders.
+    address) or ``workers`` (a local cluster of that many processes, on 127.0.0.1). The model
+    is sent once per worker (a ``ModelLoader`` instead loads it there); workers must import the
+    model's module, like any Dask task, and see the source and destination folders; the
+    scheduler needs only Dask. ``security``: a ``distributed.Security`` for ``scheduler`` and
+    ``workers`` (e.g. :func:`tile_runner.tls_security` for TLS; default: Dask's configuration);
+    a ``client`` brings its own.
 
     A path destination is written through ``DESTINATION.partial/`` (a Zarr store, a marker per
     finished tile, the run's settings): an interrupted run (Ctrl-C, SIGTERM raised as
     KeyboardInterrupt, a kill) rerun with the same arguments continues, and
     :class:`tile_runner.RunInterrupted` (a ``KeyboardInterrupt``) tells how far it got. A
-    partial run with other settings (or model weights) is refused unless ``overwrite``;
-    ``resume_key`` adds anything else that must match. The destination appears only when
-    complete; an existing one is replaced only with ``overwrite``. Memory stays flat in the
+    partial run with other settings (or model weights) is refused unless ``overwrite``, naming
+    each setting that differs with both values; ``resume_key`` adds anything else that must
+    match. The destination's folder must exist; the destination appears only when complete; an
+    existing one is replaced only with ``overwrite``. Memory stays flat in the
     raster's size. ``progress``: a tqdm bar on stderr (a string labels it). Returns the array,
     or a :class:`tile_runner.RunSummary`.
     """
@@ -450,8 +454,8 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
         scale=scale, tile_size=tile_size, halo=halo, align=align, batch_size=batch_size,
         bands=None if bands is None else tuple(bands), nodata=nodata, preprocess=preprocess,
         postprocess=postprocess, dtype=dtype, out_nodata=out_nodata, client=client, scheduler=scheduler,
-        workers=workers, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}), resume_key=resume_key,
-        band_descriptions=None if band_descriptions is None else tuple(band_descriptions)))
+        workers=workers, security=security, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}),
+        resume_key=resume_key, band_descriptions=None if band_descriptions is None else tuple(band_descriptions)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
     out = tmp_path / "results" / "trained_models"
     assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["repl_oc1_s3.eqx", "repl_oc1_s3_train_loss.parquet", "repl_oc1_s3_test_loss.parquet",
+        ["repl_oc1_s3.eqx", "repl_oc1_s3.eqx.json", "repl_oc1_s3_train_loss.parquet", "repl_oc1_s3_test_loss.parquet",
          "zero-repl_s5_train_loss.parquet", "zero-repl_s5_test_loss.parquet",
          "lp2x3_s1_train_loss.parquet", "lp2x3_s1_test_loss.parquet"]  # fmt: skip
     )
@@ -97,6 +97,26 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
     oc0, _ = published_models.load_trained_model(run_layout.TrainedModel("repl_oc1", 3, out), output_crop=0)
     for a, b in zip(rvsr.rvsr_to_oc0_leaves(oc0), rvsr.rvsr_to_oc0_leaves(final.model), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_export_records_the_preset_beside_the_weights(runs, tmp_path):
+    runs_folder, _ = runs
+    out = tmp_path / "models"
+    assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 0
+    published = run_layout.TrainedModel("repl_oc1", 3, out)
+    assert run_layout.read_model_metadata(published.weights_path) == {"preset": "repl_oc1", "seed": 3}
+    # Models exported before the metadata existed get it on the next export.
+    published.metadata_path.unlink()
+    assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 0
+    assert run_layout.read_model_metadata(published.weights_path)["preset"] == "repl_oc1"
+    # A file whose recorded preset contradicts its name is not loaded with the name's preset.
+    shutil.copy(published.weights_path, out / "zero_oc1_s3.eqx")
+    shutil.copy(published.metadata_path, out / "zero_oc1_s3.eqx.json")
+    with pytest.raises(cli.UserError, match="holds a repl_oc1 model"):
+        published_models.load_trained_model(run_layout.TrainedModel("zero_oc1", 3, out), output_crop=0)
+    (out / "zero_oc1_s3.eqx.json").write_text("{")
+    with pytest.raises(run_layout.LayoutError, match="unreadable model metadata"):
+        published_models.load_trained_model(run_layout.TrainedModel("zero_oc1", 3, out), output_crop=0)
 
 
 def test_export_keeps_existing_files_unless_overwrite(runs, tmp_path, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,11 @@ import numpy as np
 import pytest
 import rasterio
 from dask_cluster import dask_cluster as dask_cluster_at
+from dask_cluster import make_tls_files
 from rasterio.transform import from_origin
 
 import presets
+import run_layout
 import rvsr
 import superresolve
 import tile_runner
@@ -434,6 +437,22 @@ def test_progress_lines_and_heartbeat():
     assert progress.duration(3725) == "1 h 02 min" and progress.duration(65) == "1 min 05 s"
 
 
+def test_all_nodata_input_says_so_in_one_line(tmp_path, models, capsys):
+    nodata = write_geotiff(tmp_path / "nodata.tif", np.full((3, 16, 24), 7, np.uint16), nodata=7)
+    out = tmp_path / "out.tif"
+    assert run_main(nodata, out, "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input pixel is valid" in err[0] and "the nodata value 7" in err[0], err
+    assert f"{out} holds only nodata (nan)" in err[0]
+    assert np.isnan(read(out)).all()
+    # A raster with a valid pixel gets no such line.
+    some = np.full((3, 16, 24), 7, np.uint16)
+    some[:, 3, 20] = 1000
+    assert run_main(write_geotiff(tmp_path / "some.tif", some), tmp_path / "some_x4.tif", "--model",
+                    models["zero-repl"], "--tile-size", TILE) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_fill_invalid():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     invalid = np.zeros((3, 4), bool)
@@ -446,6 +465,31 @@ def test_fill_invalid():
 
 # ----------------------------------------------------------------------------------------------
 # Bad input: one line, non-zero exit, nothing overwritten
+
+
+def test_a_preset_contradicting_the_model_is_refused(tmp_path, models, geotiff, capsys):
+    # The case: an lp2x3_oc5 file run with --preset zero-repl would pad wrongly.
+    published = tmp_path / "lp2x3_oc5_s0.eqx"
+    shutil.copy(models["lp2x3"], published)
+    out = tmp_path / "out.tif"
+    assert run_main(geotiff, out, "--model", published, "--preset", "zero-repl") == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--preset says zero-repl" in err, err
+    assert "the file name lp2x3_oc5_s0.eqx says lp2x3_oc5" in err
+    assert not out.exists() and not (tmp_path / "out.tif.partial").exists()
+    # The preset recorded beside the weights (as export_trained_models.py writes it) is checked
+    # too, and names the preset of a renamed file.
+    run_layout.write_model_metadata(published, "zero-repl", 0)
+    with pytest.raises(superresolve.UserError, match="lp2x3_oc5_s0.eqx.json says zero-repl"):
+        superresolve.resolve_preset(str(published), None)
+    renamed = tmp_path / "my model.eqx"
+    shutil.copy(models["lp2x3"], renamed)
+    run_layout.write_model_metadata(renamed, "lp2x3", 0)
+    assert superresolve.resolve_preset(str(renamed), None) == superresolve.resolve_preset(str(renamed), "lp2x3") == "lp2x3"
+    with pytest.raises(superresolve.UserError, match="my model.eqx.json says lp2x3"):
+        superresolve.resolve_preset(str(renamed), "repl")
+    # A file named after no known preset takes --preset as it is.
+    assert superresolve.resolve_preset(str(tmp_path / "scene_model_s2.eqx"), "repl") == "repl"
 
 
 def test_bad_input(tmp_path, models, geotiff, capsys):
@@ -467,13 +511,14 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "tile size 3 is too small": [geotiff, out, "--model", models["zero-repl"], "--tile-size", 3],
         "--add-offset scale digital numbers": [geotiff, out, "--model", models["zero-repl"], "--add-offset", -1000,
                                                "--units", "model"],
+        "folder": [geotiff, tmp_path / "no such folder" / "out.tif", "--model", models["zero-repl"]],
     }
     for message, args in cases.items():
         assert run_main(*args) == superresolve.EXIT_ERROR, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert existing.read_bytes() == b"keep me" and not out.exists()
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not (tmp_path / "no such folder").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,7 +537,7 @@ def wait_for_markers(work_dir: Path, process: subprocess.Popen, timeout: float =
     raise AssertionError("no tile finished in time")
 
 
-def test_sigterm_and_sigkill_then_resume(tmp_path, models):
+def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
     # 96x96 pixels in 8x8 tiles, one per call: 144 tiles, long enough to stop half-way.
     x = model_units(scene(96, 96, seed=3))
     np.save(tmp_path / "in.npy", x)
@@ -526,29 +571,68 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models):
     # A partial run with other settings is not continued by accident.
     (tmp_path / "other.tif.partial" / "done").mkdir(parents=True)
     (tmp_path / "other.tif.partial" / "settings.json").write_text('{"tile_size": 99}')
+    capsys.readouterr()
     assert run_main(*args[:1], tmp_path / "other.tif", *args[2:]) == superresolve.EXIT_ERROR
+    err = capsys.readouterr().err  # which settings differ, with the partial run's and this run's values
+    assert len(err.splitlines()) == 1 and "tile_size was 99, now 8;" in err and "halo was (not recorded), now 0" in err
 
 
 # ----------------------------------------------------------------------------------------------
-# Dask: a real scheduler and two workers
+# Dask: a real scheduler and two workers, started as docs/superresolve.md says
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    with dask_cluster_at(tmp_path) as address:
-        yield address
+def test_documented_dask_recipe_output_equals_local(tmp_path, models):
+    # The scheduler runs without this repository on PYTHONPATH, in a folder of its own; the
+    # workers run in the repository with PYTHONPATH=$PWD; the documented command runs from a
+    # third folder with relative paths. 2x2 tiles of one shape, one per task.
+    write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
+    (tmp_path / "model.eqx").symlink_to(models["zero-repl"])
+    args = ["scene.tif", "--model", "model.eqx", "--preset", "zero-repl", "--tile-size", TILE, "--batch-size", 1,
+            "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"JAX_PLATFORMS": "cpu"}
+    with dask_cluster_at(tmp_path / "dask", worker_cwd=REPO) as address:
+        done = subprocess.run([sys.executable, str(SCRIPT), args[0], "cluster.tif", *map(str, args[1:]),
+                               "--scheduler", address], check=False, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        from dask.distributed import Client
 
-
-def test_dask_cluster_output_equals_local(tmp_path, models, dask_cluster):
-    # 2x2 tiles of one shape, one per task: each worker compiles once.
-    geotiff = write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
-    args = ["--model", models["zero-repl"], "--tile-size", TILE, "--batch-size", 1]
-    assert run_main(geotiff, tmp_path / "cluster.tif", *args, "--scheduler", dask_cluster) == 0
-    assert run_main(geotiff, tmp_path / "local.tif", *args) == 0
-    np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
-    # Both workers took part: each loaded the model once into its own cache.
-    from dask.distributed import Client
-
-    with Client(dask_cluster) as client:
-        loads = client.run(lambda: sum(1 for k in tile_runner._CACHE if k[0] == "loader"))
+        with Client(address) as client:  # both workers took part, each loading the model once
+            loads = client.run(lambda: sum(1 for k in tile_runner._CACHE if k[0] == "loader"))
     assert sorted(loads.values()) == [1, 1]
+    assert run_main(tmp_path / "scene.tif", tmp_path / "local.tif", "--model", models["zero-repl"], *args[3:]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
+
+
+def test_dask_over_tls_on_loopback(tmp_path, models, capsys, monkeypatch):
+    # A scheduler and a worker speaking only TLS on 127.0.0.1, with a CA and a certificate made
+    # here; superresolve.py connects with the same --tls-* options they take.
+    tls = make_tls_files(tmp_path / "tls")
+    geotiff = write_geotiff(tmp_path / "scene.tif", scene(16, 32, seed=4))
+    args = ["--model", models["zero-repl"], "--tile-size", TILE, "--batch-size", 1]
+    assert run_main(geotiff, tmp_path / "local.tif", *args) == 0
+    with dask_cluster_at(tmp_path / "dask", workers=1, tls=tls) as address:
+        assert address.startswith("tls://127.0.0.1:")
+        capsys.readouterr()
+        # Without the TLS files, or TLS files with a plain address: one line each, nothing written.
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address) == superresolve.EXIT_ERROR
+        plain = address.replace("tls://", "tcp://")
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", plain, *tls.dask_options()) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and "--tls-ca-file" in err[0] and "not tls://" in err[1], err
+        assert not (tmp_path / "tls.tif.partial").exists()
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address, *tls.dask_options()) == 0
+    np.testing.assert_array_equal(read(tmp_path / "tls.tif"), read(tmp_path / "local.tif"))
+    # A local cluster (--workers) listens on 127.0.0.1, and with the TLS options speaks TLS.
+    addresses = []
+    make_cluster = tile_runner._local_cluster
+
+    def spy(workers, security):
+        cluster = make_cluster(workers, security)
+        addresses.append([cluster.scheduler_address, *(w["host"] for w in cluster.scheduler_info["workers"].values())])
+        return cluster
+
+    monkeypatch.setattr(tile_runner, "_local_cluster", spy)
+    assert run_main(geotiff, tmp_path / "local_tls.tif", *args, "--workers", 1, *tls.dask_options()) == 0
+    np.testing.assert_array_equal(read(tmp_path / "local_tls.tif"), read(tmp_path / "local.tif"))
+    assert addresses[0][0].startswith("tls://127.0.0.1:") and addresses[0][1:] == ["127.0.0.1"]

@@ -414,15 +414,23 @@ def test_resume_after_interruption_and_settings_that_must_match(tmp_path):
         predict(plain_function_model, x, out, postprocess=interrupt_after_three, **kwargs)
     assert (info.value.done, info.value.total) == (3, 9) and not out.exists()
     assert len(os.listdir(tmp_path / "out.zarr.partial" / "done")) == 3
-    # Another model (or other settings) does not continue it by accident.
-    with pytest.raises(tiling.TilingError, match=r"other settings \(bands_out, model, postprocess\)"):
+    # Another model (or other settings) does not continue it by accident; the message names
+    # what differs, the partial run's value and this run's.
+    with pytest.raises(tiling.TilingError, match=r"other settings: bands_out was 3, now 2; model was \w{12}, "
+                                                 r"now \w{12}; postprocess was \w{12}, now \w{12}; rerun"):
         predict(ConvStack(2, (1,)), x, out, **kwargs)
+    with pytest.raises(tiling.TilingError, match="other settings: halo was 2, now 4; tile_size was 16, now 24; rerun"):
+        predict(plain_function_model, x, out, postprocess=interrupt_after_three, **{**kwargs, "tile_size": 24, "halo": 4})
     summary = predict(plain_function_model, x, out, postprocess=interrupt_after_three, **kwargs)
     assert summary.processed == 6 and not (tmp_path / "out.zarr.partial").exists()
     np.testing.assert_array_equal(raster_io.read_raster(out), predict(plain_function_model, x, **kwargs))
     # An existing output is replaced only when asked.
     with pytest.raises(tiling.TilingError, match="exists; overwrite"):
         predict(plain_function_model, x, out, **kwargs)
+    # A destination in a folder that does not exist (a typo?) is refused, not made.
+    with pytest.raises(tiling.TilingError, match="the output's folder .*typo does not exist; create it first"):
+        predict(plain_function_model, x, tmp_path / "typo" / "out.zarr", **kwargs)
+    assert not (tmp_path / "typo").exists()
     predict(ConvStack(2, (1,)), x, out, overwrite=True, **kwargs)
     np.testing.assert_array_equal(raster_io.read_raster(out), predict(ConvStack(2, (1,)), x, **kwargs))
 
