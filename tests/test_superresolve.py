@@ -18,8 +18,6 @@ import jax
 import numpy as np
 import pytest
 import rasterio
-from dask_cluster import dask_cluster as dask_cluster_at
-from dask_cluster import make_tls_files
 from rasterio.transform import from_origin
 
 import presets
@@ -28,6 +26,8 @@ import rvsr
 import superresolve
 import tile_runner
 import tiling
+from dask_cluster import dask_cluster as dask_cluster_at
+from dask_cluster import make_tls_files
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "superresolve.py"

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from dask_cluster import dask_cluster
 from rasterio.transform import from_origin
 
 import padding
@@ -24,6 +23,7 @@ import raster_io
 import rvsr
 import tile_runner
 import tiling
+from dask_cluster import dask_cluster
 
 CRS = "EPSG:32635"
 TRANSFORM = from_origin(300_000, 7_000_000, 10, 10)
