@@ -642,10 +642,23 @@ def _along(a: jax.Array, axis: int, start: int, stop: int) -> jax.Array:
     return a[start:stop] if axis == 0 else a[:, start:stop]
 
 
+@functools.lru_cache(maxsize=None)
+def _barrier_batches() -> bool:
+    """Whether ``jax.vmap`` can batch an optimization barrier (JAX releases before 0.4.36 or so
+    have no batching rule for it; checked by tracing, nothing is compiled)."""
+    try:
+        jax.eval_shape(jax.vmap(jax.lax.optimization_barrier), jax.ShapeDtypeStruct((1,), jnp.float32))
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _product_sum(x: jax.Array, y: jax.Array) -> jax.Array:
     """``sum(x * y)``. On XLA:CPU the product is written out first (an optimization barrier):
     fused into the reduction, its sliced operands were each copied out before it, three
-    passes where the barrier leaves two."""
+    passes where the barrier leaves two. Where JAX cannot batch the barrier, the plain sum."""
+    if not _barrier_batches():
+        return jnp.sum(x * y)
     return jax.lax.platform_dependent(
         x, y, cpu=lambda x, y: jnp.sum(jax.lax.optimization_barrier(x * y)), default=lambda x, y: jnp.sum(x * y)
     )
