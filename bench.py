@@ -42,6 +42,7 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX starts; see above
 
 import argparse
+import functools
 import importlib.metadata
 import json
 import platform
@@ -58,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bench_padding
+import cli
 from padding import PAPER_METHODS
 
 REPO = Path(__file__).resolve().parent
@@ -350,26 +352,27 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny batches, 3 rounds, no floors")
     parser.add_argument("--json", type=Path, help="write every figure here as JSON (after each section)")
-    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 11, --quick 3)")
+    parser.add_argument("--repeats", type=cli.positive_int, help="interleaved rounds (default 11, --quick 3)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS))
     parser.add_argument("--methods", help="padding methods (default: all 13)")
     parser.add_argument("--presets", help="RVSR presets of both RVSR sections (default: the paper's timed ones)")
-    parser.add_argument("--scale", type=int, help="batch multiplier (default 16 on a GPU, else 1)")
+    parser.add_argument("--scale", type=cli.positive_int, help="batch multiplier (default 16 on a GPU, else 1)")
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
-    args = parser.parse_args(argv)
+    return cli.run_main(parser, functools.partial(run, argv=argv), argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     sections = [s for s in args.sections.split(",") if s]
     methods = args.methods.split(",") if args.methods else QUICK_METHODS if args.quick else list(bench_padding.METHODS)
     import presets
 
     bad = [s for s in sections if s not in SECTIONS] + [m for m in methods if m not in PAPER_METHODS]
     bad += [p for p in (args.presets or "").split(",") if p and p not in presets.presets]
-    if bad or (args.repeats is not None and args.repeats < 1) or (args.scale is not None and args.scale < 1):
-        print(f"bench.py: error: unknown section(s), method(s) or preset(s) {bad}" if bad else "bench.py: error: --repeats and --scale must be >= 1",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    if bad:
+        raise cli.UsageError(f"unknown section(s), method(s) or preset(s): {', '.join(bad)}")
     repeats = args.repeats or (3 if args.quick else 11)
     scale = args.scale or default_scale()
     inference_presets = args.presets.split(",") if args.presets else QUICK_INFERENCE_PRESETS if args.quick else INFERENCE_PRESETS

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import cli
 import padding
 from padding import PAPER_METHODS, make_padding_layer
 
@@ -172,20 +173,22 @@ def padding_section_fns(methods: list[str], maps: jax.Array, samples: jax.Array 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (medians over them)")
+    parser = cli.ArgumentParser(prog="bench_padding.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=cli.positive_int, default=15, help="interleaved rounds (medians over them)")
     parser.add_argument("--methods", default=None, help="comma-separated padding method names")
     parser.add_argument("--presets", default=None, help="comma-separated RVSR presets ('' for none)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few methods, presets and rounds, small batch")
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
-    args = parser.parse_args(argv)
+    return cli.run_main(parser, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
     methods = (args.methods.split(",") if args.methods is not None else QUICK_METHODS if args.quick else METHODS)
     preset_names = (args.presets.split(",") if args.presets is not None else QUICK_PRESETS if args.quick else PRESETS)
     methods, preset_names = [m for m in methods if m], [p for p in preset_names if p]
     unknown = [m for m in methods if m not in PAPER_METHODS]
-    if unknown or args.repeats < 1:
-        print(f"error: unknown method(s) {unknown}" if unknown else "error: --repeats must be >= 1", file=sys.stderr)
-        return 2
+    if unknown:
+        raise cli.UsageError(f"unknown method(s): {', '.join(unknown)}")
     repeats = min(args.repeats, 3) if args.quick else args.repeats
     batch, rvsr_batch = (8, 4) if args.quick else (64, 32)
 

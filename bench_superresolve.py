@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cli
 from make_synthetic_dataset import make_scene
 
 REPO = Path(__file__).resolve().parent
@@ -141,19 +142,22 @@ def model_speed(model_path: Path, size: int, batch_size: int, repeats: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="bench_superresolve.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="weights {preset}_s{seed}.eqx (default: random-init --preset)")
     parser.add_argument("--preset", default="lp2x3", help="the preset of the random-init model (default: %(default)s)")
     parser.add_argument("--sizes", default="256,1024,2048", help="raster sizes; the first fits one tile ('' for none)")
-    parser.add_argument("--tile-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model form")
-    parser.add_argument("--reparam-size", type=int, default=256, help="input size of the model-form comparison")
+    parser.add_argument("--tile-size", type=cli.positive_int, default=256)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=4)
+    parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed calls per model form")
+    parser.add_argument("--reparam-size", type=cli.positive_int, default=256, help="input size of the model-form comparison")
     parser.add_argument("--folder", type=Path, default=Path("bench_sr"), help="scratch folder (scenes and outputs)")
     parser.add_argument("--compile-raster", default="1100x1500",
                         help="HxW of the raster for the compilation count ('' for none; default: %(default)s)")
     parser.add_argument("--receptive-field", action="store_true", help="measure the model's receptive field")
-    args = parser.parse_args(argv)
+    return cli.run_main(parser, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
     args.folder.mkdir(parents=True, exist_ok=True)
     model = args.model or default_model(args.folder, args.preset)
     sizes = [int(s) for s in args.sizes.split(",") if s]

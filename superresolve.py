@@ -45,7 +45,7 @@ import raster_io
 import run_layout
 import tile_runner
 import tiling
-from cli import UserError, non_negative_int, positive_int, run_script
+from cli import UserError, non_negative_int, positive_int
 from sentinel2 import (
     BANDS,
     BASELINE_04_ADD_OFFSET,
@@ -54,7 +54,6 @@ from sentinel2 import (
     model_units_to_dn,
 )
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = cli.EXIT_ERROR, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED
 SEAM_WIDTH = 4  # output pixels on each side of a seam counted as "near the seam"
 # --compare-untiled runs the model on the whole raster at once: RVSR with 16 hidden channels
 # took 4.4 GiB (peak RSS, XLA on the CPU) for 2048x2048 input pixels, about 1 KiB per pixel;
@@ -244,8 +243,8 @@ def parse_halo(text: str) -> int | str:
     return text if text == "auto" else non_negative_int(text)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def make_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
         prog="superresolve.py",
         description="Super-resolve a large raster with a trained RVSR model, tile by tile (Niemitalo et al. 2025, "
                     "arXiv:2502.12300). See docs/superresolve.md.")
@@ -391,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
             resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]})
     except tile_runner.RunInterrupted as e:
         print(f"interrupted with {e.done} of {e.total} tiles done; rerun the same command to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return cli.EXIT_INTERRUPTED
     s = summary
     compiled = "" if s.compile_seconds is None else f" after compiling 1 tile shape(s) in {s.compile_seconds:.3g} s"
     print(f"wrote {output}: {s.scale * s.size[1]}x{s.scale * s.size[0]} pixels; {s.processed} tiles "
@@ -410,10 +409,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run_script("superresolve.py", lambda: run(args), interrupted="interrupted; rerun the same command to continue")
+        return cli.run_main(make_parser(), run, argv, interrupted="interrupted; rerun the same command to continue")
     finally:
         signal.signal(signal.SIGTERM, previous)
 

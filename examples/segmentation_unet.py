@@ -47,6 +47,7 @@ import optax
 # padding.py and tiling.py live in the repository root, one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cli
 import padding
 import tiling
 
@@ -329,8 +330,8 @@ def lp_method(name: str) -> str:
     return name
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a small U-Net with zero and lp padding and run it over a "
+def make_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="segmentation_unet.py", description="Train a small U-Net with zero and lp padding and run it over a "
                                                  "synthetic GeoTIFF in tiles (examples/README.md).")
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="problem size (default: %(default)s)")
     parser.add_argument("--padding", type=lp_method, default="lp2x3",
@@ -338,11 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("segmentation_example"),
                         help="folder for the scene and the class maps (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace the GeoTIFFs of an earlier run")
-    args = parser.parse_args(argv)
-    existing = [path for path in output_paths(args.out_dir, ("zero", args.padding)) if path.exists()]
-    if existing and not args.overwrite:
-        parser.error(f"{existing[0]} exists (from an earlier run?); pass --overwrite to replace it")
-    return args
+    return parser
 
 
 def output_paths(out_dir: Path, methods: tuple[str, ...]) -> list[Path]:
@@ -370,7 +367,13 @@ def train_models(in_bands: int, methods: tuple[str, ...], config: dict) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return cli.run_main(make_parser(), run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    existing = [path for path in output_paths(args.out_dir, ("zero", args.padding)) if path.exists()]
+    if existing and not args.overwrite:
+        raise cli.UsageError(f"{existing[0]} exists (from an earlier run?); pass --overwrite to replace it")
     config = SIZES[args.size]
     methods = ("zero", args.padding)
     args.out_dir.mkdir(parents=True, exist_ok=True)

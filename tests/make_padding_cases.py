@@ -31,6 +31,10 @@ import numpy as np
 import scipy.ndimage
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))  # cli and padding_reference, when run as a script from anywhere
+
+import cli  # noqa: E402
+
 LP_COV = dict(apodization=None)  # the covariance methods use no window
 PAPER_CODE_METHODS = {  # name: (mode, padding_method_kwargs), as in the committed index
     "lp1x1cs": ("lp", dict(length=1, width=1, **LP_COV, correlate_method="cov_stab")),
@@ -150,7 +154,7 @@ def compare(new: dict[str, np.ndarray], old_path: Path) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="make_padding_cases.py", description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="make_padding_cases.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="the .npz file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -159,13 +163,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="the arithmetic of the reference (default: float32, the inputs' dtype)")  # fmt: skip
     parser.add_argument("--compare", type=Path, help="print the differences to this .npz")
-    args = parser.parse_args(argv)
+    return cli.run_main(parser, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
-        parser.error(f"{args.output} exists; pass --overwrite to replace it")
+        raise cli.UsageError(f"{args.output} exists; pass --overwrite to replace it")
     for path in (args.inputs_from, args.compare):
         if path is not None and not path.is_file():
-            parser.error(f"no such file: {path}")
-    sys.path.insert(0, str(REPOSITORY))  # padding_reference, when run as a script from anywhere
+            raise cli.UsageError(f"no such file: {path}")
     arrays = make_cases(args.inputs_from, args.seed or 0, np.dtype(args.dtype))
     np.savez_compressed(args.output, **arrays)
     print(f"wrote {args.output}")

@@ -20,6 +20,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+import cli
 import presets
 import run_layout
 import rvsr
@@ -252,7 +253,7 @@ def test_compare_untiled_memory_is_bounded_and_its_limit_checked_first(tmp_path,
     monkeypatch.setattr(superresolve, "MAX_COMPARE_PIXELS", 64 * 48 - 1)
     capsys.readouterr()
     assert run_main(tmp_path / "scene.npy", tmp_path / "big.tif", "--model", models["zero-repl"], "--units", "model",
-                    "--compare-untiled") == superresolve.EXIT_ERROR
+                    "--compare-untiled") == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert "too big for one pass" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "big.tif").exists() and not (tmp_path / "big.tif.partial").exists()
@@ -472,7 +473,7 @@ def test_a_preset_contradicting_the_model_is_refused(tmp_path, models, geotiff, 
     published = tmp_path / "lp2x3_oc5_s0.eqx"
     shutil.copy(models["lp2x3"], published)
     out = tmp_path / "out.tif"
-    assert run_main(geotiff, out, "--model", published, "--preset", "zero-repl") == superresolve.EXIT_ERROR
+    assert run_main(geotiff, out, "--model", published, "--preset", "zero-repl") == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "--preset says zero-repl" in err, err
     assert "the file name lp2x3_oc5_s0.eqx says lp2x3_oc5" in err
@@ -514,7 +515,7 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "folder": [geotiff, tmp_path / "no such folder" / "out.tif", "--model", models["zero-repl"]],
     }
     for message, args in cases.items():
-        assert run_main(*args) == superresolve.EXIT_ERROR, message
+        assert run_main(*args) == cli.EXIT_ERROR, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert existing.read_bytes() == b"keep me" and not out.exists()
@@ -556,7 +557,7 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
         finally:
             process.kill()
         if sig == signal.SIGTERM:
-            assert process.returncode == superresolve.EXIT_INTERRUPTED, err
+            assert process.returncode == cli.EXIT_INTERRUPTED, err
             assert "rerun the same command" in err and "Traceback" not in err
         else:
             assert process.returncode == -signal.SIGKILL
@@ -572,7 +573,7 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
     (tmp_path / "other.tif.partial" / "done").mkdir(parents=True)
     (tmp_path / "other.tif.partial" / "settings.json").write_text('{"tile_size": 99}')
     capsys.readouterr()
-    assert run_main(*args[:1], tmp_path / "other.tif", *args[2:]) == superresolve.EXIT_ERROR
+    assert run_main(*args[:1], tmp_path / "other.tif", *args[2:]) == cli.EXIT_ERROR
     err = capsys.readouterr().err  # which settings differ, with the partial run's and this run's values
     assert len(err.splitlines()) == 1 and "tile_size was 99, now 8;" in err and "halo was (not recorded), now 0" in err
 
@@ -615,7 +616,7 @@ def test_dask_over_tls_on_loopback(tmp_path, models, capsys, monkeypatch):
         assert address.startswith("tls://127.0.0.1:")
         capsys.readouterr()
         # Without the TLS files, or TLS files with a plain address: one line each, nothing written.
-        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address) == superresolve.EXIT_ERROR
+        assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", address) == cli.EXIT_ERROR
         plain = address.replace("tls://", "tcp://")
         assert run_main(geotiff, tmp_path / "tls.tif", *args, "--scheduler", plain, *tls.dask_options()) == 1
         err = capsys.readouterr().err.splitlines()
