@@ -64,7 +64,19 @@ from padding import PAPER_METHODS
 
 REPO = Path(__file__).resolve().parent
 SECTIONS = ("padding", "inference", "training", "tiled")
-INFERENCE_PRESETS = ["zero-repl", "repl", "extr3", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
+INFERENCE_PRESETS = [
+    "zero-repl",
+    "repl",
+    "extr3",
+    "lp1x1cs",
+    "lp2x1cs",
+    "lp2x1",
+    "lp2x3",
+    "lp2x5",
+    "lp3x3",
+    "lp4x5",
+    "lp6x7",
+]
 TRAINING_PRESETS = ["zero-repl", "repl", "extr3", "lp1x1cs", "lp2x1cs", "lp2x3", "lp6x7"]
 QUICK_METHODS = ["zero", "repl", "extr3", "lp1x1cs", "lp2x3", "lp6x7"]
 QUICK_INFERENCE_PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x3"]
@@ -78,8 +90,19 @@ ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALL
 # of the inference-form model; training: images per second. Its other figures give no speed.
 PAPER = {
     "gpu": "NVIDIA GeForce RTX 4070 Ti",
-    "inference_mpx_per_s": {"zero-repl": 964, "repl": 870, "lp1x1cs": 722, "lp2x1cs": 632, "lp2x1": 498, "lp2x3": 480,
-                            "lp2x5": 382, "lp3x3": 394, "lp4x5": 356, "lp6x7": 266, "extr3": 758},
+    "inference_mpx_per_s": {
+        "zero-repl": 964,
+        "repl": 870,
+        "lp1x1cs": 722,
+        "lp2x1cs": 632,
+        "lp2x1": 498,
+        "lp2x3": 480,
+        "lp2x5": 382,
+        "lp3x3": 394,
+        "lp4x5": 356,
+        "lp6x7": 266,
+        "extr3": 758,
+    },
     "training_images_per_s": {"zero-repl": 472, "repl": 481, "lp1x1cs": 464, "lp2x3": 429, "lp6x7": 432},
 }
 
@@ -147,7 +170,9 @@ def padding_section(methods: list[str], scale: int, repeats: int, quick: bool) -
     rng = np.random.default_rng(0)
     maps = jnp.asarray(rng.normal(size=(4 if quick else 64 * scale, 16, 48, 48)), jnp.float32)
     samples = None if quick else jnp.asarray(rng.normal(size=(1, 3, 48, 48)), jnp.float32)
-    t = bench_padding.interleaved_medians(bench_padding.padding_section_fns(methods, maps, samples, floors=not quick), repeats)
+    t = bench_padding.interleaved_medians(
+        bench_padding.padding_section_fns(methods, maps, samples, floors=not quick), repeats
+    )
     unit = t["unit"]
     rows = {}
     for m in methods:
@@ -254,7 +279,12 @@ def tiled_section(quick: bool) -> dict[str, Any]:
     from make_synthetic_dataset import make_scene
 
     size, tile, batch = (128, 64, 4) if quick else (1024, 256, 4)
-    result: dict[str, Any] = {"size": size, "tile_size": tile, "batch_size": batch, "model": "random-init lp2x3 RVSR, 16 channels, reparameterized"}
+    result: dict[str, Any] = {
+        "size": size,
+        "tile_size": tile,
+        "batch_size": batch,
+        "model": "random-init lp2x3 RVSR, 16 channels, reparameterized",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-tiled-") as folder:
         done = subprocess.run([sys.executable, "-c", TILED_CHILD, str(REPO), folder, str(size), str(tile), str(batch)],
                               capture_output=True, text=True, check=False)  # fmt: skip
@@ -299,48 +329,71 @@ def print_padding(section: dict[str, Any]) -> None:
 def print_inference(section: dict[str, Any]) -> None:
     paper = PAPER["inference_mpx_per_s"]
     ratios = paper_ratios(paper)
-    print(f"\nRVSR INFERENCE FORM, forward of {tuple(section['batch'])}; ratios are times divided by zero-repl's (as the")
-    print("paper's throughputs compare) or by repl's (same graph, only the padding differs). 'grad path': the forward a")
+    print(
+        f"\nRVSR INFERENCE FORM, forward of {tuple(section['batch'])}; ratios are times divided by zero-repl's (as the"
+    )
+    print(
+        "paper's throughputs compare) or by repl's (same graph, only the padding differs). 'grad path': the forward a"
+    )
     print(f"gradient would take (jax.vjp), i.e. without the no-gradient forms. Paper: {PAPER['gpu']}, largest batch.")
-    print(f"{'preset':<10} {'ms':>9} {'out Mpx/s':>9} {'/zero-repl':>10} {'/repl':>7} {'grad path /repl':>15} | "
-          f"{'paper Mpx/s':>11} {'paper /zero-repl':>16}")
+    print(
+        f"{'preset':<10} {'ms':>9} {'out Mpx/s':>9} {'/zero-repl':>10} {'/repl':>7} {'grad path /repl':>15} | "
+        f"{'paper Mpx/s':>11} {'paper /zero-repl':>16}"
+    )
     for p, r in section["presets"].items():
-        print(f"{p:<10} {r['ms']:9.2f} {r['output_mpx_per_s']:9.2f} {_f(r.get('per_zero_repl'), '10.3f')} "
-              f"{_f(r.get('per_repl'), '7.3f')} {_f(r.get('gradient_path_per_repl'), '15.3f')} | "
-              f"{_f(paper[p], '11.0f') if p in paper else 'none':>11} {_f(ratios.get(p), '16.3f')}")
+        print(
+            f"{p:<10} {r['ms']:9.2f} {r['output_mpx_per_s']:9.2f} {_f(r.get('per_zero_repl'), '10.3f')} "
+            f"{_f(r.get('per_repl'), '7.3f')} {_f(r.get('gradient_path_per_repl'), '15.3f')} | "
+            f"{_f(paper[p], '11.0f') if p in paper else 'none':>11} {_f(ratios.get(p), '16.3f')}"
+        )
 
 
 def print_training(section: dict[str, Any]) -> None:
     paper = PAPER["training_images_per_s"]
     ratios = paper_ratios(paper)
-    print(f"\nRVSR TRAINING STEP (Adam) on {tuple(section['batch'])} images; times divided by zero-repl's. Paper: "
-          f"{PAPER['gpu']}, largest batch; 'none': not in the paper.")
+    print(
+        f"\nRVSR TRAINING STEP (Adam) on {tuple(section['batch'])} images; times divided by zero-repl's. Paper: "
+        f"{PAPER['gpu']}, largest batch; 'none': not in the paper."
+    )
     print(f"{'preset':<10} {'ms':>9} {'images/s':>9} {'/zero-repl':>10} | {'paper img/s':>11} {'paper /zero-repl':>16}")
     for p, r in section["presets"].items():
-        print(f"{p:<10} {r['ms']:9.1f} {r['images_per_s']:9.2f} {_f(r.get('per_zero_repl'), '10.3f')} | "
-              f"{_f(paper[p], '11.0f') if p in paper else 'none':>11} {_f(ratios.get(p), '16.3f')}")
+        print(
+            f"{p:<10} {r['ms']:9.1f} {r['images_per_s']:9.2f} {_f(r.get('per_zero_repl'), '10.3f')} | "
+            f"{_f(paper[p], '11.0f') if p in paper else 'none':>11} {_f(ratios.get(p), '16.3f')}"
+        )
 
 
 def print_tiled(section: dict[str, Any]) -> None:
     s = section["size"]
-    print(f"\nTILED: {s}^2 raster in {section['tile_size']}^2 tiles, batch {section['batch_size']}, no halo; {section['model']}.")
+    print(
+        f"\nTILED: {s}^2 raster in {section['tile_size']}^2 tiles, batch {section['batch_size']}, no halo; {section['model']}."
+    )
     print("input Mpx/s; peak memory of the fresh process (host RSS; device: peak bytes in use). The paper gives none.")
-    rows = [("in memory (predict_raster)", section["in_memory"]), ("superresolve.py (GeoTIFF)", section["superresolve"])]
+    rows = [
+        ("in memory (predict_raster)", section["in_memory"]),
+        ("superresolve.py (GeoTIFF)", section["superresolve"]),
+    ]
     for name, r in rows:
         if r is None:
             print(f"{name:<27} not run: rasterio or zarr is not installed")
         else:
             device = r.get("device_peak_mib")
-            print(f"{name:<27} {r['mpx_per_s']:8.3f} Mpx/s, peak RSS {r['peak_rss_mib']:7.0f} MiB"
-                  + (f", device peak {device:7.0f} MiB" if device is not None else ""))
+            print(
+                f"{name:<27} {r['mpx_per_s']:8.3f} Mpx/s, peak RSS {r['peak_rss_mib']:7.0f} MiB"
+                + (f", device peak {device:7.0f} MiB" if device is not None else "")
+            )
 
 
 def print_device(info: dict[str, Any]) -> None:
     env = ", ".join(f"{k}={v}" for k, v in info["environment"].items() if v is not None) or "none set"
     load = " ".join(f"{x:.2f}" for x in info["load_average_at_start"] or []) or "unknown"
-    print(f"device: {info['device_kind']} ({info['platform']}, {info['device_count']} device(s)); host {info['host_cpu']}, "
-          f"{info['host_cores']} cores; load average at start (1, 5, 15 min): {load}")
-    print(f"python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; settings: {env}")
+    print(
+        f"device: {info['device_kind']} ({info['platform']}, {info['device_count']} device(s)); host {info['host_cpu']}, "
+        f"{info['host_cores']} cores; load average at start (1, 5, 15 min): {load}"
+    )
+    print(
+        f"python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; settings: {env}"
+    )
 
 
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
@@ -356,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny batches, 3 rounds, no floors")
     parser.add_argument("--json", type=Path, help="write every figure here as JSON (after each section)")
     parser.add_argument("--repeats", type=cli.positive_int, help="interleaved rounds (default 11, --quick 3)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS))
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS)
+    )
     parser.add_argument("--methods", help="padding methods (default: all 13)")
     parser.add_argument("--presets", help="RVSR presets of both RVSR sections (default: the paper's timed ones)")
     parser.add_argument("--scale", type=cli.positive_int, help="batch multiplier (default 16 on a GPU, else 1)")
@@ -375,8 +430,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise cli.UsageError(f"unknown section(s), method(s) or preset(s): {', '.join(bad)}")
     repeats = args.repeats or (3 if args.quick else 11)
     scale = args.scale or default_scale()
-    inference_presets = args.presets.split(",") if args.presets else QUICK_INFERENCE_PRESETS if args.quick else INFERENCE_PRESETS
-    training_presets = args.presets.split(",") if args.presets else QUICK_TRAINING_PRESETS if args.quick else TRAINING_PRESETS
+    inference_presets = (
+        args.presets.split(",") if args.presets else QUICK_INFERENCE_PRESETS if args.quick else INFERENCE_PRESETS
+    )
+    training_presets = (
+        args.presets.split(",") if args.presets else QUICK_TRAINING_PRESETS if args.quick else TRAINING_PRESETS
+    )
 
     report: dict[str, Any] = {"device": device_info(), "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
                               "repeats": repeats, "scale": scale, "quick": args.quick,

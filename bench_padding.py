@@ -48,7 +48,21 @@ import cli
 import padding
 from padding import PAPER_METHODS, make_padding_layer
 
-METHODS = ["zero", "repl", "extr1", "extr2", "extr3", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
+METHODS = [
+    "zero",
+    "repl",
+    "extr1",
+    "extr2",
+    "extr3",
+    "lp1x1cs",
+    "lp2x1cs",
+    "lp2x1",
+    "lp2x3",
+    "lp2x5",
+    "lp3x3",
+    "lp4x5",
+    "lp6x7",
+]
 PRESETS = ["zero-repl", "repl", "lp1x1cs", "lp2x1cs", "lp2x1", "lp2x3", "lp2x5", "lp3x3", "lp4x5", "lp6x7"]
 QUICK_METHODS = ["zero", "repl", "lp1x1cs", "lp2x3"]
 QUICK_PRESETS = ["repl", "lp1x1cs"]
@@ -113,6 +127,7 @@ def floor_fns(method: str, x: jax.Array) -> tuple[Callable[[], object], Callable
     length, width, correlate_method = options["length"], options["width"], options["correlate_method"]
     maps = x.reshape(-1, *x.shape[-2:])
     if correlate_method in padding.COVARIANCE_METHODS:
+
         def stats(a):
             return padding._covariance_sums(a, length, (0, 1))
 
@@ -155,8 +170,9 @@ def rvsr_fn(preset: str, x: jax.Array, gradient_path: bool = False) -> Callable[
     return lambda: forward(model, x)
 
 
-def padding_section_fns(methods: list[str], maps: jax.Array, samples: jax.Array | None = None,
-                        floors: bool = True) -> dict[str, Callable[[], object]]:
+def padding_section_fns(
+    methods: list[str], maps: jax.Array, samples: jax.Array | None = None, floors: bool = True
+) -> dict[str, Callable[[], object]]:
     """The timed functions of the padding tables: ``unit``; per method ``{method}/1/f`` and
     ``{method}/1/fb`` (pad 1 of ``maps``), ``{method}/24/f`` and ``{method}/24/fb`` (pad 24 of
     ``samples``, when given); per lp method ``{method}/stats`` and ``{method}/solve`` (floors)."""
@@ -183,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    methods = (args.methods.split(",") if args.methods is not None else QUICK_METHODS if args.quick else METHODS)
-    preset_names = (args.presets.split(",") if args.presets is not None else QUICK_PRESETS if args.quick else PRESETS)
+    methods = args.methods.split(",") if args.methods is not None else QUICK_METHODS if args.quick else METHODS
+    preset_names = args.presets.split(",") if args.presets is not None else QUICK_PRESETS if args.quick else PRESETS
     methods, preset_names = [m for m in methods if m], [p for p in preset_names if p]
     unknown = [m for m in methods if m not in PAPER_METHODS]
     if unknown:
@@ -205,12 +221,18 @@ def run(args: argparse.Namespace) -> int:
     unit = t["unit"]
 
     malloc = os.environ.get("GLIBC_TUNABLES")
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} interleaved rounds, medians; "
-          f"malloc: {'GLIBC_TUNABLES=' + malloc if malloc else 'default settings'}.")
-    print(f"UNIT = eqx.nn.Conv2d(16, 16, 3, padding=1) vmapped over {tuple(maps.shape)}, jitted gradient of "
-          f"sum(out ** 2) w.r.t. the input only: {unit * 1e3:.2f} ms")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} interleaved rounds, medians; "
+        f"malloc: {'GLIBC_TUNABLES=' + malloc if malloc else 'default settings'}."
+    )
+    print(
+        f"UNIT = eqx.nn.Conv2d(16, 16, 3, padding=1) vmapped over {tuple(maps.shape)}, jitted gradient of "
+        f"sum(out ** 2) w.r.t. the input only: {unit * 1e3:.2f} ms"
+    )
     print()
-    print(f"Padding of {tuple(maps.shape)} by 1 (fwd: forward; f+b: gradient of sum(out * cotangent) w.r.t. the input),")
+    print(
+        f"Padding of {tuple(maps.shape)} by 1 (fwd: forward; f+b: gradient of sum(out * cotangent) w.r.t. the input),"
+    )
     print("ms and divided by UNIT; then 3 x 48 x 48 padded by 24, ms. zero and repl can show f+b faster than fwd:")
     print("XLA drops the padding from the gradient (it only slices the cotangent).")
     header = f"{'method':<8} | {'fwd ms':>7} {'f+b ms':>7} {'fwd/UNIT':>8} {'f+b/UNIT':>8} | {'pad24 fwd ms':>12} {'f+b ms':>7}"
@@ -218,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for m in methods:
         f1, b1, f24, b24 = (t[f"{m}/{k}"] for k in ("1/f", "1/fb", "24/f", "24/fb"))
-        print(f"{m:<8} | {f1 * 1e3:7.2f} {b1 * 1e3:7.2f} {f1 / unit:8.3f} {b1 / unit:8.3f} | {f24 * 1e3:12.2f} {b24 * 1e3:7.2f}")
+        print(
+            f"{m:<8} | {f1 * 1e3:7.2f} {b1 * 1e3:7.2f} {f1 / unit:8.3f} {b1 / unit:8.3f} | {f24 * 1e3:12.2f} {b24 * 1e3:7.2f}"
+        )
     if lp_methods:
         print()
         print(f"Floors on {tuple(maps.shape)}, forward + backward, each part alone: the statistics and the solve")
@@ -228,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
         print("-" * len(header))
         for m in lp_methods:
             s_, v_ = t[f"{m}/stats"], t[f"{m}/solve"]
-            print(f"{m:<8} | {s_ * 1e3:8.2f} {s_ / unit:6.3f} | {v_ * 1e3:8.2f} {v_ / unit:6.3f} | {(s_ + v_) / unit:8.3f} {t[f'{m}/1/fb'] / unit:8.3f}")
+            print(
+                f"{m:<8} | {s_ * 1e3:8.2f} {s_ / unit:6.3f} | {v_ * 1e3:8.2f} {v_ / unit:6.3f} | {(s_ + v_) / unit:8.3f} {t[f'{m}/1/fb'] / unit:8.3f}"
+            )
     if preset_names:
         print()
         print(f"RVSR inference form, forward of {tuple(images.shape)}: ms and divided by the repl preset's time")

@@ -62,8 +62,12 @@ def run_superresolve(args: list[str], log: list[str] | None = None) -> tuple[flo
     """Run superresolve.py in a fresh process: ``(Mpx/s, peak RSS in MiB, wall s)``; its output
     is appended to ``log``."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(REPO / "superresolve.py"), *args, "--no-progress", "--overwrite"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "superresolve.py"), *args, "--no-progress", "--overwrite"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -82,12 +86,28 @@ def compile_check(model: Path, shape: tuple[int, int], folder: Path, tile_size: 
     if not scene.exists():
         make_scene(scene, shape)
     log: list[str] = []
-    _, peak, wall = run_superresolve([str(scene), str(folder / "out_compile.tif"), "--model", str(model),
-                                      "--tile-size", str(tile_size), "--batch-size", str(batch_size)], log)
+    _, peak, wall = run_superresolve(
+        [
+            str(scene),
+            str(folder / "out_compile.tif"),
+            "--model",
+            str(model),
+            "--tile-size",
+            str(tile_size),
+            "--batch-size",
+            str(batch_size),
+        ],
+        log,
+    )
     (folder / "out_compile.tif").unlink()
     compiled = COMPILED.search(log[0])
-    return {"shapes": int(compiled[1]), "compile_s": float(compiled[2]), "processing_s": float(PROCESSED.search(log[0])[1]),
-            "peak_mib": peak, "wall_s": wall}
+    return {
+        "shapes": int(compiled[1]),
+        "compile_s": float(compiled[2]),
+        "processing_s": float(PROCESSED.search(log[0])[1]),
+        "peak_mib": peak,
+        "wall_s": wall,
+    }
 
 
 def measured_receptive_field(model_path: Path) -> tuple[int, float]:
@@ -113,11 +133,19 @@ def predict_raster_run(source: Path, model_path: Path, destination: Path | None 
     import tiling
 
     spec = superresolve.ModelSpec(str(Path(model_path).resolve()), superresolve.resolve_preset(str(model_path), None))
-    options = {"tile_size": 256, "halo": 0, "align": superresolve.RVSR_ALIGN, "progress": False,
-               "preprocess": superresolve.to_model_units, "postprocess": superresolve.to_dn, "dtype": "float32",
-               **options}
-    return tiling.predict_raster(tile_runner.ModelLoader(superresolve.load_tile_model, (spec,)), source, destination,
-                                 **options)
+    options = {
+        "tile_size": 256,
+        "halo": 0,
+        "align": superresolve.RVSR_ALIGN,
+        "progress": False,
+        "preprocess": superresolve.to_model_units,
+        "postprocess": superresolve.to_dn,
+        "dtype": "float32",
+        **options,
+    }
+    return tiling.predict_raster(
+        tile_runner.ModelLoader(superresolve.load_tile_model, (spec,)), source, destination, **options
+    )
 
 
 def model_speed(model_path: Path, size: int, batch_size: int, repeats: int) -> dict[str, float]:
@@ -149,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=cli.positive_int, default=256)
     parser.add_argument("--batch-size", type=cli.positive_int, default=4)
     parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed calls per model form")
-    parser.add_argument("--reparam-size", type=cli.positive_int, default=256, help="input size of the model-form comparison")
+    parser.add_argument(
+        "--reparam-size", type=cli.positive_int, default=256, help="input size of the model-form comparison"
+    )
     parser.add_argument("--folder", type=Path, default=Path("bench_sr"), help="scratch folder (scenes and outputs)")
-    parser.add_argument("--compile-raster", default="1100x1500",
-                        help="HxW of the raster for the compilation count ('' for none; default: %(default)s)")
+    parser.add_argument(
+        "--compile-raster",
+        default="1100x1500",
+        help="HxW of the raster for the compilation count ('' for none; default: %(default)s)",
+    )
     parser.add_argument("--receptive-field", action="store_true", help="measure the model's receptive field")
     return cli.run_main(parser, run, argv)
 
@@ -168,11 +201,23 @@ def run(args: argparse.Namespace) -> int:
         scene = args.folder / f"scene_{size}.tif"
         if not scene.exists():
             make_scene(scene, size)
-        throughput, peak, wall = run_superresolve([str(scene), str(args.folder / f"out_{size}.tif"), "--model", str(model),
-                                                   "--tile-size", str(args.tile_size), "--batch-size", str(args.batch_size)])
+        throughput, peak, wall = run_superresolve(
+            [
+                str(scene),
+                str(args.folder / f"out_{size}.tif"),
+                "--model",
+                str(model),
+                "--tile-size",
+                str(args.tile_size),
+                "--batch-size",
+                str(args.batch_size),
+            ]
+        )
         rows.append((size, throughput, peak, wall))
-        print(f"{size:>6}² input -> {4 * size}² output: {throughput:8.4f} input Mpx/s, "
-              f"{size * size / 1e6 / throughput:8.2f} s of processing, peak memory {peak:7.0f} MiB, wall {wall:6.1f} s")
+        print(
+            f"{size:>6}² input -> {4 * size}² output: {throughput:8.4f} input Mpx/s, "
+            f"{size * size / 1e6 / throughput:8.2f} s of processing, peak memory {peak:7.0f} MiB, wall {wall:6.1f} s"
+        )
         (args.folder / f"out_{size}.tif").unlink()
 
     if rows:
@@ -180,16 +225,20 @@ def run(args: argparse.Namespace) -> int:
     if args.compile_raster:
         shape = tuple(int(n) for n in args.compile_raster.lower().split("x"))
         c = compile_check(model, shape, args.folder, args.tile_size, args.batch_size)
-        print(f"{shape[0]}x{shape[1]} input in tiles of {args.tile_size}: compiled {c['shapes']} tile shape(s) in "
-              f"{c['compile_s']:.3g} s, then {c['processing_s']:.3g} s of processing; peak memory {c['peak_mib']:.0f} MiB, "
-              f"wall {c['wall_s']:.1f} s")
+        print(
+            f"{shape[0]}x{shape[1]} input in tiles of {args.tile_size}: compiled {c['shapes']} tile shape(s) in "
+            f"{c['compile_s']:.3g} s, then {c['processing_s']:.3g} s of processing; peak memory {c['peak_mib']:.0f} MiB, "
+            f"wall {c['wall_s']:.1f} s"
+        )
     if args.receptive_field:
         radius, seconds = measured_receptive_field(model)
         print(f"receptive field measured by tiling.receptive_field: {radius} input pixels ({seconds:.3g} s)")
     speed = model_speed(model, args.reparam_size, args.batch_size, args.repeats)
-    print(f"model call on {args.batch_size} x 3 x {args.reparam_size}²: training form {speed['training form'] * 1e3:.0f} ms, "
-          f"reparameterized {speed['reparameterized'] * 1e3:.0f} ms, "
-          f"speed-up {speed['training form'] / speed['reparameterized']:.2f}x")
+    print(
+        f"model call on {args.batch_size} x 3 x {args.reparam_size}²: training form {speed['training form'] * 1e3:.0f} ms, "
+        f"reparameterized {speed['reparameterized'] * 1e3:.0f} ms, "
+        f"speed-up {speed['training form'] / speed['reparameterized']:.2f}x"
+    )
     return 0
 
 
@@ -200,8 +249,11 @@ def summarize(rows: list[tuple[int, float, float, float]]) -> None:
     print(f"peak memory {largest[0]}² / {base[0]}²: {largest[2] / base[2]:.2f} (target <= 1.6)")
     print(f"throughput tiled {largest[0]}² / one pass {base[0]}²: {largest[1] / base[1]:.2f} (target >= 0.8)")
     per_px = [1e3 / throughput for _, throughput, _, _ in rows]  # ns per input pixel
-    print("processing ns per input pixel by size: " + ", ".join(f"{s}²: {t:.0f}" for (s, *_), t in zip(rows, per_px))
-          + " (linear in area when these agree)")
+    print(
+        "processing ns per input pixel by size: "
+        + ", ".join(f"{s}²: {t:.0f}" for (s, *_), t in zip(rows, per_px))
+        + " (linear in area when these agree)"
+    )
 
 
 if __name__ == "__main__":

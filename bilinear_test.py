@@ -29,7 +29,9 @@ def jax_difference(image: np.ndarray) -> float:
     import jax
 
     # jax.enable_x64 in newer JAX; jax.experimental.enable_x64 in JAX 0.4.35 (removed in 0.12).
-    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
+    enable_x64 = (
+        jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
+    )
     with enable_x64(True):  # float64 only inside: importers keep their float32 default
         import jax.numpy as jnp
 
@@ -48,7 +50,9 @@ def torch_difference(image: np.ndarray) -> float:
     x = torch.from_numpy(image)[None, None]  # (1, 1, 48, 48) float64
     plain = F.interpolate(x, scale_factor=FACTOR, mode="bilinear", align_corners=False)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    cropped = F.interpolate(padded, scale_factor=FACTOR, mode="bilinear", align_corners=False)[..., FACTOR:-FACTOR, FACTOR:-FACTOR]
+    cropped = F.interpolate(padded, scale_factor=FACTOR, mode="bilinear", align_corners=False)[
+        ..., FACTOR:-FACTOR, FACTOR:-FACTOR
+    ]
     return float((plain - cropped).abs().max())
 
 
@@ -58,7 +62,9 @@ def opencv_difference(image: np.ndarray) -> float:
 
     plain = cv2.resize(image, (SIZE * FACTOR,) * 2, interpolation=cv2.INTER_LINEAR)
     padded = cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
-    cropped = cv2.resize(padded, ((SIZE + 2) * FACTOR,) * 2, interpolation=cv2.INTER_LINEAR)[FACTOR:-FACTOR, FACTOR:-FACTOR]
+    cropped = cv2.resize(padded, ((SIZE + 2) * FACTOR,) * 2, interpolation=cv2.INTER_LINEAR)[
+        FACTOR:-FACTOR, FACTOR:-FACTOR
+    ]
     return float(np.max(np.abs(plain - cropped)))
 
 
@@ -73,7 +79,9 @@ LIBRARIES: dict[str, tuple[str, Callable[[np.ndarray], float]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="bilinear_test.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image (default: %(default)s)")
-    parser.add_argument("--tolerance", type=float, default=1e-9, help="largest accepted difference (default: %(default)s)")
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-9, help="largest accepted difference (default: %(default)s)"
+    )
 
     def body(args: argparse.Namespace) -> int:
         image = np.random.default_rng(args.seed).uniform(-1, 1, (SIZE, SIZE))

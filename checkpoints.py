@@ -81,7 +81,8 @@ def complete_checkpoint_steps(folder: str | os.PathLike) -> list[int]:
     """Steps of the checkpoint folders that have their ``checkpoint.json`` (what a cheap look,
     e.g. a status table, counts as written; loading verifies the rest)."""
     return [
-        step for step in list_checkpoints(folder)
+        step
+        for step in list_checkpoints(folder)
         if (run_layout.checkpoint_folder(folder, step) / CHECKPOINT_INFO_FILENAME).is_file()
     ]
 
@@ -200,7 +201,9 @@ def verify_checkpoint_files(path: str | os.PathLike, info: dict) -> None:
         file = path / name
         size = file.stat().st_size
         if size != expected["bytes"]:
-            raise CheckpointError(f"checkpoint {path}: {name} has {size} bytes, {expected['bytes']} were written (truncated?)")
+            raise CheckpointError(
+                f"checkpoint {path}: {name} has {size} bytes, {expected['bytes']} were written (truncated?)"
+            )
         if _sha256_of_file(file) != expected["sha256"]:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupted)")
 
@@ -234,7 +237,9 @@ def load_checkpoint(path: str | os.PathLike, hpars: dict | None = None) -> tuple
         model_state = _deserialise_exactly(path / "model_state.eqx", state_like)
         opt_state = _deserialise_exactly(path / "opt_state.eqx", opt_state_like)
     except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path}: arrays unreadable or not of the model's shapes ({one_line(e)})") from e
+        raise CheckpointError(
+            f"checkpoint {path}: arrays unreadable or not of the model's shapes ({one_line(e)})"
+        ) from e
     try:
         rng = np.random.default_rng()
         rng.bit_generator.state = info["numpy_rng_state"]
@@ -322,7 +327,7 @@ def restore_replaced_checkpoints(folder: Path) -> None:
     """A kill between the two renames of ``save_checkpoint`` leaves a complete older copy of
     a step in ``.replaced-{step}-*`` and no ``{step}``: move it back (it is the same data)."""
     for path in sorted(folder.glob(f"{run_layout.REPLACED_CHECKPOINT_PREFIX}*")):
-        step_text = path.name[len(run_layout.REPLACED_CHECKPOINT_PREFIX):].split("-")[0]
+        step_text = path.name[len(run_layout.REPLACED_CHECKPOINT_PREFIX) :].split("-")[0]
         if path.is_dir() and step_text.isdigit():
             final = run_layout.checkpoint_folder(folder, int(step_text))
             if not final.exists():
@@ -364,7 +369,9 @@ def select_resume_checkpoint(hpars: dict) -> Resume | None:
     if found is None and rejected:
         if hpars["protect_existing"]:
             raise CheckpointError(_no_usable_checkpoint_message(hpars["folder"], rejected))
-        print(f"warning: {_no_usable_checkpoint_message(hpars['folder'], rejected)}; starting over (protect_existing=False)")
+        print(
+            f"warning: {_no_usable_checkpoint_message(hpars['folder'], rejected)}; starting over (protect_existing=False)"
+        )
     for step, why in rejected if found is not None else []:
         print(f"warning: skipping checkpoint of step {step} ({why}); resuming from step {found.info['step']}")
     return found

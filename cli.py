@@ -67,9 +67,13 @@ def one_line(error: BaseException | str) -> str:
     return text or (type(error).__name__ if isinstance(error, BaseException) else "")
 
 
-def run_script(prog: str, body: Callable[[], int | None], *,
-               statuses: Mapping[type[BaseException], int] | None = None,
-               interrupted: str | None = None) -> int:
+def run_script(
+    prog: str,
+    body: Callable[[], int | None],
+    *,
+    statuses: Mapping[type[BaseException], int] | None = None,
+    interrupted: str | None = None,
+) -> int:
     """Run a script's ``body`` and return its exit status: what ``body`` returns (``None``
     is 0), or for an exception that is expected, after printing ``{prog}: error: <one line>``
     on stderr, its status.
@@ -98,8 +102,12 @@ def run_script(prog: str, body: Callable[[], int | None], *,
     return 0 if status is None else status
 
 
-def run_main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
-             argv: Sequence[str] | None = None, **run_script_options: Any) -> int:
+def run_main(
+    parser: ArgumentParser,
+    body: Callable[[argparse.Namespace], int | None],
+    argv: Sequence[str] | None = None,
+    **run_script_options: Any,
+) -> int:
     """A script's ``main``, the one convention of every script: parse ``argv`` (default
     ``sys.argv[1:]``) with ``parser`` and run ``body(args)``, both inside :func:`run_script`
     under the name ``parser.prog``, so that a bad command line is one line and exit status 2

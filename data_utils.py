@@ -162,7 +162,9 @@ def first_non_finite_image(data: np.ndarray, chunk_bytes: int = 256 << 20) -> in
     per_image = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
     chunk = max(1, chunk_bytes // per_image)
     for start in range(0, len(data), chunk):
-        finite = np.isfinite(np.asarray(data[start : start + chunk])).reshape(min(chunk, len(data) - start), -1).all(axis=1)
+        finite = (
+            np.isfinite(np.asarray(data[start : start + chunk])).reshape(min(chunk, len(data) - start), -1).all(axis=1)
+        )
         if not finite.all():
             return start + int(np.argmin(finite))
     return None
@@ -187,8 +189,13 @@ def file_identity(path: str | os.PathLike) -> dict:
         digest = hashlib.sha256(f.read(_IDENTITY_END_BYTES))
         f.seek(max(_IDENTITY_END_BYTES, stat.st_size - _IDENTITY_END_BYTES))
         digest.update(f.read())
-    return {"bytes": stat.st_size, "inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
-            "ends_sha256": digest.hexdigest()}
+    return {
+        "bytes": stat.st_size,
+        "inode": stat.st_ino,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "ends_sha256": digest.hexdigest(),
+    }
 
 
 def first_non_finite_image_of_file(path: str | os.PathLike, data: np.ndarray) -> int | None:

@@ -131,8 +131,9 @@ def _check_status(response: requests.Response, what: str) -> None:
     raise DownloadError(f"{what}: {message}")
 
 
-def get_json(session: requests.Session, url: str, params: dict | None, what: str,
-             timeout: float, retries: int, retry_wait: float) -> Any:
+def get_json(
+    session: requests.Session, url: str, params: dict | None, what: str, timeout: float, retries: int, retry_wait: float
+) -> Any:
     """GET ``url`` and parse JSON, with retries for transient failures."""
 
     def attempt() -> Any:
@@ -215,7 +216,9 @@ def _content_range_total(response: requests.Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _announced_body_size(response: requests.Response, offset: int, expected_size: int | None) -> tuple[int | None, bool]:
+def _announced_body_size(
+    response: requests.Response, offset: int, expected_size: int | None
+) -> tuple[int | None, bool]:
     """``(limit, exact)``: how many body bytes a response for the file from ``offset`` on may
     carry. ``exact`` when the server announced the number (Content-Length, the span of a
     Content-Range); else ``limit`` is what the listed file size leaves (or None when nothing is
@@ -236,20 +239,24 @@ def _announced_body_size(response: requests.Response, offset: int, expected_size
         if expected_size is not None and total != "*" and int(total) != expected_size:
             raise TransientError(f"the server gives the file size as {total} bytes, Metax as {expected_size}")
     if len(set(announced.values())) > 1:
-        raise TransientError("the server's Content-Length and Content-Range disagree "
-                             f"({announced['Content-Length']} and {announced['Content-Range']} bytes)")
+        raise TransientError(
+            "the server's Content-Length and Content-Range disagree "
+            f"({announced['Content-Length']} and {announced['Content-Range']} bytes)"
+        )
     remaining = None if expected_size is None else expected_size - offset
     if announced:
         size = next(iter(announced.values()))
         if remaining is not None and size > remaining:
-            raise TransientError(f"the server announces {size} bytes from byte {offset} on, "
-                                 f"but the file has {expected_size} bytes")
+            raise TransientError(
+                f"the server announces {size} bytes from byte {offset} on, but the file has {expected_size} bytes"
+            )
         return size, True
     return remaining, False
 
 
-def _download_once(session: requests.Session, url: str, part: Path, expected_size: int | None,
-                   timeout: float, label: str) -> None:
+def _download_once(
+    session: requests.Session, url: str, part: Path, expected_size: int | None, timeout: float, label: str
+) -> None:
     """One attempt to complete ``part`` from ``url``, resuming from its current size.
 
     ``timeout`` bounds the wait for the connection and for every read, so a transfer that
@@ -291,17 +298,28 @@ def _download_once(session: requests.Session, url: str, part: Path, expected_siz
                 offset, mode = 0, "wb"
             limit, exact = _announced_body_size(response, offset, expected_size)
             received = 0
-            with open(part, mode) as file, tqdm(total=None if limit is None else offset + limit, initial=offset,
-                                                unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                                                mininterval=1.0) as bar:
+            with (
+                open(part, mode) as file,
+                tqdm(
+                    total=None if limit is None else offset + limit,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=label,
+                    mininterval=1.0,
+                ) as bar,
+            ):
                 for chunk in response.iter_content(CHUNK_BYTES):
                     received += len(chunk)
                     if limit is not None and received > limit:
                         # Which of the bytes are wrong is unknown: drop all of this response.
                         file.truncate(offset)
                         announced = "announced" if exact else "the file has left"
-                        raise TransientError(f"the server sent more than the {limit} bytes {announced}; "
-                                             "the bytes of this response were discarded")
+                        raise TransientError(
+                            f"the server sent more than the {limit} bytes {announced}; "
+                            "the bytes of this response were discarded"
+                        )
                     file.write(chunk)
                     bar.update(len(chunk))
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
@@ -315,12 +333,24 @@ def _download_once(session: requests.Session, url: str, part: Path, expected_siz
         raise TransientError(f"the server sent bytes up to {offset + received} of {file_size}")
 
 
-def download_resumable(session: requests.Session, url: str, part: Path, expected_size: int | None,
-                       label: str, timeout: float, retries: int, retry_wait: float) -> None:
+def download_resumable(
+    session: requests.Session,
+    url: str,
+    part: Path,
+    expected_size: int | None,
+    label: str,
+    timeout: float,
+    retries: int,
+    retry_wait: float,
+) -> None:
     """Make ``part`` a complete copy of ``url``, resuming across attempts and across runs."""
     part.parent.mkdir(parents=True, exist_ok=True)
-    with_retries(lambda: _download_once(session, url, part, expected_size, timeout, label),
-                 f"download of {label}", retries, retry_wait)
+    with_retries(
+        lambda: _download_once(session, url, part, expected_size, timeout, label),
+        f"download of {label}",
+        retries,
+        retry_wait,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,8 +407,9 @@ def is_done(dataset_folder: Path, file: RemoteFile) -> bool:
     return isinstance(marker, dict) and marker.get("checksum") == file.checksum
 
 
-def fetch_one(session: requests.Session, mirror: str, file: RemoteFile, dataset_folder: Path,
-              download_folder: Path, **http: Any) -> None:
+def fetch_one(
+    session: requests.Session, mirror: str, file: RemoteFile, dataset_folder: Path, download_folder: Path, **http: Any
+) -> None:
     """Download, verify, extract and record one zip, then delete it."""
     part = download_folder / f"{file.name}.part"
     url = f"{mirror.rstrip('/')}/{quote(file.name)}"
@@ -386,17 +417,27 @@ def fetch_one(session: requests.Session, mirror: str, file: RemoteFile, dataset_
     actual = file_digest(part, file.algorithm)
     if actual != file.checksum:
         part.unlink()
-        raise DownloadError(f"checksum mismatch for {file.name} ({file.algorithm} expected {file.checksum}, "
-                            f"got {actual}); the corrupt download was deleted")
+        raise DownloadError(
+            f"checksum mismatch for {file.name} ({file.algorithm} expected {file.checksum}, "
+            f"got {actual}); the corrupt download was deleted"
+        )
     extracted = extract_zip(part, dataset_folder, file.name)
-    atomic_write_json(_marker_path(dataset_folder, file), {
-        "file": file.name, "algorithm": file.algorithm, "checksum": file.checksum, "extracted": extracted})
+    atomic_write_json(
+        _marker_path(dataset_folder, file),
+        {"file": file.name, "algorithm": file.algorithm, "checksum": file.checksum, "extracted": extracted},
+    )
     part.unlink()
     print(f"{file.name}: verified, extracted {len(extracted)} files")
 
 
-def download_dataset(metax_url: str, dataset_folder: Path, temp_folder: Path,
-                     timeout: float = 60.0, retries: int = 3, retry_wait: float = 2.0) -> None:
+def download_dataset(
+    metax_url: str,
+    dataset_folder: Path,
+    temp_folder: Path,
+    timeout: float = 60.0,
+    retries: int = 3,
+    retry_wait: float = 2.0,
+) -> None:
     """Every step of the module docstring; raises DownloadError on expected failures."""
     http = {"timeout": timeout, "retries": retries, "retry_wait": retry_wait}
     download_folder = temp_folder / DOWNLOAD_SUBFOLDER
@@ -419,23 +460,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = get_paths()
     parser = cli.ArgumentParser(prog="download_dataset.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--metax-url", default=DEFAULT_METAX_URL, help="Metax API base URL (default: %(default)s)")
-    parser.add_argument("--dataset-folder", default=paths["dataset_folder"], help="where the files go (default: %(default)s)")
-    parser.add_argument("--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or for the next bytes; a transfer silent for "
-                             "longer is retried from where it stopped (default: %(default)s)")
-    parser.add_argument("--retries", type=cli.non_negative_int, default=3, help="retries after a transient failure (default: %(default)s)")
-    parser.add_argument("--retry-wait", type=cli.non_negative_float, default=2.0,
-                        help="seconds before the first retry, doubled for each next one (default: %(default)s)")
+    parser.add_argument(
+        "--dataset-folder", default=paths["dataset_folder"], help="where the files go (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--temp-folder", default=paths["temp_folder"], help="for downloads in progress (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a connection or for the next bytes; a transfer silent for "
+        "longer is retried from where it stopped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=cli.non_negative_int,
+        default=3,
+        help="retries after a transient failure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-wait",
+        type=cli.non_negative_float,
+        default=2.0,
+        help="seconds before the first retry, doubled for each next one (default: %(default)s)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         if not 0 < args.timeout < float("inf"):
             parser.error(f"argument --timeout: expected a finite number > 0, got {args.timeout}")
-        download_dataset(args.metax_url, Path(args.dataset_folder), Path(args.temp_folder),
-                         args.timeout, args.retries, args.retry_wait)
+        download_dataset(
+            args.metax_url,
+            Path(args.dataset_folder),
+            Path(args.temp_folder),
+            args.timeout,
+            args.retries,
+            args.retry_wait,
+        )
 
     # OSError: e.g. a full disk; RequestException: e.g. a malformed --metax-url.
-    return cli.run_main(parser, body, argv, statuses={OSError: 1, requests.RequestException: 1},
-                        interrupted="interrupted; rerun to resume")
+    return cli.run_main(
+        parser,
+        body,
+        argv,
+        statuses={OSError: 1, requests.RequestException: 1},
+        interrupted="interrupted; rerun to resume",
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             net, state = published_models.load_trained_model(model, output_crop=rvsr.MAX_OUTPUT_CROP)
             nmse = eval_models.layer_nmse(net, state, chosen.images, chosen.target_size, chosen.sr_rate, args.batch_size,
                                           model.name)  # fmt: skip
-            update_json(path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(LAYER_NMSE_PADDINGS)})
+            update_json(
+                path, {(model.preset, p, str(model.seed)): nmse[i].tolist() for i, p in enumerate(LAYER_NMSE_PADDINGS)}
+            )
 
         run_units(model_units(chosen.models, is_done, run), "eval_layer_nmse", args.overwrite)
         print_summary(read_json(path))

@@ -46,19 +46,39 @@ NUM_FEATURE_MAPS = 11  # input, head, 7 body blocks, body output, model output
 def add_model_eval_arguments(parser: argparse.ArgumentParser, default_presets: Sequence[str] | None = None) -> None:
     """The options of the evaluations that run trained models on the test set."""
     paths = paths_config.get_paths()
-    parser.add_argument("--models-folder", default=paths["trained_models_folder"],
-                        help="published / exported models (default: %(default)s)")
+    parser.add_argument(
+        "--models-folder",
+        default=paths["trained_models_folder"],
+        help="published / exported models (default: %(default)s)",
+    )
     parser.add_argument("--results-folder", default=paths["results_folder"], help="default: %(default)s")
-    parser.add_argument("--test-data", default=paths_config.test_data_path(paths),
-                        help="test images (N, 3, H, W) .npy (default: %(default)s)")
-    parser.add_argument("--presets", nargs="+", type=preset_name, default=default_presets, metavar="PRESET",
-                        help="presets to evaluate (default: %s)" % ("all found" if default_presets is None else " ".join(default_presets)))
+    parser.add_argument(
+        "--test-data",
+        default=paths_config.test_data_path(paths),
+        help="test images (N, 3, H, W) .npy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        type=preset_name,
+        default=default_presets,
+        metavar="PRESET",
+        help="presets to evaluate (default: %s)"
+        % ("all found" if default_presets is None else " ".join(default_presets)),
+    )
     parser.add_argument("--seeds", nargs="+", type=non_negative_int, metavar="SEED", help="seeds (default: all found)")
     parser.add_argument("--num-images", type=positive_int, help="use only the first N test images (smoke runs)")
-    parser.add_argument("--batch-size", type=positive_int, default=64,
-                        help="test images per batch, 4 windows each (default: %(default)s)")
-    parser.add_argument("--target-size", type=positive_int,
-                        help=f"target window size T (default: {DEFAULT_TARGET_SIZE}, or the largest that fits smaller images)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="test images per batch, 4 windows each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target-size",
+        type=positive_int,
+        help=f"target window size T (default: {DEFAULT_TARGET_SIZE}, or the largest that fits smaller images)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute results that are stored already")
 
 
@@ -71,7 +91,9 @@ def load_test_images(path: str | os.PathLike, num_images: int | None = None) -> 
     try:
         images = data_utils.load_data_array(path, "test", mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read test data {path}: {e} (make it with make_dataset_npys.py or pass --test-data)") from e
+        raise UserError(
+            f"cannot read test data {path}: {e} (make it with make_dataset_npys.py or pass --test-data)"
+        ) from e
     if images.ndim != 4 or images.shape[1] != 3:
         raise UserError(f"test data {path} has shape {images.shape}; expected (N, 3, H, W)")
     if num_images is not None:
@@ -161,7 +183,13 @@ def _image_error_maps(model: rvsr.RVSR, state: eqx.nn.State, windows: jax.Array,
 
 
 def output_crop_sumsqs(
-    model: rvsr.RVSR, state: eqx.nn.State, images: np.ndarray, target_size: int, sr_rate: int, batch_size: int, desc: str = ""
+    model: rvsr.RVSR,
+    state: eqx.nn.State,
+    images: np.ndarray,
+    target_size: int,
+    sr_rate: int,
+    batch_size: int,
+    desc: str = "",
 ) -> np.ndarray:
     """For each test image, the squared error of an oc 0 ``model`` (channel and window mean)
     summed over each mask: float64 ``(11, N)``."""
@@ -222,7 +250,13 @@ def _image_layer_ring_sums(
 
 
 def layer_nmse(
-    model: rvsr.RVSR, state: eqx.nn.State, images: np.ndarray, target_size: int, sr_rate: int, batch_size: int, desc: str = ""
+    model: rvsr.RVSR,
+    state: eqx.nn.State,
+    images: np.ndarray,
+    target_size: int,
+    sr_rate: int,
+    batch_size: int,
+    desc: str = "",
 ) -> np.ndarray:
     """NMSE of each padding method (``LAYER_NMSE_PADDINGS``) on each feature map of an oc 10
     ``model`` over the test ``images``: ``(paddings, 11)`` float64, the sum of squared ring

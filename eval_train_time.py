@@ -29,8 +29,11 @@ from eval_models import load_test_images
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="eval_train_time.py", description=__doc__.split("\n\n")[0])
     timing_search.add_timing_arguments(parser, start=512, steps=100, cooldown=0.0)
-    parser.add_argument("--test-data", default=paths_config.test_data_path(),
-                        help="images to train on, the test set (default: %(default)s)")
+    parser.add_argument(
+        "--test-data",
+        default=paths_config.test_data_path(),
+        help="images to train on, the test set (default: %(default)s)",
+    )
 
     def body(args: argparse.Namespace) -> None:
         images = load_test_images(args.test_data)

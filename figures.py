@@ -241,7 +241,7 @@ def _centre_window(image: np.ndarray, size: int) -> np.ndarray:
     """The centred ``size x size`` window of ``image`` (..., y, x), or all of it if smaller."""
     half = min(size, image.shape[-1]) // 2
     centre = image.shape[-1] // 2
-    return image[..., centre - half:centre + half, centre - half:centre + half]
+    return image[..., centre - half : centre + half, centre - half : centre + half]
 
 
 def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0], window: int = 96) -> list[Path]:
@@ -270,7 +270,12 @@ def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0],
         model, state = published_models.load_trained_model(TrainedModel(preset, seed, ctx.trained_models_folder), crop)
         stitched, untiled = tiling.two_by_two(model, state, inputs[0], tile, crop, SR_RATE)
         deviation = np.abs(stitched - untiled).mean(axis=0)
-        results[(padding_name, crop)] = (preset, seed, _centre_window(stitched, window), _centre_window(deviation, window))
+        results[(padding_name, crop)] = (
+            preset,
+            seed,
+            _centre_window(stitched, window),
+            _centre_window(deviation, window),
+        )
         targets[crop] = _centre_window(target[0], min(window, stitched.shape[-1]))
     if not results:
         raise MissingResults("test images too small for the tiling figure")
@@ -293,8 +298,16 @@ def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0],
                 out_ax.set_title(f"{preset} (seed {seed})", fontsize=7)
                 dev_ax.set_title("|tiled − untiled|", fontsize=7)
             else:
-                out_ax.text(0.5, 0.5, f"no {COMPARED_PRESETS[padding_name][crop]}\nmodel", ha="center", va="center",
-                            transform=out_ax.transAxes, fontsize=7, color="0.4")
+                out_ax.text(
+                    0.5,
+                    0.5,
+                    f"no {COMPARED_PRESETS[padding_name][crop]}\nmodel",
+                    ha="center",
+                    va="center",
+                    transform=out_ax.transAxes,
+                    fontsize=7,
+                    color="0.4",
+                )
                 out_ax.axis("off")
                 dev_ax.set_visible(False)
         for ax in axes[row]:
@@ -303,8 +316,14 @@ def make_tiled_outputs(ctx: Context, image_index: int = FIGURE_SAMPLE_IMAGES[0],
     fig.tight_layout(w_pad=0.3, h_pad=1.0)
     if deviation_artist is not None:
         clipped = any(float(r[3].max()) > vmax for r in results.values())  # the scale ends at the 99.5th percentile
-        bar = fig.colorbar(deviation_artist, ax=axes.ravel().tolist(), shrink=0.7, pad=0.015, fraction=0.02,
-                           extend="max" if clipped else "neither")
+        bar = fig.colorbar(
+            deviation_artist,
+            ax=axes.ravel().tolist(),
+            shrink=0.7,
+            pad=0.015,
+            fraction=0.02,
+            extend="max" if clipped else "neither",
+        )
         bar.set_label("Absolute deviation (mean over RGB)")
     return save_figure(fig, "tiled_outputs", ctx.graphs_folder)
 
@@ -326,12 +345,22 @@ def make_layer_nmse(ctx: Context) -> list[Path]:
     fig, axes = plt.subplots(1, len(train_presets), figsize=(3.4 * len(train_presets), 2.6), squeeze=False)
     for ax, train_preset in zip(axes[0], train_presets):
         if not nmse.get(train_preset):
-            ax.text(0.5, 0.5, f"no results for {train_preset}:\nno trained {train_preset} model was evaluated\n"
-                    "(eval_layer_nmse.py)", ha="center", va="center", transform=ax.transAxes, fontsize=7, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                f"no results for {train_preset}:\nno trained {train_preset} model was evaluated\n(eval_layer_nmse.py)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="0.4",
+            )
             ax.set(title=f"Trained as {train_preset}", xticks=[], yticks=[])
             continue
         by_padding = nmse[train_preset]
-        paddings = [p for p in LAYER_NMSE_PADDINGS if p in by_padding] + sorted(set(by_padding) - set(LAYER_NMSE_PADDINGS))
+        paddings = [p for p in LAYER_NMSE_PADDINGS if p in by_padding] + sorted(
+            set(by_padding) - set(LAYER_NMSE_PADDINGS)
+        )
         for i, padding_name in enumerate(paddings):
             values = np.array([v for _, v in sorted(by_padding[padding_name].items())], dtype=np.float64)
             layers = np.arange(values.shape[1])
@@ -358,7 +387,9 @@ def make_loss_histories(ctx: Context) -> list[Path]:
     succeeded for every plotted preset."""
     histories = rt.load_test_loss_histories(ctx.trained_models_folder)
     status = ctx.run_status()
-    wanted = [p for by_crop in COMPARED_PRESETS.values() for p in by_crop.values() if any(run[0] == p for run in histories)]
+    wanted = [
+        p for by_crop in COMPARED_PRESETS.values() for p in by_crop.values() if any(run[0] == p for run in histories)
+    ]
     if not wanted:
         raise MissingResults("no test loss histories of the lp2x3, repl and zero presets")
     seeds = rt.common_successful_seeds(status, wanted)
@@ -450,18 +481,26 @@ def make_main_table(ctx: Context) -> list[Path]:
 # Where a point's label may go, in points from the point: eight directions at growing distances,
 # nearest first; from LEADER_FROM points out a thin line leads back to the point. The sign of
 # an offset sets the label's alignment (it grows away from the point).
-LABEL_OFFSETS = [(round(r * math.cos(math.radians(a)), 1), round(r * math.sin(math.radians(a)), 1))
-                 for r in (4, 10, 17, 25) for a in (30, -30, 150, -150, 90, -90, 0, 180)]
+LABEL_OFFSETS = [
+    (round(r * math.cos(math.radians(a)), 1), round(r * math.sin(math.radians(a)), 1))
+    for r in (4, 10, 17, 25)
+    for a in (30, -30, 150, -150, 90, -90, 0, 180)
+]
 LEADER_FROM = 8
 
 
 def _label_at(ax: plt.Axes, text: str, x: float, y: float, dx: float, dy: float) -> matplotlib.text.Annotation:
     leader = math.hypot(dx, dy) >= LEADER_FROM
     return ax.annotate(
-        text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+        text,
+        (x, y),
+        xytext=(dx, dy),
+        textcoords="offset points",
+        fontsize=6,
         ha="left" if dx > 0.5 else "right" if dx < -0.5 else "center",
         va="bottom" if dy > 0.5 else "top" if dy < -0.5 else "center",
-        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5", shrinkA=1, shrinkB=2) if leader else None)
+        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5", shrinkA=1, shrinkB=2) if leader else None,
+    )
 
 
 def _text_extent(label: matplotlib.text.Annotation, renderer: "RendererBase") -> matplotlib.transforms.Bbox:
@@ -483,18 +522,22 @@ def _label_points(ax: plt.Axes, points: Sequence[tuple[str, float, float]], mark
     half = marker_size / 2 * points_to_pixels
     margin = 2 * points_to_pixels  # text extents at the saving resolution differ a little from these
     centres = ax.transData.transform([(x, y) for _, x, y in points]) if points else np.zeros((0, 2))
-    markers = [matplotlib.transforms.Bbox.from_extents(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres]
+    markers = [
+        matplotlib.transforms.Bbox.from_extents(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres
+    ]
     distances = np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
     crowding = (distances < 30 * points_to_pixels).sum(axis=1)
     placed = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
 
     def covered(box: matplotlib.transforms.Bbox, others: list) -> float:
-        return sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0))
-                   for o in others)
+        return sum(
+            max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0))
+            for o in others
+        )
 
     for i in sorted(range(len(points)), key=lambda i: (-crowding[i], i)):
         text, x, y = points[i]
-        obstacles = placed + markers[:i] + markers[i + 1:]
+        obstacles = placed + markers[:i] + markers[i + 1 :]
         best = None
         for dx, dy in LABEL_OFFSETS:
             label = _label_at(ax, text, x, y, dx, dy)
@@ -569,7 +612,9 @@ def shell_bars_figure(means: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFra
     crops = [c for c in PANEL_CROPS if any(by_crop[c] in means.index for by_crop in COMPARED_PRESETS.values())]
     if not crops:
         raise MissingResults("no MSE results of the lp2x3, repl and zero presets")
-    fig, axes = plt.subplots(len(crops), 1, figsize=(6.8, 1.8 * len(crops) + 0.6), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        len(crops), 1, figsize=(6.8, 1.8 * len(crops) + 0.6), squeeze=False, sharex=True, sharey=True
+    )
     shells = np.arange(NUM_MASKS)
     width = 0.8 / len(COMPARED_PRESETS)
     for ax, crop in zip(axes[:, 0], crops):
@@ -672,15 +717,21 @@ def draw_superresolve_seams(paths: Sequence[Path], folder: Path, name: str = "su
         ax.set_title(preset, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        caption.append(f"{preset}: seams mean {float(run['seam_mean']):.3g}, max {float(run['seam_max']):.3g}; "
-                       f"overall mean {float(run['mean']):.2g}")
+        caption.append(
+            f"{preset}: seams mean {float(run['seam_mean']):.3g}, max {float(run['seam_max']):.3g}; "
+            f"overall mean {float(run['mean']):.2g}"
+        )
     fig.subplots_adjust(left=0.02, right=0.88, bottom=0.3, top=0.9, wspace=0.06)
     # The scale ends at the 99.5th percentile; the arrow says that brighter pixels go beyond it.
     clipped = any(float(np.nanmax(run["deviation"])) > vmax for run in runs)
     bar = fig.colorbar(artist, cax=fig.add_axes((0.9, 0.3, 0.015, 0.6)), extend="max" if clipped else "neither")
     bar.set_label("|tiled − untiled| (mean over RGB)", fontsize=7)
     # Right under the panels (saving crops the empty rest of the figure below it).
-    fig.text(0.01, 0.27, "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n"
-             + "\n".join(caption), fontsize=6, va="top")
+    fig.text(
+        0.01,
+        0.27,
+        "Absolute deviation from a one-tile run, within 4 output pixels of tile seams:\n" + "\n".join(caption),
+        fontsize=6,
+        va="top",
+    )
     return save_figure(fig, name, folder)
-

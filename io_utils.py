@@ -18,8 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir", "fsync_file",
-           "partial_paths"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "fsync_dir",
+    "fsync_file",
+    "partial_paths",
+]
 
 
 def fsync_file(path: Path) -> None:

@@ -91,16 +91,19 @@ def choose_split(num_files: int, num_train: int | None, num_test: int | None) ->
     """(train, test) sizes: the paper's 9000 + 1000, or an explicit split of all files."""
     if num_train is None and num_test is None:
         if num_files != NUM_FILES:
-            raise ConversionError(f"found {num_files} .nc files, expected {NUM_FILES} (missing or extra files?); "
-                                  "for a smaller synthetic set pass --num-train and --num-test")
+            raise ConversionError(
+                f"found {num_files} .nc files, expected {NUM_FILES} (missing or extra files?); "
+                "for a smaller synthetic set pass --num-train and --num-test"
+            )
         return NUM_TRAIN, NUM_FILES - NUM_TRAIN
     if num_train is None or num_test is None:
         raise ConversionError("--num-train and --num-test go together")
     if num_train < 1 or num_test < 1:
         raise ConversionError("--num-train and --num-test must be at least 1")
     if num_train + num_test != num_files:
-        raise ConversionError(f"--num-train {num_train} + --num-test {num_test} = {num_train + num_test}, "
-                              f"but found {num_files} .nc files")
+        raise ConversionError(
+            f"--num-train {num_train} + --num-test {num_test} = {num_train + num_test}, but found {num_files} .nc files"
+        )
     return num_train, num_test
 
 
@@ -115,8 +118,11 @@ def load_permutation(path: Path | None, num_files: int) -> np.ndarray:
         permutation = np.asarray(json.loads(Path(path).read_text()))
     except (OSError, ValueError) as error:
         raise ConversionError(f"cannot read the permutation {path}: {error}") from None
-    if permutation.shape != (num_files,) or permutation.dtype.kind not in "iu" \
-            or not np.array_equal(np.sort(permutation), np.arange(num_files)):
+    if (
+        permutation.shape != (num_files,)
+        or permutation.dtype.kind not in "iu"
+        or not np.array_equal(np.sort(permutation), np.arange(num_files))
+    ):
         raise ConversionError(f"{path} is not a permutation of 0..{num_files - 1}")
     return permutation.astype(np.int64)
 
@@ -134,8 +140,10 @@ def read_image(path: Path, size: int) -> np.ndarray:
                     raise ConversionError(f"{path}: variable {band} is missing")
                 variable = ds[band]
                 if variable.ndim != 3 or variable.shape[0] < 1 or min(variable.shape[1:]) < size:
-                    raise ConversionError(f"{path}: {band} has shape {variable.shape}, "
-                                          f"expected (time, y, x) of at least (1, {size}, {size})")
+                    raise ConversionError(
+                        f"{path}: {band} has shape {variable.shape}, "
+                        f"expected (time, y, x) of at least (1, {size}, {size})"
+                    )
                 if variable.dtype.kind not in "iuf":
                     raise ConversionError(f"{path}: {band} has non-numeric dtype {variable.dtype}")
                 raw = variable[0, :size, :size].values
@@ -148,8 +156,10 @@ def read_image(path: Path, size: int) -> np.ndarray:
     bad = ~np.isfinite(image)
     if bad.any():  # caught here, not as a NaN training loss days later
         band, y, x = np.argwhere(bad)[0]
-        raise ConversionError(f"{path}: {int(bad.sum())} non-finite values (NaN or infinity), the first in "
-                              f"{BANDS[band]} at y={y}, x={x}; is the file damaged?")
+        raise ConversionError(
+            f"{path}: {int(bad.sum())} non-finite values (NaN or infinity), the first in "
+            f"{BANDS[band]} at y={y}, x={x}; is the file damaged?"
+        )
     return image
 
 
@@ -188,15 +198,25 @@ def verify_images(path: Path, crcs: Sequence[int], size: int) -> None:
             raise ConversionError(f"verification of {path} failed at image {k}: it differs from what was written")
 
 
-def convert(files: Sequence[Path], permutation: np.ndarray, num_train: int, size: int,
-            train_path: Path, test_path: Path, progress: bool = True) -> np.ndarray:
+def convert(
+    files: Sequence[Path],
+    permutation: np.ndarray,
+    num_train: int,
+    size: int,
+    train_path: Path,
+    test_path: Path,
+    progress: bool = True,
+) -> np.ndarray:
     """Write ``files[permutation[:num_train]]`` to ``train_path`` and the rest to ``test_path``.
 
     Both outputs appear together, verified, or not at all (but for an interruption between
     the two final renames). Returns the test set's per-image statistics (see write_images).
     """
-    with atomic_path(train_path) as train_tmp, atomic_path(test_path) as test_tmp, \
-            tqdm(total=len(files), desc="images", unit="img", disable=not progress) as bar:
+    with (
+        atomic_path(train_path) as train_tmp,
+        atomic_path(test_path) as test_tmp,
+        tqdm(total=len(files), desc="images", unit="img", disable=not progress) as bar,
+    ):
         test_stats = None
         for tmp, positions in ((train_tmp, permutation[:num_train]), (test_tmp, permutation[num_train:])):
             crcs, stats = write_images(tmp, [files[i] for i in positions], size, bar)
@@ -216,23 +236,33 @@ def check_outputs(train_path: Path, test_path: Path, overwrite: bool, needed_byt
             stale.unlink()
     free = shutil.disk_usage(train_path.parent).free
     if free < needed_bytes:
-        raise ConversionError(f"the outputs need {needed_bytes / 1e9:.1f} GB but {train_path.parent} "
-                              f"has {free / 1e9:.1f} GB free")
+        raise ConversionError(
+            f"the outputs need {needed_bytes / 1e9:.1f} GB but {train_path.parent} has {free / 1e9:.1f} GB free"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = get_paths()
     parser = cli.ArgumentParser(prog="make_dataset_npys.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset-folder", default=paths["dataset_folder"],
-                        help="folder with the .nc files and for the outputs (default: %(default)s)")
+    parser.add_argument(
+        "--dataset-folder",
+        default=paths["dataset_folder"],
+        help="folder with the .nc files and for the outputs (default: %(default)s)",
+    )
     parser.add_argument("--num-train", type=int, help="explicit train size for a smaller (synthetic) set")
     parser.add_argument("--num-test", type=int, help="explicit test size for a smaller (synthetic) set")
-    parser.add_argument("--permutation", type=Path,
-                        help="JSON list giving the file order (default: the paper's for 10,000 files, else identity)")
-    parser.add_argument("--image-size", type=cli.positive_int, default=IMAGE_SIZE, help="crop size (default: %(default)s)")
+    parser.add_argument(
+        "--permutation",
+        type=Path,
+        help="JSON list giving the file order (default: the paper's for 10,000 files, else identity)",
+    )
+    parser.add_argument(
+        "--image-size", type=cli.positive_int, default=IMAGE_SIZE, help="crop size (default: %(default)s)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing .npy outputs")
-    parser.add_argument("--delete-nc", action="store_true",
-                        help="delete the .nc files after both outputs are written and verified")
+    parser.add_argument(
+        "--delete-nc", action="store_true", help="delete the .nc files after both outputs are written and verified"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def body(args: argparse.Namespace) -> None:
@@ -243,19 +273,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_train, num_test = choose_split(len(files), args.num_train, args.num_test)
         permutation = load_permutation(args.permutation, len(files))
         check_outputs(train_path, test_path, args.overwrite, needed_bytes=len(files) * 3 * args.image_size**2 * 4)
-        test_stats = convert(files, permutation, num_train, args.image_size, train_path, test_path,
-                             progress=not args.no_progress)
+        test_stats = convert(
+            files, permutation, num_train, args.image_size, train_path, test_path, progress=not args.no_progress
+        )
         if args.delete_nc:
             for path in files:
                 path.unlink()
-        print(f"wrote {train_path} ({num_train} images) and {test_path} ({num_test} images)"
-              + (f"; deleted {len(files)} .nc files" if args.delete_nc else ""))
+        print(
+            f"wrote {train_path} ({num_train} images) and {test_path} ({num_test} images)"
+            + (f"; deleted {len(files)} .nc files" if args.delete_nc else "")
+        )
         means = test_stats[:, 0].mean(axis=0)
-        print(f"test set channel means {np.array2string(means, precision=4)} (paper: {list(PAPER_TEST_CHANNEL_MEANS)}), "
-              f"mean per-image channel variance {test_stats[:, 1].mean():.4f} (paper: {PAPER_TEST_MEAN_VARIANCE})")
+        print(
+            f"test set channel means {np.array2string(means, precision=4)} (paper: {list(PAPER_TEST_CHANNEL_MEANS)}), "
+            f"mean per-image channel variance {test_stats[:, 1].mean():.4f} (paper: {PAPER_TEST_MEAN_VARIANCE})"
+        )
 
-    return cli.run_main(parser, body, argv, statuses={OSError: 1},
-                        interrupted="interrupted; the outputs were not changed (rerun to start over)")
+    return cli.run_main(
+        parser,
+        body,
+        argv,
+        statuses={OSError: 1},
+        interrupted="interrupted; the outputs were not changed (rerun to start over)",
+    )
 
 
 if __name__ == "__main__":

@@ -148,8 +148,18 @@ def make_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int =
 
     height, width = (size, size) if isinstance(size, int) else size
     dn = reflectance_to_dn(synthetic_reflectance(np.random.default_rng(seed), (height, width)))
-    profile = dict(driver="GTiff", width=width, height=height, count=len(BANDS), dtype="uint16", crs="EPSG:32635",
-                   transform=from_origin(300_000, 7_000_000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=len(BANDS),
+        dtype="uint16",
+        crs="EPSG:32635",
+        transform=from_origin(300_000, 7_000_000, 10, 10),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(dn)
 
@@ -214,8 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> None:
         paths = make_synthetic_dataset(
-            args.folder, args.count, args.size, args.seed,
-            start_number=args.start_number, prefix=args.prefix, num_times=args.num_times,
+            args.folder,
+            args.count,
+            args.size,
+            args.seed,
+            start_number=args.start_number,
+            prefix=args.prefix,
+            num_times=args.num_times,
         )
         if args.zip:
             zip_files(paths, args.zip)

@@ -77,8 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: Mapping[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", headers: Mapping[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -113,19 +114,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         mirror = f"There is a machine-downloadable mirror of the dataset at: {stand_in.mirror_url}"
         english = "10k random 512x512 pixel Sentinel 2 Level-1C RGB satellite images over Finland.\n"
-        self._json({
-            "identifier": IDENTIFIER,
-            "research_dataset": {"description": {
-                "fi": "Satunnaisia satelliittikuvia Suomesta.",
-                "en": english + (mirror + "\n" if stand_in.mirror_line else "") + "Licence: CC BY 4.0",
-            }},
-        })
+        self._json(
+            {
+                "identifier": IDENTIFIER,
+                "research_dataset": {
+                    "description": {
+                        "fi": "Satunnaisia satelliittikuvia Suomesta.",
+                        "en": english + (mirror + "\n" if stand_in.mirror_line else "") + "Licence: CC BY 4.0",
+                    }
+                },
+            }
+        )
 
     def _file_list(self, stand_in: StandIn) -> None:
         entries = []
         for name, content in sorted(stand_in.files.items()):
-            checksum = stand_in.checksums.get(name) or hashlib.new(
-                stand_in.algorithm.replace("-", "").lower(), content).hexdigest()
+            checksum = (
+                stand_in.checksums.get(name)
+                or hashlib.new(stand_in.algorithm.replace("-", "").lower(), content).hexdigest()
+            )
             entry = {"file_path": f"/zips/{name}", "checksum": {"algorithm": stand_in.algorithm, "value": checksum}}
             if stand_in.list_sizes:
                 entry["byte_size"] = len(content)
@@ -209,8 +216,9 @@ class _Server(ThreadingHTTPServer):
 @contextlib.contextmanager
 def serve_stand_in(zips: Mapping[str, bytes | Path], algorithm: str = "SHA-256") -> Iterator[StandIn]:
     """Serve Metax and the mirror for ``zips`` (name -> content or path) on 127.0.0.1."""
-    files = {name: content if isinstance(content, bytes) else Path(content).read_bytes()
-             for name, content in zips.items()}
+    files = {
+        name: content if isinstance(content, bytes) else Path(content).read_bytes() for name, content in zips.items()
+    }
     server = _Server(("127.0.0.1", 0), _Handler)
     server.stand_in = StandIn(f"http://127.0.0.1:{server.server_address[1]}", files, algorithm)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -152,8 +152,7 @@ def _check_lp_options(length: Any, width: Any, apodization: Any, correlate_metho
         raise ValueError(f"correlate_method must be one of {CORRELATE_METHODS}, got {correlate_method!r}")
     if correlate_method in COVARIANCE_METHODS and (width != 1 or length > 2):
         raise ValueError(
-            f"correlate_method={correlate_method!r} needs width=1 and length 1 or 2, "
-            f"got length={length}, width={width}"
+            f"correlate_method={correlate_method!r} needs width=1 and length 1 or 2, got length={length}, width={width}"
         )
 
 
@@ -171,10 +170,16 @@ def _check_lp_size(shape: tuple[int, int], num_padding: NumPadding, length: int,
     (top, bottom), (left, right) = num_padding
     checks = []  # (padded sides, axis, pixels there, pixels needed, what needs them)
     if left or right:
-        checks += [("left/right", "x", nx, length + 1, f"length={length}"), ("left/right", "y", ny, width, f"width={width} (the prediction front)")]
+        checks += [
+            ("left/right", "x", nx, length + 1, f"length={length}"),
+            ("left/right", "y", ny, width, f"width={width} (the prediction front)"),
+        ]
     if top or bottom:
         front = f"width={width} (the prediction front, including the left/right padding)"
-        checks += [("top/bottom", "y", ny, length + 1, f"length={length}"), ("top/bottom", "x", nx + left + right, width, front)]
+        checks += [
+            ("top/bottom", "y", ny, length + 1, f"length={length}"),
+            ("top/bottom", "x", nx + left + right, width, front),
+        ]
     for padded, axis, have, need, what in checks:
         if have < need:
             raise ValueError(
@@ -693,7 +698,9 @@ def _window_sums_by_lags(a: jax.Array, length: int, axis: int, squares: jax.Arra
     windows = [window for direction in _COVARIANCE_WINDOWS[length] for window in direction]
     if count <= 0:  # not padded along this axis: no fitting position
         return [jnp.zeros((), a.dtype)] * len(windows)
-    whole = [squares] + [_product_sum(_along(a, axis, 0, n - lag), _along(a, axis, lag, n)) for lag in range(1, length + 1)]
+    whole = [squares] + [
+        _product_sum(_along(a, axis, 0, n - lag), _along(a, axis, lag, n)) for lag in range(1, length + 1)
+    ]
     sums = []
     for lag, start in windows:
         outside = [*range(start), *range(start + count, n - lag)]
@@ -884,7 +891,9 @@ def _extend_both(
     if num_low == 0 or num_high == 0:
         return _extend_up(low_edge, low_coefs, num_low), _extend_down(high_edge, high_coefs, num_high)
     edges = jnp.stack([_rotate(low_edge), high_edge])
-    rows = jax.vmap(_extend_down, in_axes=(0, 0, None))(edges, jnp.stack([low_coefs, high_coefs]), max(num_low, num_high))
+    rows = jax.vmap(_extend_down, in_axes=(0, 0, None))(
+        edges, jnp.stack([low_coefs, high_coefs]), max(num_low, num_high)
+    )
     return _rotate(rows[0, :num_low]), rows[1, :num_high]
 
 
@@ -981,7 +990,9 @@ def linear_prediction_pad(
     def widened(rows: slice) -> jax.Array:
         return jnp.concatenate([left_cols[rows], d[rows], right_cols[rows]], axis=1)
 
-    top_rows, bottom_rows = _extend_both(widened(slice(0, length)), widened(slice(-length, None)), up, down, top, bottom)
+    top_rows, bottom_rows = _extend_both(
+        widened(slice(0, length)), widened(slice(-length, None)), up, down, top, bottom
+    )
     # The interior is returned exactly as given, not as (data - mean) + mean.
     middle = jnp.concatenate([left_cols + mean, data, right_cols + mean], axis=1)
     return jnp.concatenate([top_rows + mean, middle, bottom_rows + mean], axis=0)

@@ -48,4 +48,3 @@ def train_data_path(paths: dict | None = None) -> str:
 def test_data_path(paths: dict | None = None) -> str:
     paths = get_paths() if paths is None else paths
     return os.path.join(paths["dataset_folder"], paths["test_data_filename"])
-

@@ -164,10 +164,7 @@ presets: dict[str, dict] = {
     "repl": _model("repl", None),
     "repl_oc1": _with_compat(_model("repl", None, output_crop=1), "repl_el1"),
     "repl_oc5": _with_compat(_model("repl", None, output_crop=5), "repl_el50"),
-    **{
-        f"extr{n}": _model("extr", "extr", {REPLACE: True, **PAPER_METHODS[f"extr{n}"][1]})
-        for n in (1, 2, 3)
-    },
+    **{f"extr{n}": _model("extr", "extr", {REPLACE: True, **PAPER_METHODS[f"extr{n}"][1]}) for n in (1, 2, 3)},
 }
 """Preset name -> overrides of the default hyperparameters (merged with ``merge_hpars``)."""
 

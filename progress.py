@@ -35,9 +35,19 @@ class Progress:
     """Counts ``total`` units of work (``initial`` done before), like a tqdm bar: ``update(n)``,
     ``close()``. ``terminal`` None: whether ``stream`` (default stderr) is a terminal."""
 
-    def __init__(self, total: int, *, initial: int = 0, label: str | None = None, unit: str = "tile",
-                 enabled: bool = True, stream: IO[str] | None = None, terminal: bool | None = None,
-                 seconds: float = LOG_SECONDS, percent_step: float = PERCENT_STEP):
+    def __init__(
+        self,
+        total: int,
+        *,
+        initial: int = 0,
+        label: str | None = None,
+        unit: str = "tile",
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        terminal: bool | None = None,
+        seconds: float = LOG_SECONDS,
+        percent_step: float = PERCENT_STEP,
+    ):
         self.stream = sys.stderr if stream is None else stream
         self.total, self.initial, self.done = total, initial, initial
         self.label, self.unit, self.enabled = label, unit, enabled
@@ -87,8 +97,15 @@ class Progress:
 
 
 @contextlib.contextmanager
-def heartbeat(start: str, status: Callable[[], str], *, label: str | None = None, enabled: bool = True,
-              stream: IO[str] | None = None, seconds: float = LOG_SECONDS) -> Iterator[None]:
+def heartbeat(
+    start: str,
+    status: Callable[[], str],
+    *,
+    label: str | None = None,
+    enabled: bool = True,
+    stream: IO[str] | None = None,
+    seconds: float = LOG_SECONDS,
+) -> Iterator[None]:
     """Lines on ``stream`` (default stderr) for the block: ``start`` when it starts, ``status()``
     with the time so far every ``seconds`` while it runs (from a thread), and ``status()`` with
     its duration when it ends (not when it raises). Each prefixed by ``label``."""

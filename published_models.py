@@ -43,8 +43,10 @@ def load_trained_model(model: TrainedModel, output_crop: int) -> tuple[rvsr.RVSR
     the preset recorded beside the weights (``run_layout.read_model_metadata``) is another."""
     recorded = run_layout.read_model_metadata(model.weights_path)
     if recorded is not None and recorded["preset"] != model.preset:
-        raise UserError(f"{model.weights_path.name} holds a {recorded['preset']} model (recorded in "
-                        f"{model.metadata_path.name}), not {model.preset}")
+        raise UserError(
+            f"{model.weights_path.name} holds a {recorded['preset']} model (recorded in "
+            f"{model.metadata_path.name}), not {model.preset}"
+        )
     hpars = presets.get_preset_hpars(model.preset)
     model_hpars = {**hpars["model_hpars"], "hidden_channels": read_hidden_channels(model.weights_path)}
     try:

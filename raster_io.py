@@ -121,17 +121,25 @@ class GeoTiffReader:
         # alpha band): their mask's zeros are invalid pixels. Nodata masks are left out, since
         # the nodata value may be overridden.
         flags = {i: set(ds.mask_flag_enums[i - 1]) for i in self.indexes}
-        self.mask_indexes = [i for i in self.indexes
-                             if flags[i] & {MaskFlags.per_dataset, MaskFlags.alpha} and MaskFlags.nodata not in flags[i]]
+        self.mask_indexes = [
+            i
+            for i in self.indexes
+            if flags[i] & {MaskFlags.per_dataset, MaskFlags.alpha} and MaskFlags.nodata not in flags[i]
+        ]
         if self.mask_indexes and all(MaskFlags.per_dataset in flags[i] for i in self.mask_indexes):
             self.mask_indexes = self.mask_indexes[:1]  # one mask for all bands: read it once
         nodata = next((ds.nodatavals[i - 1] for i in self.indexes if ds.nodatavals[i - 1] is not None), None)
         georeferenced = ds.crs is not None or not ds.transform.is_identity
-        self.info = RasterInfo(len(self.indexes), ds.height, ds.width, ds.dtypes[self.indexes[0] - 1],
-                               ds.crs.to_wkt() if ds.crs else None,
-                               tuple(ds.transform)[:6] if georeferenced else None,
-                               spec.nodata if spec.nodata is not None else nodata,
-                               tuple(ds.descriptions[i - 1] for i in self.indexes))
+        self.info = RasterInfo(
+            len(self.indexes),
+            ds.height,
+            ds.width,
+            ds.dtypes[self.indexes[0] - 1],
+            ds.crs.to_wkt() if ds.crs else None,
+            tuple(ds.transform)[:6] if georeferenced else None,
+            spec.nodata if spec.nodata is not None else nodata,
+            tuple(ds.descriptions[i - 1] for i in self.indexes),
+        )
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         return self.dataset.read(self.indexes, window=_window(rows, cols))
@@ -164,27 +172,44 @@ class NetCDFReader:
             raise TilingError(f"cannot read {spec.path} as NetCDF ({type(e).__name__}: {e})") from None
         rasters = [n for n, v in self.dataset.data_vars.items() if v.ndim in (2, 3)]
         if spec.bands is None:
-            names = [n for n in rasters if self.dataset[n].dims[-2:] == self.dataset[rasters[0]].dims[-2:]] if rasters else []
+            names = (
+                [n for n in rasters if self.dataset[n].dims[-2:] == self.dataset[rasters[0]].dims[-2:]]
+                if rasters
+                else []
+            )
         else:
             names = [str(b) for b in spec.bands]
         missing = [n for n in names if n not in self.dataset.data_vars]
         if missing or not names:
-            raise TilingError(f"{spec.path} lacks variable(s) {', '.join(missing) or '(none with dims y, x)'}; it has "
-                              f"{', '.join(map(str, self.dataset.data_vars)) or 'none'}")
+            raise TilingError(
+                f"{spec.path} lacks variable(s) {', '.join(missing) or '(none with dims y, x)'}; it has "
+                f"{', '.join(map(str, self.dataset.data_vars)) or 'none'}"
+            )
         self.variables = [self.dataset[n] for n in names]
         if len({v.shape[-2:] for v in self.variables}) != 1 or any(v.ndim not in (2, 3) for v in self.variables):
-            raise TilingError(f"{spec.path}: bands {', '.join(names)} must share dims (y, x) or (time, y, x); "
-                              f"shapes {sorted({v.shape for v in self.variables})}")
+            raise TilingError(
+                f"{spec.path}: bands {', '.join(names)} must share dims (y, x) or (time, y, x); "
+                f"shapes {sorted({v.shape for v in self.variables})}"
+            )
         height, width = self.variables[0].shape[-2:]
         attrs = self.variables[0].attrs
         nodata = attrs.get("_FillValue", attrs.get("missing_value"))
-        self.info = RasterInfo(len(names), height, width, str(self.variables[0].dtype), self._crs(), self._transform(),
-                               spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)),
-                               tuple(names))
+        self.info = RasterInfo(
+            len(names),
+            height,
+            width,
+            str(self.variables[0].dtype),
+            self._crs(),
+            self._transform(),
+            spec.nodata if spec.nodata is not None else (None if nodata is None else float(nodata)),
+            tuple(names),
+        )
 
     def _crs(self) -> str | None:
         mapping = self.variables[0].attrs.get("grid_mapping")
-        candidates = [self.dataset[mapping]] if mapping in self.dataset.variables else list(self.dataset.variables.values())
+        candidates = (
+            [self.dataset[mapping]] if mapping in self.dataset.variables else list(self.dataset.variables.values())
+        )
         for variable in candidates:
             for key in ("crs_wkt", "spatial_ref"):
                 if key in variable.attrs:
@@ -200,7 +225,7 @@ class NetCDFReader:
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         def window(v: Any) -> np.ndarray:
-            return (v[0] if v.ndim == 3 else v)[rows[0]:rows[1], cols[0]:cols[1]].values
+            return (v[0] if v.ndim == 3 else v)[rows[0] : rows[1], cols[0] : cols[1]].values
 
         return np.stack([window(v) for v in self.variables])
 
@@ -210,8 +235,12 @@ class NetCDFReader:
 
 def transform_from_centres(y: np.ndarray, x: np.ndarray) -> tuple[float, ...] | None:
     """The affine transform of regular pixel-centre coordinates, or None when irregular."""
-    if len(y) < 2 or len(x) < 2 or np.ptp(np.diff(y)) > 1e-6 * abs(y[1] - y[0]) \
-            or np.ptp(np.diff(x)) > 1e-6 * abs(x[1] - x[0]):
+    if (
+        len(y) < 2
+        or len(x) < 2
+        or np.ptp(np.diff(y)) > 1e-6 * abs(y[1] - y[0])
+        or np.ptp(np.diff(x)) > 1e-6 * abs(x[1] - x[0])
+    ):
         return None
     dy, dx = y[1] - y[0], x[1] - x[0]
     return (float(dx), 0.0, float(x[0] - dx / 2), 0.0, float(dy), float(y[0] - dy / 2))
@@ -248,14 +277,20 @@ class ArrayReader:
         nodata = nodata if nodata is not None else attrs.get("nodata")
         if spec is not None and spec.nodata is not None:
             nodata = spec.nodata
-        self.info = RasterInfo(len(self.indexes), int(self.array.shape[1]), int(self.array.shape[2]),
-                               str(self.array.dtype), crs, None if transform is None else tuple(transform),
-                               None if nodata is None else float(nodata))
+        self.info = RasterInfo(
+            len(self.indexes),
+            int(self.array.shape[1]),
+            int(self.array.shape[2]),
+            str(self.array.dtype),
+            crs,
+            None if transform is None else tuple(transform),
+            None if nodata is None else float(nodata),
+        )
 
     def read(self, rows: Span, cols: Span) -> np.ndarray:
         if self.indexes == list(range(self.array.shape[0])):
-            return np.asarray(self.array[:, rows[0]:rows[1], cols[0]:cols[1]])
-        return np.stack([np.asarray(self.array[i, rows[0]:rows[1], cols[0]:cols[1]]) for i in self.indexes])
+            return np.asarray(self.array[:, rows[0] : rows[1], cols[0] : cols[1]])
+        return np.stack([np.asarray(self.array[i, rows[0] : rows[1], cols[0] : cols[1]]) for i in self.indexes])
 
     def masked(self, rows: Span, cols: Span) -> np.ndarray | None:
         return None  # invalid pixels are nodata or NaN only
@@ -284,8 +319,9 @@ def _open_zarr_input(path: str) -> tuple[Any, str | None, tuple | None, float | 
             transform = (a, b, c, d, e, f)
     dims = attrs.get("_ARRAY_DIMENSIONS") or getattr(array.metadata, "dimension_names", None)
     if transform is None and dims and dims[1] in group and dims[2] in group:
-        transform = transform_from_centres(np.asarray(group[dims[1]][...], np.float64),
-                                           np.asarray(group[dims[2]][...], np.float64))
+        transform = transform_from_centres(
+            np.asarray(group[dims[1]][...], np.float64), np.asarray(group[dims[2]][...], np.float64)
+        )
     if dims:  # an xarray (CF) layout: the fill value is the nodata value
         fill = array.fill_value
         nodata = None if fill is None else float(fill)
@@ -320,9 +356,17 @@ def scaled_transform(transform: Sequence[float] | None, scale: int) -> tuple[flo
 # Output: the Zarr dataset, the COG
 
 
-def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dtype: Any, nodata: float,
-                        crs: str | None, transform: Sequence[float] | None, attrs: dict,
-                        descriptions: Sequence[str] | None = None) -> None:
+def create_zarr_dataset(
+    path: Path,
+    shape: tuple[int, int, int],
+    chunk: int,
+    dtype: Any,
+    nodata: float,
+    crs: str | None,
+    transform: Sequence[float] | None,
+    attrs: dict,
+    descriptions: Sequence[str] | None = None,
+) -> None:
     """An empty output dataset at ``path`` (layout in the module docstring): ``data`` of
     ``shape`` (band, y, x), chunked ``(1, chunk, chunk)``, filled with ``nodata``; band
     ``descriptions`` as a coordinate ``description`` along ``band``. One band per chunk: GDAL
@@ -351,8 +395,11 @@ def create_zarr_dataset(path: Path, shape: tuple[int, int, int], chunk: int, dty
         coords[GRID_MAPPING] = ((), 0, mapping)
         data_attrs["grid_mapping"] = GRID_MAPPING
     empty = dask.array.empty(shape, dtype=dtype, chunks=(1, chunk, chunk))
-    dataset = xr.Dataset({DATA_VARIABLE: (("band", "y", "x"), empty, data_attrs)}, coords=coords,
-                         attrs={k: _attr_value(v) for k, v in attrs.items()})
+    dataset = xr.Dataset(
+        {DATA_VARIABLE: (("band", "y", "x"), empty, data_attrs)},
+        coords=coords,
+        attrs={k: _attr_value(v) for k, v in attrs.items()},
+    )
     # Blosc LZ4 with bit shuffling: the store of a float32 output is 6-7 % smaller than with
     # byte shuffling (zarr's default) and reads faster; GDAL's Zarr driver reads it.
     from numcodecs import Blosc
@@ -394,8 +441,7 @@ def needs_bigtiff(image_bytes: int) -> bool:
     return image_bytes * 4 / 3 * 1.02 > TIFF_LIMIT
 
 
-def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None,
-              dtype: Any = None) -> None:
+def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | None = None, dtype: Any = None) -> None:
     """Write the dataset at ``store`` as a Cloud-Optimized GeoTIFF at ``destination``: GDAL's
     COG driver reads the store through a VRT (which sets georeferencing, nodata and tags) and
     writes internal tiles of 512, overviews (``resampling``, e.g. "average" or "nearest") and
@@ -412,26 +458,52 @@ def write_cog(store: Path, destination: Path, *, resampling: str, tags: dict | N
     mapping = dict(group[GRID_MAPPING].attrs) if GRID_MAPPING in group else {}
     descriptions = [str(d) for d in group[DESCRIPTION][...]] if DESCRIPTION in group else [None] * bands
     vrt = destination.with_name(destination.name + ".vrt")
-    vrt.write_text(_vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {},
-                            descriptions))
-    options = {"compress": "DEFLATE", "predictor": "YES", "blocksize": COG_BLOCK,
-               "overview_resampling": resampling.upper(), "bigtiff": "YES" if needs_bigtiff(data.nbytes) else "NO"}
+    vrt.write_text(
+        _vrt_xml(store, data.dtype, data.fill_value, (bands, height, width), mapping, tags or {}, descriptions)
+    )
+    options = {
+        "compress": "DEFLATE",
+        "predictor": "YES",
+        "blocksize": COG_BLOCK,
+        "overview_resampling": resampling.upper(),
+        "bigtiff": "YES" if needs_bigtiff(data.nbytes) else "NO",
+    }
     if dtype is not None and np.dtype(dtype) == np.float16:
         options["nbits"] = 16  # half floats (readable by GDAL before 3.11 too, as Float32)
     try:
-        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=os.cpu_count() or 1):
+        with (
+            warnings.catch_warnings(),
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=os.cpu_count() or 1),
+        ):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             rasterio.shutil.copy(str(vrt), str(destination), driver="COG", **options)
     finally:
         vrt.unlink(missing_ok=True)
 
 
-_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-               "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
+}
 
 
-def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], mapping: dict, tags: dict,
-             descriptions: Sequence[str | None]) -> str:
+def _vrt_xml(
+    store: Path,
+    dtype: Any,
+    nodata: Any,
+    shape: tuple[int, int, int],
+    mapping: dict,
+    tags: dict,
+    descriptions: Sequence[str | None],
+) -> str:
     """A GDAL VRT of the store's ``data`` bands with georeferencing, nodata, metadata and band
     descriptions."""
     dtype = np.dtype(dtype).name
@@ -453,12 +525,14 @@ def _vrt_xml(store: Path, dtype: Any, nodata: Any, shape: tuple[int, int, int], 
         lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">')
         if description is not None:
             lines.append(f"    <Description>{escape(description)}</Description>")
-        lines += [f"    <NoDataValue>{nodata_text}</NoDataValue>",
-                  "    <SimpleSource>",
-                  f'      <SourceFilename relativeToVRT="0">{source}</SourceFilename>',
-                  f"      <SourceBand>{band}</SourceBand>",
-                  "    </SimpleSource>",
-                  "  </VRTRasterBand>"]
+        lines += [
+            f"    <NoDataValue>{nodata_text}</NoDataValue>",
+            "    <SimpleSource>",
+            f'      <SourceFilename relativeToVRT="0">{source}</SourceFilename>',
+            f"      <SourceBand>{band}</SourceBand>",
+            "    </SimpleSource>",
+            "  </VRTRasterBand>",
+        ]
     lines.append("</VRTDataset>")
     return "\n".join(lines) + "\n"
 

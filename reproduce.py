@@ -55,12 +55,28 @@ from presets import LAYER_NMSE_PRESETS
 
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "make_figures_and_tables.ipynb"
-STEPS = ("download", "convert", "train", "export", "eval_mse", "eval_train_time", "eval_inference_time",
-         "eval_layer_nmse", "bilinear_test", "superresolve", "notebook")
+STEPS = (
+    "download",
+    "convert",
+    "train",
+    "export",
+    "eval_mse",
+    "eval_train_time",
+    "eval_inference_time",
+    "eval_layer_nmse",
+    "bilinear_test",
+    "superresolve",
+    "notebook",
+)
 # job.py names that this script sets itself.
 RESERVED_JOB_NAMES = ("preset", "seed", "resume_checkpoint", "folder", "train_steps")
-SMOKE_FOLDERS = {"temp_folder": "temp", "dataset_folder": "dataset", "train_runs_folder": "runs",
-                 "results_folder": "results", "graphs_folder": "plots"}
+SMOKE_FOLDERS = {
+    "temp_folder": "temp",
+    "dataset_folder": "dataset",
+    "train_runs_folder": "runs",
+    "results_folder": "results",
+    "graphs_folder": "plots",
+}
 FOLDER_KEYS = (*SMOKE_FOLDERS, "trained_models_folder")
 
 
@@ -96,15 +112,26 @@ SMOKE = Scale(
     convert_args=("--num-train", "40", "--num-test", "8", "--image-size", str(_SMOKE_SIZE), "--no-progress"),
     model_eval_args=("--num-images", "8", "--batch-size", "8"),
     train_time_args=("--start-batch-size", "4", "--max-batch-size", "4", "--steps", "3", "--target-size", "64"),
-    inference_time_args=("--start-batch-size", "4", "--max-batch-size", "4", "--steps", "3", "--cooldown", "0",
-                         "--target-size", "64"),
+    inference_time_args=(
+        "--start-batch-size",
+        "4",
+        "--max-batch-size",
+        "4",
+        "--steps",
+        "3",
+        "--cooldown",
+        "0",
+        "--target-size",
+        "64",
+    ),
 )
 FAST_SMOKE = dataclasses.replace(
-    SMOKE, presets=("zero-repl", "lp2x3_oc5"), seeds=(0,), train_steps=10,
+    SMOKE,
+    presets=("zero-repl", "lp2x3_oc5"),
+    seeds=(0,),
+    train_steps=10,
     job_args=_SMOKE_TRAINING + ("test_image_save_interval=5", "checkpoint_steps=[5,10]"),
 )
-
-
 
 
 class StepFailed(cli.UserError):
@@ -174,7 +201,8 @@ def metax_source(workflow: Workflow) -> Iterator[list[str]]:
         print(f"making {count} synthetic .nc files in {source}")
         if not workflow.dry_run:
             files = make_synthetic_dataset.make_synthetic_dataset(
-                source / "nc", count, workflow.scale.synthetic_size, seed=0, progress=False)
+                source / "nc", count, workflow.scale.synthetic_size, seed=0, progress=False
+            )
             for name, numbers in halves.items():
                 make_synthetic_dataset.zip_files([files[n] for n in numbers], source / name)
     if workflow.dry_run:
@@ -225,8 +253,13 @@ def step_train(workflow: Workflow) -> None:
             print(f"{label}: skipped, {reason}")
             continue
         print(f"{label}: training", flush=True)
-        args = [f"preset={preset}", f"seed={seed}", "resume_checkpoint=-1", f"train_steps={workflow.train_steps}",
-                *workflow.job_args]
+        args = [
+            f"preset={preset}",
+            f"seed={seed}",
+            "resume_checkpoint=-1",
+            f"train_steps={workflow.train_steps}",
+            *workflow.job_args,
+        ]
         status = run_command(workflow, [sys.executable, REPO / "job.py", *args])
         if status != 0 and not training_skip_reason(workflow, preset, seed):
             raise StepFailed(f"job.py {preset} seed {seed} failed with exit status {status}")
@@ -274,28 +307,60 @@ def step_superresolve(workflow: Workflow, presets_: Sequence[str] = ("zero-repl"
     if not chosen:
         print(f"skipped: needs models of {' or '.join(presets_)}")
         return
-    folder, models = Path(workflow.paths["results_folder"]) / "superresolve", Path(workflow.paths["trained_models_folder"])
+    folder, models = (
+        Path(workflow.paths["results_folder"]) / "superresolve",
+        Path(workflow.paths["trained_models_folder"]),
+    )
     if not workflow.dry_run:
         import make_synthetic_dataset
+
         folder.mkdir(parents=True, exist_ok=True)
         make_synthetic_dataset.make_scene(folder / "scene.tif", 96)
     for preset in chosen:
-        run_script(workflow, "superresolve.py", str(folder / "scene.tif"), str(folder / f"{preset}.tif"), "--model",
-                   str(run_layout.TrainedModel(preset, min(workflow.seeds or [0]), models).weights_path), "--tile-size", "32", "--overwrite",
-                   "--no-progress", "--compare-untiled", "--compare-output", str(folder / f"{preset}_seams.npz"))
+        run_script(
+            workflow,
+            "superresolve.py",
+            str(folder / "scene.tif"),
+            str(folder / f"{preset}.tif"),
+            "--model",
+            str(run_layout.TrainedModel(preset, min(workflow.seeds or [0]), models).weights_path),
+            "--tile-size",
+            "32",
+            "--overwrite",
+            "--no-progress",
+            "--compare-untiled",
+            "--compare-output",
+            str(folder / f"{preset}_seams.npz"),
+        )
     if not workflow.dry_run:
         import figures
+
         figures.setup_matplotlib()
-        written = figures.draw_superresolve_seams([folder / f"{p}_seams.npz" for p in chosen], Path(workflow.paths["graphs_folder"]))
+        written = figures.draw_superresolve_seams(
+            [folder / f"{p}_seams.npz" for p in chosen], Path(workflow.paths["graphs_folder"])
+        )
         print(f"wrote {', '.join(map(str, written))}")
 
 
 def step_notebook(workflow: Workflow) -> None:
     """Execute the notebook headless; its executed copy goes next to the figures."""
     graphs = Path(workflow.paths["graphs_folder"])
-    status = run_command(workflow, [
-        sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook",
-        "--ExecutePreprocessor.timeout=-1", "--output-dir", graphs, NOTEBOOK])
+    status = run_command(
+        workflow,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--execute",
+            "--to",
+            "notebook",
+            "--ExecutePreprocessor.timeout=-1",
+            "--output-dir",
+            graphs,
+            NOTEBOOK,
+        ],
+    )
     if status != 0:
         raise StepFailed(f"executing {NOTEBOOK.name} failed with exit status {status}")
     if workflow.dry_run:
@@ -306,8 +371,10 @@ def step_notebook(workflow: Workflow) -> None:
         print(f"notebook: {line}")
     if skipped and workflow.scale.synthetic_files:
         raise StepFailed("the smoke run must make every figure and table, but the notebook " + "; ".join(skipped))
-    print(f"notebook: {'all figures and tables made' if not skipped else f'{len(skipped)} skipped'}; "
-          f"the executed copy is {graphs / NOTEBOOK.name}")
+    print(
+        f"notebook: {'all figures and tables made' if not skipped else f'{len(skipped)} skipped'}; "
+        f"the executed copy is {graphs / NOTEBOOK.name}"
+    )
 
 
 def notebook_skips(executed: Path) -> list[str]:
@@ -317,8 +384,11 @@ def notebook_skips(executed: Path) -> list[str]:
     for cell in notebook["cells"]:
         for output in cell.get("outputs", []):
             text = output.get("text", "")
-            lines += [line for line in ("".join(text) if isinstance(text, list) else text).splitlines()
-                      if line.startswith("skipped")]
+            lines += [
+                line
+                for line in ("".join(text) if isinstance(text, list) else text).splitlines()
+                if line.startswith("skipped")
+            ]
     return lines
 
 
@@ -346,15 +416,17 @@ def smoke_env(root: Path) -> dict[str, str]:
     cache (the runs of a preset share their compiled steps), the CPU, and Jupyter's and
     matplotlib's state files under ``root`` too (CI may have no writable home folder)."""
     env = {f"{paths_config.ENV_PREFIX}{key.upper()}": str(root / name) for key, name in SMOKE_FOLDERS.items()}
-    env.update({
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        "JUPYTER_RUNTIME_DIR": str(root / "jupyter_runtime"),
-        "IPYTHONDIR": str(root / "ipython"),
-        "MPLCONFIGDIR": str(root / "matplotlib"),
-    })
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            "JUPYTER_RUNTIME_DIR": str(root / "jupyter_runtime"),
+            "IPYTHONDIR": str(root / "ipython"),
+            "MPLCONFIGDIR": str(root / "matplotlib"),
+        }
+    )
     return env
 
 
@@ -368,17 +440,28 @@ def _step_list(text: str) -> list[str]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
-        prog="reproduce.py", description="Run the paper's workflow in order, skipping finished work.",
-        epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.")
+        prog="reproduce.py",
+        description="Run the paper's workflow in order, skipping finished work.",
+        epilog=f"Steps: {', '.join(STEPS)}. Names after -- go to every job.py training run, e.g. -- batch_size=32.",
+    )
     parser.add_argument("--presets", type=presets.preset_list, help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
-    parser.add_argument("--train-steps", type=cli.positive_int, help="training steps per run (default: the paper's 1,500,000)")
+    parser.add_argument(
+        "--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)"
+    )
+    parser.add_argument(
+        "--train-steps", type=cli.positive_int, help="training steps per run (default: the paper's 1,500,000)"
+    )
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", help="comma-separated steps to leave out")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
-    parser.add_argument("--yes", action="store_true",
-                        help="download the dataset and train at full scale without asking (needed without a terminal)")
-    parser.add_argument("--smoke", action="store_true", help="a toy run of everything, offline on a CPU, in --smoke-root")
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="download the dataset and train at full scale without asking (needed without a terminal)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a toy run of everything, offline on a CPU, in --smoke-root"
+    )
     parser.add_argument("--fast", action="store_true", help="with --smoke: two presets, one seed, ten steps")
     parser.add_argument("--smoke-root", default="smoke", help="folder of the smoke run (default: %(default)s)")
     return parser
@@ -390,7 +473,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     job_args: list[str] = []
     if "--" in argv:
         split = argv.index("--")
-        argv, job_args = argv[:split], argv[split + 1:]
+        argv, job_args = argv[:split], argv[split + 1 :]
     args = make_parser().parse_args(argv)
     if args.fast and not args.smoke:
         raise cli.UsageError("--fast needs --smoke")
@@ -419,9 +502,17 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Workflow, list[str]]:
     paths = paths_config.get_paths(env)
     env.update({f"{paths_config.ENV_PREFIX}{key.upper()}": os.path.abspath(paths[key]) for key in FOLDER_KEYS})
     runs = presets.plan(chosen_presets, chosen_seeds)
-    workflow = Workflow(scale, runs, list(dict.fromkeys(p for p, _ in runs)),
-                        None if chosen_seeds is None else list(chosen_seeds), train_steps,
-                        [*scale.job_args, *job_args], env, args.dry_run, args.yes)
+    workflow = Workflow(
+        scale,
+        runs,
+        list(dict.fromkeys(p for p, _ in runs)),
+        None if chosen_seeds is None else list(chosen_seeds),
+        train_steps,
+        [*scale.job_args, *job_args],
+        env,
+        args.dry_run,
+        args.yes,
+    )
     return workflow, steps
 
 
@@ -432,13 +523,17 @@ def full_scale_work(workflow: Workflow, steps: Sequence[str]) -> list[str]:
         return []
     work = []
     if "download" in steps and not all(path.exists() for path in data_files(workflow)):
-        work.append(f"download the paper's dataset from Metax (about 30 GB) into {workflow.paths['dataset_folder']} "
-                    "and convert it")
+        work.append(
+            f"download the paper's dataset from Metax (about 30 GB) into {workflow.paths['dataset_folder']} "
+            "and convert it"
+        )
     if "train" in steps:
         todo = [run for run in workflow.runs if not training_skip_reason(workflow, *run)]
         if todo:
-            work.append(f"train {len(todo)} runs ({len({p for p, _ in todo})} presets) of {workflow.train_steps:,} steps each into "
-                        f"{workflow.paths['train_runs_folder']} (the paper's runs took about a day or more each on one GPU)")
+            work.append(
+                f"train {len(todo)} runs ({len({p for p, _ in todo})} presets) of {workflow.train_steps:,} steps each into "
+                f"{workflow.paths['train_runs_folder']} (the paper's runs took about a day or more each on one GPU)"
+            )
     return work
 
 
@@ -460,8 +555,10 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
     """Run ``steps`` in order; the exit status."""
     confirm_full_scale(workflow, steps)
     start = time.monotonic()
-    print(f"{len(workflow.runs)} training runs of {len(workflow.presets)} presets, {workflow.train_steps} steps each; "
-          f"steps: {', '.join(steps)}")
+    print(
+        f"{len(workflow.runs)} training runs of {len(workflow.presets)} presets, {workflow.train_steps} steps each; "
+        f"steps: {', '.join(steps)}"
+    )
     for step in steps:
         print(f"\n=== {step} ({time.monotonic() - start:.0f} s)", flush=True)
         try:
@@ -477,8 +574,11 @@ def run_steps(workflow: Workflow, steps: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    return cli.run_script("reproduce.py", lambda: run_steps(*parse_command_line(argv)),
-                          interrupted="interrupted; rerun the same command to continue")
+    return cli.run_script(
+        "reproduce.py",
+        lambda: run_steps(*parse_command_line(argv)),
+        interrupted="interrupted; rerun the same command to continue",
+    )
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ class SumsqsMetadata:
             meta = cls(int(data["target_size"]), int(data["sr_rate"]), int(data["num_images"]),
                        tuple(int(k) for k in data["output_crops"]))  # fmt: skip
         except (TypeError, KeyError, ValueError) as e:
-            raise UserError(f"{path}: not eval_mse.py metadata ({e!r}); delete it or rerun eval_mse.py with --overwrite") from e
+            raise UserError(
+                f"{path}: not eval_mse.py metadata ({e!r}); delete it or rerun eval_mse.py with --overwrite"
+            ) from e
         if meta.output_crops != tuple(range(NUM_MASKS)):
             raise UserError(f"{path}: output_crops {list(meta.output_crops)}, expected 0..{NUM_MASKS - 1}")
         return meta
@@ -132,9 +134,9 @@ class SumsqsResult:
     metadata: SumsqsMetadata | None
 
 
-
-
-def save_sumsqs(results_folder: str | os.PathLike, preset: str, seed: int, sumsqs: np.ndarray, metadata: SumsqsMetadata) -> None:
+def save_sumsqs(
+    results_folder: str | os.PathLike, preset: str, seed: int, sumsqs: np.ndarray, metadata: SumsqsMetadata
+) -> None:
     """Store one model's ``(11, N)`` array and its metadata (the JSON first; see the module doc)."""
     if sumsqs.shape != metadata.shape:
         raise ValueError(f"sums of shape {sumsqs.shape} do not match the metadata's {metadata.shape}")
@@ -157,7 +159,9 @@ def is_sumsqs_stored(results_folder: str | os.PathLike, preset: str, seed: int, 
         return False
     stored = load_array(path)
     if stored.shape != metadata.shape:
-        raise UserError(f"{path} has shape {stored.shape}, this run makes {metadata.shape}; use the same --num-images or --overwrite")
+        raise UserError(
+            f"{path} has shape {stored.shape}, this run makes {metadata.shape}; use the same --num-images or --overwrite"
+        )
     stored_metadata = read_sumsqs_metadata(results_folder, preset, seed)
     if stored_metadata is not None and stored_metadata != metadata:
         raise UserError(f"{path} was made with {stored_metadata.to_json()}, this run with {metadata.to_json()}; "

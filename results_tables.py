@@ -56,7 +56,9 @@ class MissingResults(UserError):
 # Loading
 
 
-def load_sumsqs(results_folder: str | os.PathLike, test_data_path: str | os.PathLike) -> dict[tuple[str, int], SumsqsResult]:
+def load_sumsqs(
+    results_folder: str | os.PathLike, test_data_path: str | os.PathLike
+) -> dict[tuple[str, int], SumsqsResult]:
     """Every stored eval_mse result with its metadata, in table order.
 
     Results of older versions carry no metadata; theirs is inferred as eval_mse.py's defaults
@@ -68,7 +70,9 @@ def load_sumsqs(results_folder: str | os.PathLike, test_data_path: str | os.Path
     for (preset, seed), result in load_sumsqs_results(results_folder).items():
         array, meta = result.sumsqs, result.metadata
         if array.ndim != 2 or array.shape[0] != NUM_MASKS or array.shape[1] == 0:
-            print(f"leaving out {preset} seed {seed}: sums of squares of shape {array.shape}, expected ({NUM_MASKS}, N)")
+            print(
+                f"leaving out {preset} seed {seed}: sums of squares of shape {array.shape}, expected ({NUM_MASKS}, N)"
+            )
             continue
         if meta is None:
             meta = _inferred_metadata(array, sr_rate_of(preset), Path(test_data_path))
@@ -132,8 +136,9 @@ def run_status(models_folder: str | os.PathLike) -> dict[tuple[str, int], bool]:
 # Statistics
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of ``values`` ``(n,)``; NaNs for
     fewer than two values. Fixed ``seed``, so figures are reproducible."""
     values = np.asarray(values, dtype=np.float64)
@@ -196,15 +201,42 @@ def throughput_table(timing: Mapping[str, Any]) -> pd.DataFrame:
     return table
 
 
-MAIN_TABLE_COLUMNS = ("oc", "seeds", "train_batch", "train_throughput", "inference_batch", "inference_throughput",
-                      "mse", "mse_vs_zero_pct", "outer_shell_mse", "outer_shell_mse_vs_zero_pct")
-MAIN_TABLE_FORMATS = {"oc": "d", "seeds": "d", "train_batch": "d", "train_throughput": ".1f", "inference_batch": "d",
-                      "inference_throughput": ".3g", "mse": ".5f", "mse_vs_zero_pct": "+.2f", "outer_shell_mse": ".5f",
-                      "outer_shell_mse_vs_zero_pct": "+.2f"}
-MAIN_TABLE_LABELS = {"oc": "oc", "seeds": "Seeds", "train_batch": "Max train batch",
-                     "train_throughput": "Train img/s", "inference_batch": "Max inference batch",
-                     "inference_throughput": "Inference Mpx/s", "mse": "MSE", "mse_vs_zero_pct": "vs zero (%)",
-                     "outer_shell_mse": "Outer-shell MSE", "outer_shell_mse_vs_zero_pct": "Outer shell vs zero (%)"}
+MAIN_TABLE_COLUMNS = (
+    "oc",
+    "seeds",
+    "train_batch",
+    "train_throughput",
+    "inference_batch",
+    "inference_throughput",
+    "mse",
+    "mse_vs_zero_pct",
+    "outer_shell_mse",
+    "outer_shell_mse_vs_zero_pct",
+)
+MAIN_TABLE_FORMATS = {
+    "oc": "d",
+    "seeds": "d",
+    "train_batch": "d",
+    "train_throughput": ".1f",
+    "inference_batch": "d",
+    "inference_throughput": ".3g",
+    "mse": ".5f",
+    "mse_vs_zero_pct": "+.2f",
+    "outer_shell_mse": ".5f",
+    "outer_shell_mse_vs_zero_pct": "+.2f",
+}
+MAIN_TABLE_LABELS = {
+    "oc": "oc",
+    "seeds": "Seeds",
+    "train_batch": "Max train batch",
+    "train_throughput": "Train img/s",
+    "inference_batch": "Max inference batch",
+    "inference_throughput": "Inference Mpx/s",
+    "mse": "MSE",
+    "mse_vs_zero_pct": "vs zero (%)",
+    "outer_shell_mse": "Outer-shell MSE",
+    "outer_shell_mse_vs_zero_pct": "Outer shell vs zero (%)",
+}
 NO_BASELINE_MARK = "n/a*"
 NOT_TIMED_MARK = "–"
 
@@ -223,7 +255,9 @@ def main_table(table: pd.DataFrame, timing: Mapping[str, Any]) -> pd.DataFrame:
                         "outer_shell_mse": runs[f"shell_{oc}"].mean()}  # fmt: skip
     result = pd.DataFrame.from_dict(rows, orient="index")
     for column in ("mse", "outer_shell_mse"):
-        baseline = [rows[ZERO_BASELINE[oc]][column] if ZERO_BASELINE.get(oc) in rows else math.nan for oc in result["oc"]]
+        baseline = [
+            rows[ZERO_BASELINE[oc]][column] if ZERO_BASELINE.get(oc) in rows else math.nan for oc in result["oc"]
+        ]
         result[f"{column}_vs_zero_pct"] = 100 * (result[column] / np.asarray(baseline) - 1)
     result = result.join(throughput_table(timing), how="left")
     # Rows compared with the same baseline stand together: grouped by output crop.
@@ -240,11 +274,15 @@ def main_table_notes(table: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
     if missing_baselines:
         marks.update({"mse_vs_zero_pct": NO_BASELINE_MARK, "outer_shell_mse_vs_zero_pct": NO_BASELINE_MARK})
         names = ", ".join(f"{ZERO_BASELINE.get(oc, 'none defined')} (oc {oc})" for oc in missing_baselines)
-        notes.append(f"{NO_BASELINE_MARK} no baseline: no MSE results of the zero-padding model of that output crop: {names}.")
+        notes.append(
+            f"{NO_BASELINE_MARK} no baseline: no MSE results of the zero-padding model of that output crop: {names}."
+        )
     timing_columns = ("train_batch", "train_throughput", "inference_batch", "inference_throughput")
     if table[list(timing_columns)].isna().any().any():
         marks.update({c: NOT_TIMED_MARK for c in timing_columns})
-        notes.append(f"{NOT_TIMED_MARK} not timed: no entry in timing.json (run eval_train_time.py / eval_inference_time.py).")
+        notes.append(
+            f"{NOT_TIMED_MARK} not timed: no entry in timing.json (run eval_train_time.py / eval_inference_time.py)."
+        )
     return marks, notes
 
 
@@ -296,9 +334,15 @@ def _format_cell(value: Any, fmt: str | None, blank: str) -> str:
     return format(value, fmt) if fmt else str(value)
 
 
-def write_table(table: pd.DataFrame, name: str, folder: Path, formats: Mapping[str, str] | None = None,
-                labels: Mapping[str, str] | None = None, blanks: Mapping[str, str] | None = None,
-                notes: Sequence[str] = ()) -> list[Path]:
+def write_table(
+    table: pd.DataFrame,
+    name: str,
+    folder: Path,
+    formats: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    blanks: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> list[Path]:
     """Write ``table`` as ``{name}.csv`` (full precision, column names as they are, missing
     values empty), and for reading as ``.md`` and ``.tex`` (booktabs) with headers from
     ``labels``, numbers formatted by ``formats`` (column -> format spec), missing values shown

@@ -49,9 +49,7 @@ MODEL_HPARS_KEYS = (
 _SAME_PAD_1 = ((1, 1), (1, 1))
 
 
-def _conv(
-    in_channels: int, out_channels: int, kernel_size: int, key: PRNGKeyArray, padding: Any = 0
-) -> eqx.nn.Conv2d:
+def _conv(in_channels: int, out_channels: int, kernel_size: int, key: PRNGKeyArray, padding: Any = 0) -> eqx.nn.Conv2d:
     return eqx.nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, key=key)
 
 
@@ -291,8 +289,10 @@ class RVSR(eqx.Module):
         activation_function: Callable[[Array], Array] = jax.nn.gelu,
         key: PRNGKeyArray,
     ):
-        if isinstance(output_crop, bool) or not isinstance(output_crop, int) or not (
-            0 <= output_crop <= MAX_OUTPUT_CROP
+        if (
+            isinstance(output_crop, bool)
+            or not isinstance(output_crop, int)
+            or not (0 <= output_crop <= MAX_OUTPUT_CROP)
         ):
             raise ValueError(f"output_crop must be an int in 0..{MAX_OUTPUT_CROP}, got {output_crop!r}")
         keys = jax.random.split(key, 11)
@@ -323,10 +323,7 @@ class RVSR(eqx.Module):
         # gives identical values (vmapped initialisation is elementwise) while sharing the
         # eager op compilations with the unbatched tail RepConv: building a model is then
         # several times faster than vmapped eager or jitted initialisation on a CPU.
-        body_leaves = [
-            jnp.stack(leaves)
-            for leaves in zip(*(_array_leaves(make_block(True, k)) for k in body_keys))
-        ]
+        body_leaves = [jnp.stack(leaves) for leaves in zip(*(_array_leaves(make_block(True, k)) for k in body_keys))]
         if num_same_pad > 0:
             stack = eqx.filter_eval_shape(eqx.filter_vmap(lambda k: make_block(True, k)), body_keys[:num_same_pad])
             self.body_repvits_same_pad = _with_array_leaves(stack, [a[:num_same_pad] for a in body_leaves])
@@ -607,7 +604,7 @@ def _fold_repconv_leaves(leaves: Sequence[Array]) -> tuple[Array, Array]:
     weight = 0.0
     bias = 0.0
     for start in (0, 6):  # branch_1, branch_2
-        w1, b1, w3, b3, w2, b2 = as64[start:start + 6]
+        w1, b1, w3, b3, w2, b2 = as64[start : start + 6]
         # w1: (..., m, n, 1, 1), w3: (..., m, m, 3, 3), w2: (..., n, m, 1, 1); biases (..., c, 1, 1).
         weight = weight + np.einsum("...ob,...bayx,...ai->...oiyx", w2[..., 0, 0], w3, w1[..., 0, 0])
         inner_bias = np.einsum("...bayx,...a->...b", w3, b1[..., 0, 0]) + b3[..., 0, 0]
@@ -631,8 +628,11 @@ def _model_padding_options(model: RVSR) -> tuple[str | None, dict[str, Any], str
     upscale_layer = model.upscale.padding
     layer = conv_layer or upscale_layer
     kwargs = {} if layer is None else dict(layer.padding_method_kwargs)
-    return (None if conv_layer is None else conv_layer.mode), kwargs, (
-        None if upscale_layer is None else upscale_layer.mode)
+    return (
+        (None if conv_layer is None else conv_layer.mode),
+        kwargs,
+        (None if upscale_layer is None else upscale_layer.mode),
+    )
 
 
 def reparameterize(model: RVSR) -> RVSR:
@@ -649,17 +649,28 @@ def reparameterize(model: RVSR) -> RVSR:
     head_tail, stacked, blocks = _split_leaves(model)
     conv_method, kwargs, upscale_method = _model_padding_options(model)
     skeleton = eqx.filter_eval_shape(
-        RVSR, model.sr_rate, model.hidden_channels, True, model.output_crop,
-        conv_padding_method=conv_method or "zero", upscale_padding_method=upscale_method,
-        padding_method_kwargs=kwargs, activation_function=model.activation_function, key=jax.random.PRNGKey(0))
+        RVSR,
+        model.sr_rate,
+        model.hidden_channels,
+        True,
+        model.output_crop,
+        conv_padding_method=conv_method or "zero",
+        upscale_padding_method=upscale_method,
+        padding_method_kwargs=kwargs,
+        activation_function=model.activation_function,
+        key=jax.random.PRNGKey(0),
+    )
 
     def block_leaves(leaves: Sequence[Array]) -> list[Array]:
         # RepConv (16 leaves) folded to 2, then the FFN's 4 leaves unchanged.
         return [*_fold_repconv_leaves(leaves[:_REPCONV_LEAVES]), *leaves[_REPCONV_LEAVES:]]
 
     # Training leaf order: head (2), tail RepConv (16), tail 1x1 (2), stacked body, unpadded blocks.
-    new_leaves = [*head_tail[:2], *_fold_repconv_leaves(head_tail[2:2 + _REPCONV_LEAVES]),
-                  *head_tail[2 + _REPCONV_LEAVES:]]
+    new_leaves = [
+        *head_tail[:2],
+        *_fold_repconv_leaves(head_tail[2 : 2 + _REPCONV_LEAVES]),
+        *head_tail[2 + _REPCONV_LEAVES :],
+    ]
     if stacked is not None:
         new_leaves += block_leaves(stacked)
     for block in blocks:

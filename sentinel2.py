@@ -28,15 +28,17 @@ BASELINE_04_ADD_OFFSET = -1000
 of processing baseline 04.00 and later (Level-1C and Level-2A)."""
 
 
-def dn_to_model_units(dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE,
-                      add_offset: float = 0) -> np.ndarray:
+def dn_to_model_units(
+    dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, add_offset: float = 0
+) -> np.ndarray:
     """Digital numbers -> the paper's units ``2 reflectance - 1`` with ``reflectance = (dn +
     add_offset) / quantification_value`` (the dataset's: ``dn * 2 / 10000 - 1``), float64, same
     shape (values can exceed 16383, so no integer arithmetic)."""
     return (np.asarray(dn).astype(np.float64) + add_offset) * 2 / quantification_value - 1
 
 
-def model_units_to_dn(units: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE,
-                      add_offset: float = 0) -> np.ndarray:
+def model_units_to_dn(
+    units: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, add_offset: float = 0
+) -> np.ndarray:
     """The inverse of :func:`dn_to_model_units`, float64, same shape."""
     return (np.asarray(units).astype(np.float64) + 1) * quantification_value / 2 - add_offset

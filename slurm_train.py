@@ -62,8 +62,6 @@ SLURM_TIMEOUT_SECONDS = 60
 DEFAULT_RUNS_FOLDER = paths_config.default_paths()["train_runs_folder"]
 
 
-
-
 class SlurmError(cli.UserError):
     """A Slurm command failed or is missing (exit status 1)."""
 
@@ -154,7 +152,7 @@ def load_job_map(runs_folder: str | Path = DEFAULT_RUNS_FOLDER) -> dict:
     except (OSError, ValueError) as e:
         raise SlurmError(f"cannot read the job map {path}: {e}") from e
     if not isinstance(job_map, dict) or not isinstance(job_map.get("jobs"), list):
-        raise SlurmError(f"the job map {path} is not of the form {{\"jobs\": [...]}}")
+        raise SlurmError(f'the job map {path} is not of the form {{"jobs": [...]}}')
     return job_map
 
 
@@ -250,9 +248,9 @@ def job_script(runs: list[Run], resources: Resources, extra_args: list[str], log
         "set -u",
         f"presets=({' '.join(q(preset) for preset, _ in runs)})",
         f"seeds=({' '.join(str(seed) for _, seed in runs)})",
-        'preset=${presets[$SLURM_ARRAY_TASK_ID]}',
-        'seed=${seeds[$SLURM_ARRAY_TASK_ID]}',
-        'echo "slurm_train: job ${SLURM_JOB_ID}, task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}:' \
+        "preset=${presets[$SLURM_ARRAY_TASK_ID]}",
+        "seed=${seeds[$SLURM_ARRAY_TASK_ID]}",
+        'echo "slurm_train: job ${SLURM_JOB_ID}, task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}:'
         ' preset=$preset seed=$seed, restart ${SLURM_RESTART_COUNT:-0}, $(date --iso-8601=seconds)"',
         "export PYTHONUNBUFFERED=1",
         "",
@@ -271,7 +269,7 @@ def job_script(runs: list[Run], resources: Resources, extra_args: list[str], log
         'echo "slurm_train: job.py exited with status $status, $(date --iso-8601=seconds)"',
         "# Near the time limit a task that has not finished requeues itself; it resumes from the",
         "# checkpoint just written. (Preemption and scontrol requeue are requeued by Slurm.)",
-        'if [[ $warned == 1 && $status -ge 128 ]]; then',
+        "if [[ $warned == 1 && $status -ge 128 ]]; then",
         '    scontrol requeue "$SLURM_JOB_ID"',
         "fi",
         "exit $status",
@@ -403,10 +401,14 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Names after -- go to every job.py task, e.g. -- train_steps=100000 batch_size=32.",
     )
     parser.add_argument("--presets", type=presets.preset_list, help="comma-separated presets, or 'all' (default: all)")
-    parser.add_argument("--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)")
+    parser.add_argument(
+        "--seeds", type=presets.seed_list, help="seeds like 0-11 or 0,3,5 (default: 0-11; 0-2 for extr1, extr2, lp6x7)"
+    )
     parser.add_argument("--status", action="store_true", help="print the state of each run instead of submitting")
     parser.add_argument("--dry-run", action="store_true", help="print the job script instead of submitting it")
-    parser.add_argument("--gpus-per-task", type=cli.non_negative_int, default=1, help="GPUs per task; 0 asks for none (default 1)")
+    parser.add_argument(
+        "--gpus-per-task", type=cli.non_negative_int, default=1, help="GPUs per task; 0 asks for none (default 1)"
+    )
     parser.add_argument("--cpus-per-task", type=cli.positive_int, help="CPU cores per task (default: the cluster's)")
     parser.add_argument("--mem", default="80G", help="memory per task, e.g. 80G (default 80G); 'none' omits it")
     parser.add_argument("--time", default="4-00:00:00", help="time limit per task (default 4-00:00:00)")

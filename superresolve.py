@@ -91,15 +91,17 @@ def resolve_preset(model_path: str, preset: str | None) -> str:
     if parsed is not None and (parsed[0] in presets.presets or not claims):
         claims[f"the file name {path.name}"] = parsed[0]
     if not claims:
-        raise UserError(f"cannot tell the preset from the file name {path.name}; "
-                        "name it {preset}_s{seed}.eqx or give --preset")
+        raise UserError(
+            f"cannot tell the preset from the file name {path.name}; name it {{preset}}_s{{seed}}.eqx or give --preset"
+        )
     for claimed in claims.values():
         if claimed not in presets.presets:
             raise UserError(f"unknown preset {claimed!r}; known presets: {', '.join(presets.presets)}")
     if len(set(claims.values())) > 1:
         said = "; ".join(f"{source} says {claimed}" for source, claimed in claims.items())
-        raise UserError(f"contradictory presets for {path.name}: {said}; a model runs only with its own preset's "
-                        "padding")
+        raise UserError(
+            f"contradictory presets for {path.name}: {said}; a model runs only with its own preset's padding"
+        )
     return next(iter(claims.values()))
 
 
@@ -117,7 +119,8 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, int]:
     try:
         if parsed is not None and parsed[0] == spec.preset:
             model, state = published_models.load_trained_model(
-                run_layout.TrainedModel(spec.preset, parsed[1], path.parent), output_crop=0)
+                run_layout.TrainedModel(spec.preset, parsed[1], path.parent), output_crop=0
+            )
         else:  # a file named otherwise, with --preset
             hpars = presets.get_preset_hpars(spec.preset)
             model_hpars = {**hpars["model_hpars"], "hidden_channels": published_models.read_hidden_channels(path)}
@@ -137,8 +140,9 @@ def load_tile_model(spec: ModelSpec) -> Any:
     return tiling.stateless(model, state)
 
 
-def to_model_units(dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE,
-                   add_offset: float = 0) -> np.ndarray:
+def to_model_units(
+    dn: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, add_offset: float = 0
+) -> np.ndarray:
     """Digital numbers -> model units, float32 (scaled in float64, as the dataset is; the
     arguments as in :func:`sentinel2.dn_to_model_units`)."""
     return dn_to_model_units(dn, quantification_value, add_offset).astype(np.float32)
@@ -156,14 +160,22 @@ def to_dn(units: np.ndarray, quantification_value: float = DN_PER_REFLECTANCE, a
 def check_compare_size(height: int, width: int) -> None:
     """Refuse (in one line, before any work) a raster too big for ``--compare-untiled``'s one pass."""
     if height * width > MAX_COMPARE_PIXELS:
-        side = int(MAX_COMPARE_PIXELS ** 0.5)
-        raise UserError(f"--compare-untiled: a {height}x{width} raster is too big for one pass (at most "
-                        f"{MAX_COMPARE_PIXELS} pixels, e.g. {side}x{side}, which takes about "
-                        f"{COMPARE_GIB_AT_MAX:g} GiB of memory); compare on a crop of it")
+        side = int(MAX_COMPARE_PIXELS**0.5)
+        raise UserError(
+            f"--compare-untiled: a {height}x{width} raster is too big for one pass (at most "
+            f"{MAX_COMPARE_PIXELS} pixels, e.g. {side}x{side}, which takes about "
+            f"{COMPARE_GIB_AT_MAX:g} GiB of memory); compare on a crop of it"
+        )
 
 
-def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, scaling: dict | None,
-                    summary: tile_runner.RunSummary, output: Path, save: Path | None) -> dict[str, float]:
+def compare_untiled(
+    spec: ModelSpec,
+    source: raster_io.SourceSpec,
+    scaling: dict | None,
+    summary: tile_runner.RunSummary,
+    output: Path,
+    save: Path | None,
+) -> dict[str, float]:
     """Deviation of the tiled output from a one-tile run of the whole raster (model units);
     ``scaling``: the arguments of :func:`to_model_units` for digital numbers, None for model units.
     Memory: the one pass (about 1 KiB per input pixel for 16 hidden channels) and its output;
@@ -195,13 +207,18 @@ def compare_untiled(spec: ModelSpec, source: raster_io.SourceSpec, scaling: dict
             tiled[:, (tiled == out_nodata).any(axis=0)] = np.nan
         if scaling is not None:
             tiled = dn_to_model_units(tiled, **scaling)
-        deviation = deviations.add(tiled, untiled[:, rows[0]:rows[1]], seams[rows[0]:rows[1]])
+        deviation = deviations.add(tiled, untiled[:, rows[0] : rows[1]], seams[rows[0] : rows[1]])
         if deviation_map is not None:
-            deviation_map[rows[0]:rows[1]] = deviation.mean(axis=0)
+            deviation_map[rows[0] : rows[1]] = deviation.mean(axis=0)
     result = deviations.result()
     if save is not None:
-        np.savez(save, deviation=deviation_map, seams=seams, preset=spec.preset,
-                 **{k: np.float64(v) for k, v in result.items()})
+        np.savez(
+            save,
+            deviation=deviation_map,
+            seams=seams,
+            preset=spec.preset,
+            **{k: np.float64(v) for k, v in result.items()},
+        )
     return result
 
 
@@ -247,36 +264,66 @@ def make_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="superresolve.py",
         description="Super-resolve a large raster with a trained RVSR model, tile by tile (Niemitalo et al. 2025, "
-                    "arXiv:2502.12300). See docs/superresolve.md.")
+        "arXiv:2502.12300). See docs/superresolve.md.",
+    )
     parser.add_argument("input", help="GeoTIFF, NetCDF (.nc, bands B04 B03 B02), Zarr (.zarr) or .npy (band, y, x)")
     parser.add_argument("output", help="GeoTIFF (.tif, .tiff; Cloud-Optimized) or Zarr (.zarr)")
     parser.add_argument("--model", required=True, help="weights file, e.g. results/trained_models/lp2x3_s0.eqx")
     parser.add_argument("--preset", help="the model's preset (default: from the file name {preset}_s{seed}.eqx)")
     parser.add_argument("--bands", help="3 comma-separated band numbers from 1 (NetCDF: variable names); default 1,2,3")
-    parser.add_argument("--units", choices=("dn", "model"), default="dn",
-                        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1, or by the next two "
-                             "options) and written back in digital numbers; model: the model's own units, unchanged "
-                             "(default: %(default)s)")
-    parser.add_argument("--quantification-value", type=float,
-                        help=f"digital numbers per unit of reflectance: reflectance = (DN + offset) / this "
-                             f"(Sentinel-2's QUANTIFICATION_VALUE; default {DN_PER_REFLECTANCE})")
-    parser.add_argument("--add-offset", type=float,
-                        help=f"added to digital numbers before dividing by the quantification value; "
-                             f"{BASELINE_04_ADD_OFFSET} for Sentinel-2 products of processing baseline 04.00 and "
-                             f"later (BOA_ADD_OFFSET of L2A, RADIO_ADD_OFFSET of L1C) (default 0, the dataset's)")
-    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default="float32",
-                        help="output data type: float32; float16 (half the size, steps of 1 DN up to 2048, 8 DN "
-                             "above 8192); uint16 (digital numbers rounded and clipped; with --units dn) "
-                             "(default: %(default)s)")
-    parser.add_argument("--nodata", type=float, help="the input's nodata value (default: the file's own; NaN is always invalid)")
-    parser.add_argument("--tile-size", type=positive_int, default=256,
-                        help=f"tile size in input pixels, at least {tiling.MIN_TILE_SIZE} (default: %(default)s)")
-    parser.add_argument("--halo", type=parse_halo, default=0,
-                        help="overlap in input pixels whose outputs are cropped away; 'auto' = the model's receptive "
-                             "field radius, measured (10 for RVSR) (default: %(default)s, padding only)")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="tiles per model call (default: %(default)s)")
-    parser.add_argument("--training-form", action="store_true",
-                        help="run the training form of the model instead of the reparameterized one (slower, same output)")
+    parser.add_argument(
+        "--units",
+        choices=("dn", "model"),
+        default="dn",
+        help="dn: digital numbers, scaled as the dataset (v * 2 / 10000 - 1, or by the next two "
+        "options) and written back in digital numbers; model: the model's own units, unchanged "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quantification-value",
+        type=float,
+        help=f"digital numbers per unit of reflectance: reflectance = (DN + offset) / this "
+        f"(Sentinel-2's QUANTIFICATION_VALUE; default {DN_PER_REFLECTANCE})",
+    )
+    parser.add_argument(
+        "--add-offset",
+        type=float,
+        help=f"added to digital numbers before dividing by the quantification value; "
+        f"{BASELINE_04_ADD_OFFSET} for Sentinel-2 products of processing baseline 04.00 and "
+        f"later (BOA_ADD_OFFSET of L2A, RADIO_ADD_OFFSET of L1C) (default 0, the dataset's)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=OUTPUT_DTYPES,
+        default="float32",
+        help="output data type: float32; float16 (half the size, steps of 1 DN up to 2048, 8 DN "
+        "above 8192); uint16 (digital numbers rounded and clipped; with --units dn) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--nodata", type=float, help="the input's nodata value (default: the file's own; NaN is always invalid)"
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=positive_int,
+        default=256,
+        help=f"tile size in input pixels, at least {tiling.MIN_TILE_SIZE} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--halo",
+        type=parse_halo,
+        default=0,
+        help="overlap in input pixels whose outputs are cropped away; 'auto' = the model's receptive "
+        "field radius, measured (10 for RVSR) (default: %(default)s, padding only)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="tiles per model call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--training-form",
+        action="store_true",
+        help="run the training form of the model instead of the reparameterized one (slower, same output)",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=positive_int, help="start a local Dask cluster of this many worker processes")
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tls://10.0.0.1:8786")
@@ -284,10 +331,13 @@ def make_parser() -> cli.ArgumentParser:
     tls.add_argument("--tls-ca-file", type=Path, help="the certificate authority's certificate (PEM)")
     tls.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM), signed by that authority")
     tls.add_argument("--tls-key", type=Path, help="its private key (PEM), unless appended to --tls-cert")
-    parser.add_argument("--compare-untiled", action="store_true",
-                        help="print the deviation from a one-tile run (small rasters only)")
+    parser.add_argument(
+        "--compare-untiled", action="store_true", help="print the deviation from a one-tile run (small rasters only)"
+    )
     parser.add_argument("--compare-output", type=Path, help="with --compare-untiled: save the deviation map (.npz)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (and a mismatching partial run)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (and a mismatching partial run)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -316,8 +366,11 @@ def _source(args: argparse.Namespace) -> raster_io.SourceSpec:
 
 def _dn_scaling(args: argparse.Namespace) -> dict | None:
     """The arguments of :func:`to_model_units` and :func:`to_dn`, or None for ``--units model``."""
-    given = [f"--{name}" for name, value in (("quantification-value", args.quantification_value),
-                                             ("add-offset", args.add_offset)) if value is not None]
+    given = [
+        f"--{name}"
+        for name, value in (("quantification-value", args.quantification_value), ("add-offset", args.add_offset))
+        if value is not None
+    ]
     if args.units != "dn":
         if given:
             raise UserError(f"{' and '.join(given)} scale digital numbers; they need --units dn")
@@ -341,8 +394,9 @@ def _security(args: argparse.Namespace) -> Any:
     for flag in given:
         if not files[flag].is_file():
             raise UserError(f"{flag} {files[flag]} does not exist")
-    return tile_runner.tls_security(args.tls_ca_file.resolve(), args.tls_cert.resolve(),
-                                    None if args.tls_key is None else args.tls_key.resolve())
+    return tile_runner.tls_security(
+        args.tls_ca_file.resolve(), args.tls_cert.resolve(), None if args.tls_key is None else args.tls_key.resolve()
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -375,36 +429,62 @@ def run(args: argparse.Namespace) -> int:
     model_file = os.stat(spec.path)
     try:
         summary = tiling.predict_raster(
-            loader, source.path, output, scale=sr_rate, tile_size=args.tile_size, halo=args.halo, align=RVSR_ALIGN,
-            batch_size=args.batch_size, bands=source.bands, nodata=args.nodata,
+            loader,
+            source.path,
+            output,
+            scale=sr_rate,
+            tile_size=args.tile_size,
+            halo=args.halo,
+            align=RVSR_ALIGN,
+            batch_size=args.batch_size,
+            bands=source.bands,
+            nodata=args.nodata,
             preprocess=None if scaling is None else functools.partial(to_model_units, **scaling),
-            postprocess=None if scaling is None else functools.partial(to_dn, **scaling), dtype=args.dtype,
+            postprocess=None if scaling is None else functools.partial(to_dn, **scaling),
+            dtype=args.dtype,
             out_nodata=output_nodata(args.dtype, input_nodata),
-            workers=args.workers, scheduler=args.scheduler, security=security, overwrite=args.overwrite,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            security=security,
+            overwrite=args.overwrite,
             progress=False if args.no_progress else f"{spec.preset} x4",
-            attrs={"units": args.units, **(scaling or {}), "model": Path(spec.path).name,
-                   "model_sha256": file_digest(spec.path), "preset": spec.preset,
-                   "reparameterized": str(spec.reparameterize).lower(), "source": Path(args.input).name,
-                   "reference": "Niemitalo et al. 2025, arXiv:2502.12300"},
+            attrs={
+                "units": args.units,
+                **(scaling or {}),
+                "model": Path(spec.path).name,
+                "model_sha256": file_digest(spec.path),
+                "preset": spec.preset,
+                "reparameterized": str(spec.reparameterize).lower(),
+                "source": Path(args.input).name,
+                "reference": "Niemitalo et al. 2025, arXiv:2502.12300",
+            },
             band_descriptions=band_descriptions(info),
-            resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]})
+            resume_key={"model_file": [model_file.st_size, model_file.st_mtime_ns]},
+        )
     except tile_runner.RunInterrupted as e:
         print(f"interrupted with {e.done} of {e.total} tiles done; rerun the same command to continue", file=sys.stderr)
         return cli.EXIT_INTERRUPTED
     s = summary
     compiled = "" if s.compile_seconds is None else f" after compiling 1 tile shape(s) in {s.compile_seconds:.3g} s"
-    print(f"wrote {output}: {s.scale * s.size[1]}x{s.scale * s.size[0]} pixels; {s.processed} tiles "
-          f"({s.input_pixels / 1e6:.3g} input Mpx) in {s.seconds:.3g} s = "
-          f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
-          f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"wrote {output}: {s.scale * s.size[1]}x{s.scale * s.size[0]} pixels; {s.processed} tiles "
+        f"({s.input_pixels / 1e6:.3g} input Mpx) in {s.seconds:.3g} s = "
+        f"{s.input_pixels / 1e6 / max(s.seconds, 1e-9):.3g} input Mpx/s{compiled}; "
+        f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
     if s.all_nodata:
-        print(f"superresolve.py: warning: no input pixel is valid (each is NaN"
-              f"{'' if s.nodata is None else f', the nodata value {s.nodata:g}'} or masked by the file's mask band), "
-              f"so {output} holds only nodata ({s.out_nodata:g}); check --nodata and --bands", file=sys.stderr)
+        print(
+            f"superresolve.py: warning: no input pixel is valid (each is NaN"
+            f"{'' if s.nodata is None else f', the nodata value {s.nodata:g}'} or masked by the file's mask band), "
+            f"so {output} holds only nodata ({s.out_nodata:g}); check --nodata and --bands",
+            file=sys.stderr,
+        )
     if args.compare_untiled:
         r = compare_untiled(spec, source, scaling, s, output, args.compare_output)
-        print(f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "
-              f"within {SEAM_WIDTH} output pixels of seams: mean {r['seam_mean']:.3g}, max {r['seam_max']:.3g}")
+        print(
+            f"tiled vs one-tile run (model units): mean |deviation| {r['mean']:.3g}, max {r['max']:.3g}; "
+            f"within {SEAM_WIDTH} output pixels of seams: mean {r['seam_mean']:.3g}, max {r['seam_max']:.3g}"
+        )
     return 0
 
 

@@ -55,9 +55,11 @@ def software_version() -> str:
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     try:
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
 
         commit = git("rev-parse", "--short=12", "HEAD")
         changed = " + changes" if git("status", "--porcelain", "--untracked-files=no") else ""
@@ -229,7 +231,7 @@ def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> t
     raw = reader.read(rows, cols)
     height, width = tile.read_shape
     x = np.full((raw.shape[0], height, width), np.nan, np.float32)
-    x[:, :raw.shape[1], :raw.shape[2]] = raw
+    x[:, : raw.shape[1], : raw.shape[2]] = raw
     invalid = np.ones((height, width), bool)
     bad = ~np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else np.zeros(raw.shape[1:], bool)
     if nodata is not None and np.isfinite(nodata):
@@ -237,7 +239,7 @@ def read_window(reader: raster_io.Reader, tile: Tile, nodata: float | None) -> t
     masked = reader.masked(rows, cols)
     if masked is not None:
         bad |= masked
-    invalid[:raw.shape[1], :raw.shape[2]] = bad
+    invalid[: raw.shape[1], : raw.shape[2]] = bad
     return x, invalid
 
 
@@ -267,8 +269,9 @@ def cast(y: np.ndarray, dtype: np.dtype, nodata: float) -> np.ndarray:
     return y.astype(dtype)
 
 
-def process_batch(job: Job, model: Any, source: raster_io.SourceSpec | np.ndarray,
-                  tiles: Sequence[Tile]) -> list[tuple[str, int, np.ndarray | None]]:
+def process_batch(
+    job: Job, model: Any, source: raster_io.SourceSpec | np.ndarray, tiles: Sequence[Tile]
+) -> list[tuple[str, int, np.ndarray | None]]:
     """Read, fill, run the model on and write ``tiles``; returns ``(tile key, core pixels
     processed, output or None)`` per tile (0 pixels: skipped, no valid core pixel). With a work
     folder each tile's chunk is written before its done marker, so a marker means a complete
@@ -340,8 +343,9 @@ def fingerprint(obj: Any) -> str:
                 visit(o[key], depth + 1, config=False)
         else:
             kind = o if isinstance(o, type) else type(o)
-            digest.update(f"{getattr(o, '__module__', kind.__module__)}."
-                          f"{getattr(o, '__qualname__', kind.__qualname__)}".encode())
+            digest.update(
+                f"{getattr(o, '__module__', kind.__module__)}.{getattr(o, '__qualname__', kind.__qualname__)}".encode()
+            )
             if isinstance(o, ModelLoader):
                 visit(o.function, depth + 1)
                 for arg in o.args:
@@ -392,7 +396,7 @@ def _shown(value: Any, width: int = 60) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a fingerprint: enough to see that it differs
     text = json.dumps(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def settings_differences(previous: dict, settings: dict) -> str:
@@ -405,8 +409,11 @@ def settings_differences(previous: dict, settings: dict) -> str:
         if old == new:
             continue
         if isinstance(old, dict) and isinstance(new, dict):
-            differences.append(settings_differences({f"{key}.{k}": v for k, v in old.items()},
-                                                    {f"{key}.{k}": v for k, v in new.items()}))
+            differences.append(
+                settings_differences(
+                    {f"{key}.{k}": v for k, v in old.items()}, {f"{key}.{k}": v for k, v in new.items()}
+                )
+            )
         else:
             differences.append(f"{key} was {_shown(old)}, now {_shown(new)}")
     return "; ".join(differences)
@@ -423,9 +430,11 @@ def prepare_work_dir(work_dir: Path, settings: dict, overwrite: bool, create_sto
             previous = None  # created but never finished setting up: start again
         if previous is not None and previous != settings:
             if not overwrite:
-                raise TilingError(f"{work_dir} holds a partial run with other settings: "
-                                  f"{settings_differences(previous, settings)}; rerun that run to finish it, or "
-                                  f"overwrite to discard it")
+                raise TilingError(
+                    f"{work_dir} holds a partial run with other settings: "
+                    f"{settings_differences(previous, settings)}; rerun that run to finish it, or "
+                    f"overwrite to discard it"
+                )
             previous = None
         if not (work_dir / "output.zarr" / ".zmetadata").exists():
             previous = None  # the store was published (a Zarr output) before the folder was removed
@@ -480,15 +489,18 @@ def _geometry(request: Request, model: Any, in_bands: int) -> tuple[int, int, in
     return scale, align, -(-halo // align) * align
 
 
-def _output_spec(request: Request, model_out: tuple[int, ...], model_dtype: Any, scale: int
-                 ) -> tuple[int, np.dtype, float]:
+def _output_spec(
+    request: Request, model_out: tuple[int, ...], model_dtype: Any, scale: int
+) -> tuple[int, np.dtype, float]:
     """``(bands, dtype, nodata)`` of the output, given the model's output for one window."""
     bands, dtype = model_out[0], np.dtype(model_dtype)
     if request.postprocess is not None:
         probe = np.asarray(request.postprocess(np.zeros((bands, 8 * scale, 8 * scale), dtype)))
         if probe.ndim != 3 or probe.shape[1:] != (8 * scale, 8 * scale):
-            raise TilingError(f"postprocess must map (bands, h, w) to (bands', h, w); it gave {probe.shape} for "
-                              f"{(bands, 8 * scale, 8 * scale)}")
+            raise TilingError(
+                f"postprocess must map (bands, h, w) to (bands', h, w); it gave {probe.shape} for "
+                f"{(bands, 8 * scale, 8 * scale)}"
+            )
         bands, dtype = probe.shape[0], probe.dtype
     if request.dtype is not None:
         dtype = np.dtype(request.dtype)
@@ -536,8 +548,9 @@ def run(request: Request) -> np.ndarray | RunSummary:
     window = tiling.window_shape(info.height, info.width, request.tile_size, halo, align)
     local = request.client is None and request.scheduler is None and request.workers is None
 
-    work_dir = None if request.destination is None else request.destination.with_name(
-        request.destination.name + WORK_SUFFIX)
+    work_dir = (
+        None if request.destination is None else request.destination.with_name(request.destination.name + WORK_SUFFIX)
+    )
     done = set(os.listdir(work_dir / "done")) if work_dir is not None and (work_dir / "done").is_dir() else set()
     todo = [t for t in tiles if t.key not in done]
     batch_size = max(1, min(request.batch_size, len(todo)))
@@ -557,8 +570,9 @@ def run(request: Request) -> np.ndarray | RunSummary:
         raise TilingError(f"the model fails on a batch of tiles {example.shape} ({type(e).__name__}: {e})") from e
     out_shape, out_dtype = out.shape, out.dtype
     if out_shape[2:] != (scale * window[0], scale * window[1]):
-        raise TilingError(f"the model maps a {window[0]}x{window[1]} tile to {out_shape[2]}x{out_shape[3]}, "
-                          f"not scale {scale}")
+        raise TilingError(
+            f"the model maps a {window[0]}x{window[1]} tile to {out_shape[2]}x{out_shape[3]}, not scale {scale}"
+        )
     bands, dtype, out_nodata = _output_spec(request, out_shape[1:], out_dtype, scale)
     descriptions = None if request.band_descriptions is None else [str(d) for d in request.band_descriptions]
     if descriptions is not None and len(descriptions) != bands:
@@ -567,27 +581,68 @@ def run(request: Request) -> np.ndarray | RunSummary:
 
     run_id = uuid.uuid4().hex
     if work_dir is not None:
-        settings = _jsonable({
-            "source": _source_identity(source), "bands": request.bands, "nodata": repr(nodata),
-            "size": [info.height, info.width], "tile_size": request.tile_size, "halo": halo, "align": align,
-            "scale": scale, "dtype": dtype.name, "out_nodata": repr(out_nodata), "bands_out": bands,
-            "model": fingerprint(request.model), "preprocess": fingerprint(request.preprocess),
-            "postprocess": fingerprint(request.postprocess), "resume_key": request.resume_key,
-            "band_descriptions": descriptions,
-            "destination": str(request.destination)})
+        settings = _jsonable(
+            {
+                "source": _source_identity(source),
+                "bands": request.bands,
+                "nodata": repr(nodata),
+                "size": [info.height, info.width],
+                "tile_size": request.tile_size,
+                "halo": halo,
+                "align": align,
+                "scale": scale,
+                "dtype": dtype.name,
+                "out_nodata": repr(out_nodata),
+                "bands_out": bands,
+                "model": fingerprint(request.model),
+                "preprocess": fingerprint(request.preprocess),
+                "postprocess": fingerprint(request.postprocess),
+                "resume_key": request.resume_key,
+                "band_descriptions": descriptions,
+                "destination": str(request.destination),
+            }
+        )
         transform = raster_io.scaled_transform(info.transform, scale)
-        attrs = {**request.attrs, "scale": scale, "halo": halo, "tile_size": request.tile_size, "align": align,
-                 "software": software_version()}
-        run_id = prepare_work_dir(work_dir, settings, request.overwrite, lambda path: raster_io.create_zarr_dataset(
-            path, shape, scale * request.tile_size, raster_io.store_dtype(dtype, request.destination), out_nodata,
-            info.crs, transform, attrs, descriptions))
+        attrs = {
+            **request.attrs,
+            "scale": scale,
+            "halo": halo,
+            "tile_size": request.tile_size,
+            "align": align,
+            "software": software_version(),
+        }
+        run_id = prepare_work_dir(
+            work_dir,
+            settings,
+            request.overwrite,
+            lambda path: raster_io.create_zarr_dataset(
+                path,
+                shape,
+                scale * request.tile_size,
+                raster_io.store_dtype(dtype, request.destination),
+                out_nodata,
+                info.crs,
+                transform,
+                attrs,
+                descriptions,
+            ),
+        )
         done = set(os.listdir(work_dir / "done"))
         todo = [t for t in tiles if t.key not in done]
-    job = Job(run_id, None if work_dir is None else str(work_dir), scale, window, batch_size,
-              None if nodata is None else float(nodata), out_nodata, dtype.name, request.preprocess,
-              request.postprocess)
+    job = Job(
+        run_id,
+        None if work_dir is None else str(work_dir),
+        scale,
+        window,
+        batch_size,
+        None if nodata is None else float(nodata),
+        out_nodata,
+        dtype.name,
+        request.preprocess,
+        request.postprocess,
+    )
     result = None if work_dir is not None else np.full(shape, out_nodata, dtype)
-    groups = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    groups = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
     label = request.progress if isinstance(request.progress, str) else None
     progress = Progress(len(tiles), initial=len(tiles) - len(todo), label=label, enabled=bool(request.progress))
@@ -620,20 +675,40 @@ def run(request: Request) -> np.ndarray | RunSummary:
             size = sum(f.stat().st_size for f in work_dir.glob(assembled.name + "*") if f.is_file())
             return f"{size / 1e6:.0f} MB of GeoTIFF written"
 
-        with heartbeat(f"writing {destination.name} from the store (GDAL's COG driver: tiles, overviews)", written,
-                       label=label, enabled=bool(request.progress)):
-            raster_io.write_cog(job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest",
-                                tags=attrs, dtype=dtype)
+        with heartbeat(
+            f"writing {destination.name} from the store (GDAL's COG driver: tiles, overviews)",
+            written,
+            label=label,
+            enabled=bool(request.progress),
+        ):
+            raster_io.write_cog(
+                job.store, assembled, resampling="average" if dtype.kind == "f" else "nearest", tags=attrs, dtype=dtype
+            )
         raster_io.publish(assembled, destination)
     nodata_tiles = sum(1 for marker in os.scandir(work_dir / "done") if marker.stat().st_size)
     shutil.rmtree(work_dir)
-    return RunSummary(destination, len(tiles), sum(1 for g in groups for _ in g), pixels, seconds, compile_seconds,
-                      (info.height, info.width), request.tile_size, window, scale, halo, align,
-                      nodata_tiles=nodata_tiles, nodata=job.nodata, out_nodata=out_nodata)
+    return RunSummary(
+        destination,
+        len(tiles),
+        sum(1 for g in groups for _ in g),
+        pixels,
+        seconds,
+        compile_seconds,
+        (info.height, info.width),
+        request.tile_size,
+        window,
+        scale,
+        halo,
+        align,
+        nodata_tiles=nodata_tiles,
+        nodata=job.nodata,
+        out_nodata=out_nodata,
+    )
 
 
-def _collect(results: Iterable[tuple[str, int, np.ndarray | None]], tiles: dict[str, Tile], scale: int,
-             output: np.ndarray | None) -> int:
+def _collect(
+    results: Iterable[tuple[str, int, np.ndarray | None]], tiles: dict[str, Tile], scale: int, output: np.ndarray | None
+) -> int:
     pixels = 0
     for key, n, y in results:
         pixels += n
@@ -642,8 +717,9 @@ def _collect(results: Iterable[tuple[str, int, np.ndarray | None]], tiles: dict[
     return pixels
 
 
-def _run_local(job: Job, model: Any, source: Any, groups: Sequence[list[Tile]], progress: Any,
-               output: np.ndarray | None) -> int:
+def _run_local(
+    job: Job, model: Any, source: Any, groups: Sequence[list[Tile]], progress: Any, output: np.ndarray | None
+) -> int:
     pixels = 0
     for group in groups:
         results = process_batch(job, model, source, group)
@@ -678,8 +754,10 @@ def _security(request: Request) -> Any:
         raise TilingError(f"security must be a distributed.Security, got {type(security).__name__}")
     address = request.scheduler
     if address is not None and address.startswith("tls://") and not (security.tls_ca_file and security.tls_client_cert):
-        raise TilingError(f"the scheduler {address} speaks TLS: give its certificate authority and a client "
-                          "certificate (security=, or superresolve.py's --tls-ca-file, --tls-cert, --tls-key)")
+        raise TilingError(
+            f"the scheduler {address} speaks TLS: give its certificate authority and a client "
+            "certificate (security=, or superresolve.py's --tls-ca-file, --tls-cert, --tls-key)"
+        )
     if address is not None and security.require_encryption and not address.startswith("tls://"):
         raise TilingError(f"encryption is required, but the scheduler address {address} is not tls://")
     return security
@@ -693,25 +771,32 @@ def _local_cluster(workers: int, security: Any) -> Any:
 
     os.environ.update(_worker_environment())  # the nannies start workers with this environment
     tls = bool(security.tls_scheduler_cert and security.tls_worker_cert)
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        protocol="tls://" if tls else "tcp://", security=security, dashboard_address=None,
-                        silence_logs=logging.ERROR)
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        protocol="tls://" if tls else "tcp://",
+        security=security,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
 
 
 def _worker_environment() -> dict[str, str]:
     """Environment for local Dask workers: this repository importable, and JAX not grabbing all
     GPU memory at start (several workers may share a machine)."""
     path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), path) if p),
-            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), path) if p), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
 def run_sent_batch(payload: bytes, model: Any = None, source: Any = None) -> list[tuple[str, int, np.ndarray | None]]:
     """The body of a Dask task, on a worker: :func:`process_batch` of ``payload``, the pickled
     ``(job, tiles, model, source)`` (model and source None where they come scattered instead)."""
     job, tiles, sent_model, sent_source = pickle.loads(payload)
-    return process_batch(job, model if sent_model is None else sent_model,
-                         source if sent_source is None else sent_source, tiles)
+    return process_batch(
+        job, model if sent_model is None else sent_model, source if sent_source is None else sent_source, tiles
+    )
 
 
 def _submit_batches(client: Any, job: Job, model: Any, source: Any, groups: Sequence[list[Tile]]) -> list[Any]:
@@ -730,14 +815,16 @@ def _submit_batches(client: Any, job: Job, model: Any, source: Any, groups: Sequ
     scattered_model, scattered_source = (x if isinstance(x, Future) else None for x in (model, source))
     futures = []
     for tiles in groups:  # dask_pickle: cloudpickle where plain pickle cannot (lambdas, __main__)
-        payload = dask_pickle.dumps((job, tiles, None if scattered_model else model,
-                                     None if scattered_source else source))
+        payload = dask_pickle.dumps(
+            (job, tiles, None if scattered_model else model, None if scattered_source else source)
+        )
         futures.append(client.submit(apply, function, [payload, scattered_model, scattered_source], pure=False))
     return futures
 
 
-def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Tile]], progress: Any,
-              output: np.ndarray | None) -> int:
+def _run_dask(
+    job: Job, request: Request, source: Any, groups: Sequence[list[Tile]], progress: Any, output: np.ndarray | None
+) -> int:
     """Each task runs one batch: the worker reads its tiles itself and writes their chunks into
     the store (on a file system the workers share), so only tile keys come back (outputs too
     when the result is an array)."""
@@ -757,8 +844,11 @@ def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Til
     futures = []
     try:
         # The model once per worker (a loader is small: it travels with each task and loads there).
-        model = request.model if isinstance(request.model, ModelLoader) else \
-            client.scatter([request.model], broadcast=True, hash=False)[0]
+        model = (
+            request.model
+            if isinstance(request.model, ModelLoader)
+            else client.scatter([request.model], broadcast=True, hash=False)[0]
+        )
         data = client.scatter([source], hash=False)[0] if isinstance(source, np.ndarray) else source
         futures = _submit_batches(client, job, model, data, groups)
         tiles = {t.key: t for group in groups for t in group}
@@ -767,8 +857,10 @@ def _run_dask(job: Job, request: Request, source: Any, groups: Sequence[list[Til
             try:
                 results = future.result()
             except (ImportError, AttributeError) as e:
-                raise TilingError(f"a Dask task failed ({type(e).__name__}: {e}); the workers must be able to import "
-                                  f"this repository ({REPO}) and the model's module, e.g. on PYTHONPATH") from None
+                raise TilingError(
+                    f"a Dask task failed ({type(e).__name__}: {e}); the workers must be able to import "
+                    f"this repository ({REPO}) and the model's module, e.g. on PYTHONPATH"
+                ) from None
             except TilingError as e:
                 raise TilingError(f"on a Dask worker: {e}") from None
             pixels += _collect(results, tiles, job.scale, output)

@@ -89,13 +89,17 @@ class Tile:
     def core_in_window(self, scale: int = 1) -> tuple[slice, slice]:
         """The core's ``(y, x)`` slices in the model's output for the read window (input pixels
         for ``scale`` 1)."""
-        return (slice(scale * (self.core_y[0] - self.read_y[0]), scale * (self.core_y[1] - self.read_y[0])),
-                slice(scale * (self.core_x[0] - self.read_x[0]), scale * (self.core_x[1] - self.read_x[0])))
+        return (
+            slice(scale * (self.core_y[0] - self.read_y[0]), scale * (self.core_y[1] - self.read_y[0])),
+            slice(scale * (self.core_x[0] - self.read_x[0]), scale * (self.core_x[1] - self.read_x[0])),
+        )
 
     def core_in_output(self, scale: int) -> tuple[slice, slice]:
         """The core's ``(y, x)`` slices in the whole raster's output."""
-        return (slice(scale * self.core_y[0], scale * self.core_y[1]),
-                slice(scale * self.core_x[0], scale * self.core_x[1]))
+        return (
+            slice(scale * self.core_y[0], scale * self.core_y[1]),
+            slice(scale * self.core_x[0], scale * self.core_x[1]),
+        )
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -107,13 +111,16 @@ def check_tile_size(tile_size: int, align: int = 1) -> None:
     if align < 1:
         raise TilingError(f"align must be >= 1, got {align}")
     if tile_size < MIN_TILE_SIZE:
-        raise TilingError(f"tile size {tile_size} is too small: use at least {MIN_TILE_SIZE} input pixels "
-                          f"(256 is a good start)")
+        raise TilingError(
+            f"tile size {tile_size} is too small: use at least {MIN_TILE_SIZE} input pixels (256 is a good start)"
+        )
     if tile_size % align:
         lower, upper = tile_size // align * align, _round_up(tile_size, align)
         choices = " or ".join(str(t) for t in (lower, upper) if t >= MIN_TILE_SIZE)
-        raise TilingError(f"tile size {tile_size} is not a multiple of {align}, the model's total stride (it is "
-                          f"shift-equivariant only by multiples of it); use {choices}")
+        raise TilingError(
+            f"tile size {tile_size} is not a multiple of {align}, the model's total stride (it is "
+            f"shift-equivariant only by multiples of it); use {choices}"
+        )
 
 
 def window_shape(height: int, width: int, tile_size: int, halo: int = 0, align: int = 1) -> tuple[int, int]:
@@ -143,9 +150,11 @@ def tile_grid(height: int, width: int, tile_size: int, halo: int = 0, align: int
         raise TilingError(f"halo must be a multiple of the alignment {align} and >= 0, got {halo}")
     if height < 1 or width < 1:
         raise TilingError(f"a {height}x{width} raster has no pixels")
-    return [Tile(row, col, core_y, core_x, read_y, read_x)
-            for row, (core_y, read_y) in enumerate(_axis(height, tile_size, halo, align))
-            for col, (core_x, read_x) in enumerate(_axis(width, tile_size, halo, align))]
+    return [
+        Tile(row, col, core_y, core_x, read_y, read_x)
+        for row, (core_y, read_y) in enumerate(_axis(height, tile_size, halo, align))
+        for col, (core_x, read_x) in enumerate(_axis(width, tile_size, halo, align))
+    ]
 
 
 def seam_mask(tiles: Sequence[Tile], output_shape: tuple[int, int], scale: int, width: int = 4) -> np.ndarray:
@@ -233,12 +242,15 @@ def output_scale(model: Model, in_bands: int, scale: int | None = None, sizes: S
             continue
         shape = getattr(out, "shape", None)
         if shape is None or len(shape) != 3 or shape[1] != shape[2] or shape[1] % n or shape[1] < n:
-            raise TilingError(f"the model maps ({in_bands}, {n}, {n}) to {shape if shape is not None else type(out)}; "
-                              f"it must give (bands, s*{n}, s*{n}) for an integer scale s >= 1")
+            raise TilingError(
+                f"the model maps ({in_bands}, {n}, {n}) to {shape if shape is not None else type(out)}; "
+                f"it must give (bands, s*{n}, s*{n}) for an integer scale s >= 1"
+            )
         found = shape[1] // n
         if scale is not None and scale != found:
-            raise TilingError(f"scale {scale} given, but the model maps ({in_bands}, {n}, {n}) to {tuple(shape)}, "
-                              f"scale {found}")
+            raise TilingError(
+                f"scale {scale} given, but the model maps ({in_bands}, {n}, {n}) to {tuple(shape)}, scale {found}"
+            )
         return found
     raise TilingError(f"the model fails on ({in_bands}, n, n) inputs for n in {tuple(sizes)} ({'; '.join(failures)})")
 
@@ -271,9 +283,18 @@ def geometry_probe_form(model: Model) -> Model:
     return jax.tree_util.tree_map(zero, model, is_leaf=is_padding)
 
 
-def alignment(model: Model, in_bands: int, *, scale: int | None = None, max_align: int = MAX_ALIGN,
-              probe_size: int = 128, max_probe_size: int = 1024, low: float = -1.0, high: float = 1.0,
-              seed: int = 0) -> int:
+def alignment(
+    model: Model,
+    in_bands: int,
+    *,
+    scale: int | None = None,
+    max_align: int = MAX_ALIGN,
+    probe_size: int = 128,
+    max_probe_size: int = 1024,
+    low: float = -1.0,
+    high: float = 1.0,
+    seed: int = 0,
+) -> int:
     """The total stride ``a`` of ``model``: the smallest shift (input pixels) by which it is
     shift-equivariant, measured. 1 for a model without stride or pooling; 4 for a two-level
     U-Net.
@@ -294,7 +315,7 @@ def alignment(model: Model, in_bands: int, *, scale: int | None = None, max_alig
         image = _probe(key, (in_bands, n + max_align, n + max_align), low, high)
         for first in range(1, max_align + 1, 4):
             shifts = [0] + list(range(first, min(first + 4, max_align + 1)))
-            batch = jnp.stack([image[:, d:d + n, d:d + n] for d in shifts])
+            batch = jnp.stack([image[:, d : d + n, d : d + n] for d in shifts])
             batch = jnp.concatenate([batch, jnp.repeat(batch[-1:], 5 - len(shifts), axis=0)])  # one shape
             out = np.asarray(_batched(model, batch), np.float64)
             tol = ALIGN_RTOL * max(np.abs(out[0]).max(), 1e-30)
@@ -303,13 +324,15 @@ def alignment(model: Model, in_bands: int, *, scale: int | None = None, max_alig
                 if lo >= hi:
                     continue
                 reference = out[0][:, lo:hi, lo:hi]
-                shifted = out[i][:, lo - scale * d:hi - scale * d, lo - scale * d:hi - scale * d]
+                shifted = out[i][:, lo - scale * d : hi - scale * d, lo - scale * d : hi - scale * d]
                 if np.abs(reference - shifted).max() <= tol:
                     return d
         n *= 2
-    raise TilingError(f"the model is not shift-equivariant by any shift up to {max_align} pixels away from the "
-                      f"edges of a {n // 2}x{n // 2} input: a global operation (global pooling, normalization over "
-                      f"the whole map, attention), or a larger stride? Pass align= (and halo=) yourself")
+    raise TilingError(
+        f"the model is not shift-equivariant by any shift up to {max_align} pixels away from the "
+        f"edges of a {n // 2}x{n // 2} input: a global operation (global pooling, normalization over "
+        f"the whole map, attention), or a larger stride? Pass align= (and halo=) yourself"
+    )
 
 
 def _gradient_support(model: Model, probes: jax.Array, cotangent: jax.Array) -> jax.Array:
@@ -323,9 +346,20 @@ def _gradient_support(model: Model, probes: jax.Array, cotangent: jax.Array) -> 
 _gradient_support_jit = eqx.filter_jit(_gradient_support)
 
 
-def receptive_field(model: Model, in_bands: int, *, scale: int | None = None, align: int | None = None,
-                    probe_size: int = 32, max_probe_size: int = 1024, probes: int = 2, low: float = -1.0,
-                    high: float = 1.0, tolerance: float = 0.0, seed: int = 0) -> int:
+def receptive_field(
+    model: Model,
+    in_bands: int,
+    *,
+    scale: int | None = None,
+    align: int | None = None,
+    probe_size: int = 32,
+    max_probe_size: int = 1024,
+    probes: int = 2,
+    low: float = -1.0,
+    high: float = 1.0,
+    tolerance: float = 0.0,
+    seed: int = 0,
+) -> int:
     """The receptive-field radius of ``model`` in input pixels, measured: how far from an input
     pixel the inputs reach that its outputs depend on. 10 for RVSR; ``sum(dilations)`` for a
     stack of 3x3 convolutions.
@@ -356,8 +390,12 @@ def receptive_field(model: Model, in_bands: int, *, scale: int | None = None, al
         start = n // 2 // align * align  # the central block [start, start + align) in both axes
         x = _probe(key_x, (probes, in_bands, n, n), low, high)
         out = jax.eval_shape(lambda v: jax.vmap(model)(v), x)
-        block = (slice(None), slice(None), slice(scale * start, scale * (start + align)),
-                 slice(scale * start, scale * (start + align)))
+        block = (
+            slice(None),
+            slice(None),
+            slice(scale * start, scale * (start + align)),
+            slice(scale * start, scale * (start + align)),
+        )
         cotangent = jnp.zeros(out.shape, out.dtype)
         cotangent = cotangent.at[block].set(jax.random.normal(key_c, cotangent[block].shape, out.dtype))
         magnitude = np.asarray(_gradient_support_jit(model, x, cotangent))
@@ -368,24 +406,43 @@ def receptive_field(model: Model, in_bands: int, *, scale: int | None = None, al
         if lo >= align and hi < n - align:  # clear of the edge: the cone is all inside
             return int(max(start - lo, hi - (start + align - 1)))
         n *= 2
-    raise TilingError(f"the model's receptive field reaches the edge of a {n // 2}x{n // 2} input: its outputs "
-                      f"depend on the whole input (a global operation such as global pooling, normalization over the "
-                      f"map or attention?), so no halo makes tiles exact; pass halo= yourself")
+    raise TilingError(
+        f"the model's receptive field reaches the edge of a {n // 2}x{n // 2} input: its outputs "
+        f"depend on the whole input (a global operation such as global pooling, normalization over the "
+        f"map or attention?), so no halo makes tiles exact; pass halo= yourself"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The library entry
 
 
-def predict_raster(model: Any, source: Any, destination: str | Path | None = None, *,
-                   scale: int | None = None, tile_size: int = 256, halo: int | str = "auto",
-                   align: int | str = "auto", batch_size: int = 4, bands: Sequence[int | str] | None = None,
-                   nodata: float | None = None, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None, dtype: Any = None,
-                   out_nodata: float | None = None, client: Any = None, scheduler: str | None = None,
-                   workers: int | None = None, security: Any = None, overwrite: bool = False,
-                   progress: bool | str = True, attrs: dict | None = None, resume_key: Any = None,
-                   band_descriptions: Sequence[str] | None = None) -> Any:
+def predict_raster(
+    model: Any,
+    source: Any,
+    destination: str | Path | None = None,
+    *,
+    scale: int | None = None,
+    tile_size: int = 256,
+    halo: int | str = "auto",
+    align: int | str = "auto",
+    batch_size: int = 4,
+    bands: Sequence[int | str] | None = None,
+    nodata: float | None = None,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    dtype: Any = None,
+    out_nodata: float | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    security: Any = None,
+    overwrite: bool = False,
+    progress: bool | str = True,
+    attrs: dict | None = None,
+    resume_key: Any = None,
+    band_descriptions: Sequence[str] | None = None,
+) -> Any:
     """Run ``model`` over a raster tile by tile; returns the output array, or writes it.
 
     ``model``: one tile ``(C, h, w)`` -> ``(C', s h, s w)`` (an Equinox module, a plain or jitted
@@ -449,13 +506,33 @@ def predict_raster(model: Any, source: Any, destination: str | Path | None = Non
     """
     import tile_runner
 
-    return tile_runner.run(tile_runner.Request(
-        model=model, source=source, destination=None if destination is None else Path(destination),
-        scale=scale, tile_size=tile_size, halo=halo, align=align, batch_size=batch_size,
-        bands=None if bands is None else tuple(bands), nodata=nodata, preprocess=preprocess,
-        postprocess=postprocess, dtype=dtype, out_nodata=out_nodata, client=client, scheduler=scheduler,
-        workers=workers, security=security, overwrite=overwrite, progress=progress, attrs=dict(attrs or {}),
-        resume_key=resume_key, band_descriptions=None if band_descriptions is None else tuple(band_descriptions)))
+    return tile_runner.run(
+        tile_runner.Request(
+            model=model,
+            source=source,
+            destination=None if destination is None else Path(destination),
+            scale=scale,
+            tile_size=tile_size,
+            halo=halo,
+            align=align,
+            batch_size=batch_size,
+            bands=None if bands is None else tuple(bands),
+            nodata=nodata,
+            preprocess=preprocess,
+            postprocess=postprocess,
+            dtype=dtype,
+            out_nodata=out_nodata,
+            client=client,
+            scheduler=scheduler,
+            workers=workers,
+            security=security,
+            overwrite=overwrite,
+            progress=progress,
+            attrs=dict(attrs or {}),
+            resume_key=resume_key,
+            band_descriptions=None if band_descriptions is None else tuple(band_descriptions),
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,8 +546,9 @@ def two_by_two_tile_size(image_size: int, output_crop: int, sr_rate: int, paper_
     return min(paper_tile, fitting)
 
 
-def two_by_two(model: eqx.Module, state: eqx.nn.State, inputs: np.ndarray, tile: int, output_crop: int,
-               sr_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def two_by_two(
+    model: eqx.Module, state: eqx.nn.State, inputs: np.ndarray, tile: int, output_crop: int, sr_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(stitched, untiled)``: the output of a stateful model ``(3, y, x) -> (3, sr (y - 2 oc),
     sr (x - 2 oc))`` (RVSR) for ``inputs`` (3, R, R), ``R = 2 tile - 2 oc``, stitched from the
     four ``tile x tile`` input tiles of a 2x2 tiling (overlapping by ``2 oc`` so that their
@@ -481,10 +559,11 @@ def two_by_two(model: eqx.Module, state: eqx.nn.State, inputs: np.ndarray, tile:
         raise ValueError(f"inputs of size {inputs.shape[-1]} do not match tile {tile} and output crop {output_crop}")
     stateless = _Stateless(model, state)
     untiled = batch_call(stateless, inputs[None])[0]
-    windows = np.stack([inputs[:, y:y + tile, x:x + tile] for y in (0, step) for x in (0, step)])
+    windows = np.stack([inputs[:, y : y + tile, x : x + tile] for y in (0, step) for x in (0, step)])
     top_left, top_right, bottom_left, bottom_right = batch_call(stateless, windows)
-    stitched = np.concatenate([np.concatenate([top_left, top_right], axis=-1),
-                               np.concatenate([bottom_left, bottom_right], axis=-1)], axis=-2)
+    stitched = np.concatenate(
+        [np.concatenate([top_left, top_right], axis=-1), np.concatenate([bottom_left, bottom_right], axis=-1)], axis=-2
+    )
     return stitched, untiled
 
 

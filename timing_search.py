@@ -67,8 +67,13 @@ def train_throughput(batch_size: int, step_times: float | Sequence[float]) -> fl
     return batch_size / mean_step_time(step_times)
 
 
-def inference_throughput(batch_size: int, step_times: float | Sequence[float], output_crop: int,
-                         target_size: int = DEFAULT_TARGET_SIZE, sr_rate: int = 4) -> float:
+def inference_throughput(
+    batch_size: int,
+    step_times: float | Sequence[float],
+    output_crop: int,
+    target_size: int = DEFAULT_TARGET_SIZE,
+    sr_rate: int = 4,
+) -> float:
     """Output pixels of one channel per second: ``batch x (T - 2 sr oc)^2 / mean time``."""
     return batch_size * output_side(target_size, sr_rate, output_crop) ** 2 / mean_step_time(step_times)
 
@@ -153,8 +158,14 @@ class TimingOptions:
     train_data_path: str | None = None  # the images trained on (the test set), train mode
 
 
-def timing_job_args(preset: str, batch_size: int, steps: int, options: TimingOptions, cooldown: float = 0.0,
-                    timing_filename: str | None = None) -> list[str]:
+def timing_job_args(
+    preset: str,
+    batch_size: int,
+    steps: int,
+    options: TimingOptions,
+    cooldown: float = 0.0,
+    timing_filename: str | None = None,
+) -> list[str]:
     """The ``job.py`` arguments of one timing run (or probe, without ``timing_filename``)."""
     t = options.target_size
     args = [f"preset={preset}", f"seed={options.seed}", f"batch_size={batch_size}", f"image_shape=[3,{t},{t}]",
@@ -220,7 +231,9 @@ def timed_job(preset: str, batch_size: int, options: TimingOptions, runner: JobR
     raise UserError(f"{preset}: the timed {options.mode} run ran out of memory even at batch size 1")
 
 
-def timing_units(options: TimingOptions, preset_names: Sequence[str], timing_path: Path, runner: JobRunner) -> list[Unit]:
+def timing_units(
+    options: TimingOptions, preset_names: Sequence[str], timing_path: Path, runner: JobRunner
+) -> list[Unit]:
     """Two units per preset, each stored in ``timing_path`` when done: the batch-size search,
     then the timed run at the size found."""
     size_key, times_key, target_key = TIMING_KEYS[options.mode]
@@ -262,17 +275,36 @@ def add_timing_arguments(parser: argparse.ArgumentParser, start: int, steps: int
     """The options of the two timing scripts; defaults are the paper's."""
     paths = paths_config.get_paths()
     parser.add_argument("--results-folder", default=paths["results_folder"], help="default: %(default)s")
-    parser.add_argument("--presets", nargs="+", type=presets.preset_name, default=list(presets.presets), metavar="PRESET",
-                        help="presets to time (default: all 22)")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        type=presets.preset_name,
+        default=list(presets.presets),
+        metavar="PRESET",
+        help="presets to time (default: all 22)",
+    )
     parser.add_argument("--start-batch-size", type=positive_int, default=start, help="default: %(default)s")
-    parser.add_argument("--max-batch-size", type=positive_int, default=2**20, help="cap of the search (default: %(default)s)")
+    parser.add_argument(
+        "--max-batch-size", type=positive_int, default=2**20, help="cap of the search (default: %(default)s)"
+    )
     parser.add_argument("--steps", type=positive_int, default=steps, help="timed steps (default: %(default)s)")
-    parser.add_argument("--cooldown", type=non_negative_float, default=cooldown,
-                        help="seconds of sleep before the timed run (default: %(default)s)")
-    parser.add_argument("--memory-limit-gb", type=non_negative_float,
-                        help="address-space limit of each job.py process (CPU runs; default: none)")
-    parser.add_argument("--target-size", type=positive_int, default=DEFAULT_TARGET_SIZE,
-                        help="target size T: image_shape [3,T,T], inputs T/4 (default: %(default)s)")
+    parser.add_argument(
+        "--cooldown",
+        type=non_negative_float,
+        default=cooldown,
+        help="seconds of sleep before the timed run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=non_negative_float,
+        help="address-space limit of each job.py process (CPU runs; default: none)",
+    )
+    parser.add_argument(
+        "--target-size",
+        type=positive_int,
+        default=DEFAULT_TARGET_SIZE,
+        help="target size T: image_shape [3,T,T], inputs T/4 (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="model seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="time presets that are stored already again")
 

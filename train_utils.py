@@ -113,12 +113,17 @@ def validate_hpars(hpars: dict) -> None:
         all(n > 0 and n % sr == 0 for n in shape[1:]),
         f"image_shape height and width must be positive multiples of sr_rate {sr}, got {shape!r}",
     )
-    require(is_int(hpars["batch_size"]) and hpars["batch_size"] >= 1, f"batch_size must be >= 1, got {hpars['batch_size']!r}")
+    require(
+        is_int(hpars["batch_size"]) and hpars["batch_size"] >= 1,
+        f"batch_size must be >= 1, got {hpars['batch_size']!r}",
+    )
     require(is_int(hpars["train_steps"]) and hpars["train_steps"] >= 0, "train_steps must be an int >= 0")
     require(is_int(hpars["seed"]) and hpars["seed"] >= 0, "seed must be an int >= 0")
     require(all(is_int(s) and s >= 0 for s in hpars["checkpoint_steps"]), "checkpoint_steps must be ints >= 0")
-    require(is_int(hpars["test_image_save_interval"]) and hpars["test_image_save_interval"] >= 0,
-            "test_image_save_interval must be an int >= 0")
+    require(
+        is_int(hpars["test_image_save_interval"]) and hpars["test_image_save_interval"] >= 0,
+        "test_image_save_interval must be an int >= 0",
+    )
     require(hpars["train_image_save_interval"] == 0, "train_image_save_interval other than 0 is not supported")
     resume = hpars["resume_checkpoint"]
     require(resume is None or (is_int(resume) and resume >= -1), "resume_checkpoint must be None, -1 or a step")
@@ -134,9 +139,7 @@ def crop_shells(images: jax.Array, n: int) -> jax.Array:
     return images if n == 0 else images[..., n:-n, n:-n]
 
 
-def make_inputs_and_targets(
-    batch: jax.Array, hpars: dict, key: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array]:
+def make_inputs_and_targets(batch: jax.Array, hpars: dict, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Low-resolution inputs ``(B, 3, h / sr, w / sr)`` and targets ``(B, 3, h - 2 sr oc,
     w - 2 sr oc)`` from full images ``(B, 3, H, W)``; random crops with ``key``, else center crops.
 
@@ -281,7 +284,8 @@ def _clear_run_folder(folder: Path) -> None:
     run_layout.clear_outcome(folder)
     for path in folder.iterdir():
         if path.is_dir() and (
-            run_layout.is_checkpoint_folder_name(path.name) or run_layout.is_temporary_checkpoint_name(path.name)
+            run_layout.is_checkpoint_folder_name(path.name)
+            or run_layout.is_temporary_checkpoint_name(path.name)
             or path.name == run_layout.TEST_IMAGES_FOLDER
         ):
             shutil.rmtree(path)
@@ -313,11 +317,13 @@ def save_sample_images(folder: Path, step: int, samples: dict[int, tuple[np.ndar
 def require_data_file(path: str | None, name: str) -> None:
     """``DataError`` unless the ``name`` ("train", "test", ...) data file exists."""
     if not path or not os.path.isfile(path):
-        raise DataError(f"{name} data file not found: {path} (make it with make_dataset_npys.py or set {name}_data_path=...)")
+        raise DataError(
+            f"{name} data file not found: {path} (make it with make_dataset_npys.py or set {name}_data_path=...)"
+        )
 
 
 def load_image_data(
-    path: str, name: str, image_shape: tuple[int, int, int], sr_rate: int, min_images: int, *, check_finite: bool = False
+    path: str, name: str, shape: tuple[int, int, int], sr_rate: int, min_images: int, *, check_finite: bool = False
 ) -> np.ndarray:
     """The images ``(N, 3, H, W)`` float32 of a .npy file (memory-mapped); ``DataError`` in
     one line if missing, of another shape or dtype, or (``check_finite``) holding a NaN or
@@ -330,10 +336,11 @@ def load_image_data(
         data = data_utils.load_data_array(path, name, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise DataError(f"{name} data file {path} is not a readable .npy array ({one_line(e)})") from e
-    channels, height, width = image_shape
+    channels, height, width = shape
     crop = (height + 2 * sr_rate, width + 2 * sr_rate)
     if data.ndim != 4 or data.shape[1] != channels or data.shape[2] < crop[0] or data.shape[3] < crop[1]:
-        raise DataError(f"{name} data {path} has shape {data.shape}; expected (N, {channels}, >={crop[0]}, >={crop[1]})")
+        expected = f"(N, {channels}, >={crop[0]}, >={crop[1]})"
+        raise DataError(f"{name} data {path} has shape {data.shape}; expected {expected}")
     if data.dtype != np.float32:
         raise DataError(f"{name} data {path} has dtype {data.dtype}; expected float32 (as make_dataset_npys.py writes)")
     if len(data) < min_images:
@@ -482,7 +489,8 @@ def train(config: dict, options: dict | None = None) -> TrainState:
     # version of each file, recorded beside it, so resumes and requeues skip it); dry runs
     # and timing runs (save=False) skip that.
     train_data = load_image_data(hpars["train_data_path"], "train", shape, sr, batch_size, check_finite=save)
-    test_data = load_image_data(hpars["test_data_path"], "test", shape, sr, batch_size, check_finite=True) if save else None
+    test_path = hpars["test_data_path"]
+    test_data = load_image_data(test_path, "test", shape, sr, batch_size, check_finite=True) if save else None
     ts, histories = _start_run(hpars)
     batcher = data_utils.ImageBatcher(batch_size, hpars["shuffle_train_data"], rng=ts.rng)
     if not hpars["shuffle_train_data"]:

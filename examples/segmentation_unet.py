@@ -53,11 +53,25 @@ import tiling
 
 # One plain-dict configuration per --size. Sizes in pixels; steps are Adam steps of one batch.
 SIZES = {
-    "full": {"raster_size": 3072, "tile_size": 256, "train_size": 1024, "patch_size": 64, "batch_size": 8,
-             "steps": 600, "widths": (8, 16, 32)},
+    "full": {
+        "raster_size": 3072,
+        "tile_size": 256,
+        "train_size": 1024,
+        "patch_size": 64,
+        "batch_size": 8,
+        "steps": 600,
+        "widths": (8, 16, 32),
+    },
     # 200 is no multiple of the tile size: the last tiles of each row and column are partial.
-    "tiny": {"raster_size": 200, "tile_size": 64, "train_size": 96, "patch_size": 32, "batch_size": 4,
-             "steps": 3, "widths": (4, 8, 8)},
+    "tiny": {
+        "raster_size": 200,
+        "tile_size": 64,
+        "train_size": 96,
+        "patch_size": 32,
+        "batch_size": 4,
+        "steps": 3,
+        "widths": (4, 8, 8),
+    },
 }
 NUM_CLASSES = 4
 WAVELENGTH = 6.0  # pixels; several wavelengths fit in the receptive field
@@ -94,8 +108,9 @@ def oriented_waves(rng: np.random.Generator, size: int, angle: float) -> np.ndar
     cy, cx = np.sin(angle) / WAVELENGTH, np.cos(angle) / WAVELENGTH
     bandwidth = 0.25 / WAVELENGTH  # some irregularity; the orientation stays clear
     # Both signs of the frequency: the real part of a wave has both.
-    band = (np.exp(-((fy - cy) ** 2 + (fx - cx) ** 2) / (2 * bandwidth**2))
-            + np.exp(-((fy + cy) ** 2 + (fx + cx) ** 2) / (2 * bandwidth**2)))
+    band = np.exp(-((fy - cy) ** 2 + (fx - cx) ** 2) / (2 * bandwidth**2)) + np.exp(
+        -((fy + cy) ** 2 + (fx + cx) ** 2) / (2 * bandwidth**2)
+    )
     waves = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * band, s=(size, size))
     return (waves / waves.std()).astype(np.float32)
 
@@ -181,13 +196,16 @@ class UNet(eqx.Module):
 # Training
 
 
-def random_patches(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, count: int,
-                   size: int) -> tuple[np.ndarray, np.ndarray]:
+def random_patches(
+    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, count: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random crops: images ``(count, bands, size, size)``, labels ``(count, size, size)``."""
     ys = rng.integers(0, labels.shape[0] - size + 1, count)
     xs = rng.integers(0, labels.shape[1] - size + 1, count)
-    return (np.stack([image[:, y : y + size, x : x + size] for y, x in zip(ys, xs)]),
-            np.stack([labels[y : y + size, x : x + size] for y, x in zip(ys, xs)]))
+    return (
+        np.stack([image[:, y : y + size, x : x + size] for y, x in zip(ys, xs)]),
+        np.stack([labels[y : y + size, x : x + size] for y, x in zip(ys, xs)]),
+    )
 
 
 def loss_fn(model: UNet, images: jax.Array, labels: jax.Array) -> jax.Array:
@@ -228,9 +246,21 @@ def write_geotiff(path: Path, image: np.ndarray) -> None:
     from rasterio.transform import from_origin
 
     bands, height, width = image.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype="float32",
-                       crs=CRS, transform=from_origin(*ORIGIN, PIXEL_SIZE, PIXEL_SIZE), tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=bands,
+        dtype="float32",
+        crs=CRS,
+        transform=from_origin(*ORIGIN, PIXEL_SIZE, PIXEL_SIZE),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    ) as dst:
         dst.write(image)
 
 
@@ -248,13 +278,21 @@ def to_classes(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits, axis=0)[None].astype(np.uint8)
 
 
-def predict_tiled(model: UNet, source: Path, destination: Path, tile_size: int, halo: int | str,
-                  overwrite: bool):
+def predict_tiled(model: UNet, source: Path, destination: Path, tile_size: int, halo: int | str, overwrite: bool):
     """Run ``model`` over the raster at ``source`` in tiles into a class-map GeoTIFF; returns
     `predict_raster`'s summary (the halo and read window it used, times)."""
-    return tiling.predict_raster(model, source, destination, tile_size=tile_size, halo=halo, dtype=np.uint8,
-                                 postprocess=to_classes, out_nodata=CLASS_NODATA, overwrite=overwrite,
-                                 progress=False)
+    return tiling.predict_raster(
+        model,
+        source,
+        destination,
+        tile_size=tile_size,
+        halo=halo,
+        dtype=np.uint8,
+        postprocess=to_classes,
+        out_nodata=CLASS_NODATA,
+        overwrite=overwrite,
+        progress=False,
+    )
 
 
 def predict_one_pass(model: UNet, image: np.ndarray) -> np.ndarray:
@@ -284,8 +322,9 @@ def distance_to_edge(size: int) -> np.ndarray:
     return np.minimum(index, size - 1 - index)
 
 
-def seam_comparison(tiled: np.ndarray, reference: np.ndarray, truth: np.ndarray, tile_size: int, radius: int,
-                    inside: int) -> dict[str, float]:
+def seam_comparison(
+    tiled: np.ndarray, reference: np.ndarray, truth: np.ndarray, tile_size: int, radius: int, inside: int
+) -> dict[str, float]:
     """A tiled class map ``(y, x)`` against the one-pass class map ``reference`` ``(y, x)``:
 
     - ``differ_near_seams``, ``differ_near_r``, ``differ_all``: percent of the pixels less than
@@ -311,12 +350,16 @@ def seam_comparison(tiled: np.ndarray, reference: np.ndarray, truth: np.ndarray,
 
 def print_seam_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
     """One line per tiled run: padding, halo, then the `seam_comparison` numbers."""
-    print(f"{'padding':8} {'halo':>7} {'differ<4px':>10} {'differ<R':>9} {'differ all':>10} {'inside':>6}"
-          f" {'acc<4px':>8} {'acc all':>8}")
+    print(
+        f"{'padding':8} {'halo':>7} {'differ<4px':>10} {'differ<R':>9} {'differ all':>10} {'inside':>6}"
+        f" {'acc<4px':>8} {'acc all':>8}"
+    )
     for method, halo, m in rows:
-        print(f"{method:8} {halo:>7} {m['differ_near_seams']:9.3f}% {m['differ_near_r']:8.3f}%"
-              f" {m['differ_all']:9.3f}% {m['differ_inside']:6d} {m['accuracy_near_seams']:7.2f}%"
-              f" {m['accuracy']:7.2f}%")
+        print(
+            f"{method:8} {halo:>7} {m['differ_near_seams']:9.3f}% {m['differ_near_r']:8.3f}%"
+            f" {m['differ_all']:9.3f}% {m['differ_inside']:6d} {m['accuracy_near_seams']:7.2f}%"
+            f" {m['accuracy']:7.2f}%"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,26 +369,40 @@ def print_seam_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
 def lp_method(name: str) -> str:
     """argparse type: a padding method of the paper other than zero."""
     if name not in padding.PAPER_METHODS or name == "zero":
-        raise argparse.ArgumentTypeError(f"{name!r} is none of {', '.join(m for m in padding.PAPER_METHODS if m != 'zero')}")
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is none of {', '.join(m for m in padding.PAPER_METHODS if m != 'zero')}"
+        )
     return name
 
 
 def make_parser() -> cli.ArgumentParser:
-    parser = cli.ArgumentParser(prog="segmentation_unet.py", description="Train a small U-Net with zero and lp padding and run it over a "
-                                                 "synthetic GeoTIFF in tiles (examples/README.md).")
+    parser = cli.ArgumentParser(
+        prog="segmentation_unet.py",
+        description="Train a small U-Net with zero and lp padding and run it over a "
+        "synthetic GeoTIFF in tiles (examples/README.md).",
+    )
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="problem size (default: %(default)s)")
-    parser.add_argument("--padding", type=lp_method, default="lp2x3",
-                        help="the padding compared with zero padding (default: %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=Path("segmentation_example"),
-                        help="folder for the scene and the class maps (default: %(default)s)")
+    parser.add_argument(
+        "--padding",
+        type=lp_method,
+        default="lp2x3",
+        help="the padding compared with zero padding (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("segmentation_example"),
+        help="folder for the scene and the class maps (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the GeoTIFFs of an earlier run")
     return parser
 
 
 def output_paths(out_dir: Path, methods: tuple[str, ...]) -> list[Path]:
     """The files a run writes: the scene, then one class map per padding method and halo."""
-    return [out_dir / "scene.tif"] + [class_map_path(out_dir, method, halo) for method in methods
-                                      for halo in (0, "auto")]
+    return [out_dir / "scene.tif"] + [
+        class_map_path(out_dir, method, halo) for method in methods for halo in (0, "auto")
+    ]
 
 
 def class_map_path(out_dir: Path, method: str, halo: int | str) -> Path:
@@ -360,9 +417,11 @@ def train_models(in_bands: int, methods: tuple[str, ...], config: dict) -> dict[
         model = UNet(in_bands, config["widths"], method, jax.random.PRNGKey(SEED))
         start = time.perf_counter()
         models[method], loss = train(model, image, labels, config, SEED)
-        print(f"trained {method:7}: {config['steps']} steps of {config['batch_size']} patches of"
-              f" {config['patch_size']}x{config['patch_size']} in {time.perf_counter() - start:.1f} s"
-              f" (compiling included), last loss {loss:.3f}")
+        print(
+            f"trained {method:7}: {config['steps']} steps of {config['batch_size']} patches of"
+            f" {config['patch_size']}x{config['patch_size']} in {time.perf_counter() - start:.1f} s"
+            f" (compiling included), last loss {loss:.3f}"
+        )
     return models
 
 
@@ -388,35 +447,55 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     align = tiling.alignment(models[args.padding], scene.shape[0])
     radius = tiling.receptive_field(models[args.padding], scene.shape[0], align=align)
-    print(f"receptive field: {radius} input pixels; alignment: {align} pixels"
-          f" (measured on the {args.padding} model in {time.perf_counter() - start:.1f} s)")
+    print(
+        f"receptive field: {radius} input pixels; alignment: {align} pixels"
+        f" (measured on the {args.padding} model in {time.perf_counter() - start:.1f} s)"
+    )
 
     rows = []
     for method, model in models.items():
         start = time.perf_counter()
         reference = predict_one_pass(model, scene)
-        print(f"one pass {method:7}: {time.perf_counter() - start:.1f} s, accuracy"
-              f" {100 * np.mean(reference == truth):.2f}%")
+        print(
+            f"one pass {method:7}: {time.perf_counter() - start:.1f} s, accuracy"
+            f" {100 * np.mean(reference == truth):.2f}%"
+        )
         summaries = {}
         for halo in (0, "auto"):
             path = class_map_path(args.out_dir, method, halo)
-            summaries[halo] = summary = predict_tiled(model, scene_path, path, config["tile_size"], halo,
-                                                      args.overwrite)
-            print(f"tiled {method:7} halo {halo:>4} (= {summary.halo:2d}): {summary.tiles} tiles, read window"
-                  f" {summary.window[0]}x{summary.window[1]}, {summary.seconds:.1f} s"
-                  f" + {summary.compile_seconds:.1f} s compiling -> {path}")
+            summaries[halo] = summary = predict_tiled(
+                model, scene_path, path, config["tile_size"], halo, args.overwrite
+            )
+            print(
+                f"tiled {method:7} halo {halo:>4} (= {summary.halo:2d}): {summary.tiles} tiles, read window"
+                f" {summary.window[0]}x{summary.window[1]}, {summary.seconds:.1f} s"
+                f" + {summary.compile_seconds:.1f} s compiling -> {path}"
+            )
         # Exact from the auto halo (the receptive field rounded up to the alignment) inwards:
         # there a pixel's tile sees its whole receptive field, and so does the one-pass run
         # without reaching the raster's edge.
         for halo, summary in summaries.items():
             label = "0" if halo == 0 else f"auto={summary.halo}"
-            rows.append((method, label, seam_comparison(
-                read_class_map(summary.destination), reference, truth, config["tile_size"], radius,
-                inside=summaries["auto"].halo)))
+            rows.append(
+                (
+                    method,
+                    label,
+                    seam_comparison(
+                        read_class_map(summary.destination),
+                        reference,
+                        truth,
+                        config["tile_size"],
+                        radius,
+                        inside=summaries["auto"].halo,
+                    ),
+                )
+            )
 
-    print(f"\nSeams: {config['tile_size']}-pixel tiles against one pass over the whole raster; R = {radius}.\n"
-          f"differ: % of the pixels < 4 px from a seam, < R px from one, and of all, whose class differs.\n"
-          f"inside: differing pixels at least the auto halo from the outer edge. acc: accuracy against the truth.")
+    print(
+        f"\nSeams: {config['tile_size']}-pixel tiles against one pass over the whole raster; R = {radius}.\n"
+        f"differ: % of the pixels < 4 px from a seam, < R px from one, and of all, whose class differs.\n"
+        f"inside: differing pixels at least the auto halo from the outer edge. acc: accuracy against the truth."
+    )
     print_seam_table(rows)
     exact = all(m["differ_inside"] == 0 for _, halo, m in rows if halo.startswith("auto"))
     print(f"halo auto exact (no pixel at least the auto halo from the outer edge differs): {'yes' if exact else 'NO'}")

@@ -61,44 +61,118 @@ def make_tls_files(folder: Path) -> TlsFiles:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "node.ext").write_text(NODE_EXTENSIONS)
     for command in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj", "/CN=my cluster CA",
-         "-keyout", "ca.key", "-out", "ca.pem",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=my cluster CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
         ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=my cluster", "-keyout", "node.key", "-out", "node.csr"],
-        ["x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "365",
-         "-extfile", "node.ext", "-out", "node.pem"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-extfile",
+            "node.ext",
+            "-out",
+            "node.pem",
+        ],
     ):
         subprocess.run([openssl, *command], cwd=folder, check=True, capture_output=True)
     return TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
 
 
 @contextlib.contextmanager
-def dask_cluster(folder: Path, workers: int = 2, worker_cwd: Path | None = None,
-                 tls: TlsFiles | None = None) -> Iterator[str]:
+def dask_cluster(
+    folder: Path, workers: int = 2, worker_cwd: Path | None = None, tls: TlsFiles | None = None
+) -> Iterator[str]:
     """Start a scheduler and ``workers`` single-thread workers; yields the scheduler address."""
     port = free_port()
     protocol = "tls" if tls else "tcp"
     address = f"{protocol}://127.0.0.1:{port}"
     tls_options = tls.dask_options() if tls else []
     scheduler_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    worker_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), JAX_PLATFORMS="cpu",
-                      XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    worker_env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        JAX_PLATFORMS="cpu",
+        XLA_PYTHON_CLIENT_PREALLOCATE="false",
+    )
     scheduler_cwd = folder / "scheduler_cwd"
     worker_cwd = worker_cwd or folder / "workers_cwd"
     for cwd in (scheduler_cwd, worker_cwd):
         cwd.mkdir(parents=True, exist_ok=True)
     with open(folder / "dask.log", "w") as log:
-        processes = [subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--protocol",
-             protocol, "--no-dashboard", *tls_options],
-            env=scheduler_env, cwd=scheduler_cwd, stdout=log, stderr=subprocess.STDOUT)]
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--protocol",
+                    protocol,
+                    "--no-dashboard",
+                    *tls_options,
+                ],
+                env=scheduler_env,
+                cwd=scheduler_cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        ]
         try:
             for i in range(workers):
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-dashboard",
-                     "--host", "127.0.0.1", "--name", f"w{i}", "--local-directory", str(folder / f"w{i}"),
-                     *tls_options],
-                    env=worker_env, cwd=worker_cwd, stdout=log, stderr=subprocess.STDOUT))
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "dask",
+                            "worker",
+                            address,
+                            "--nthreads",
+                            "1",
+                            "--no-dashboard",
+                            "--host",
+                            "127.0.0.1",
+                            "--name",
+                            f"w{i}",
+                            "--local-directory",
+                            str(folder / f"w{i}"),
+                            *tls_options,
+                        ],
+                        env=worker_env,
+                        cwd=worker_cwd,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             from dask.distributed import Client
 
             with Client(address, timeout="60s", security=client_security(tls)) as client:
@@ -120,5 +194,9 @@ def client_security(tls: TlsFiles | None):
         return None
     from distributed import Security
 
-    return Security(tls_ca_file=str(tls.ca_file), tls_client_cert=str(tls.cert), tls_client_key=str(tls.key),
-                    require_encryption=True)
+    return Security(
+        tls_ca_file=str(tls.ca_file),
+        tls_client_cert=str(tls.cert),
+        tls_client_key=str(tls.key),
+        require_encryption=True,
+    )

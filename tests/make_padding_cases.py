@@ -99,7 +99,9 @@ def reference_vectors(mode: str, kwargs: dict, num_padding, data: np.ndarray, co
     import padding_reference
 
     # float64 inside the block only: jax.enable_x64 in newer JAX, jax.experimental's in the oldest.
-    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
+    enable_x64 = (
+        jax.enable_x64 if hasattr(jax, "enable_x64") else importlib.import_module("jax.experimental").enable_x64
+    )
 
     @jax.jit
     def run(data, cotangent):

@@ -17,7 +17,17 @@ def _positive(value) -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    argv = ["--quick", "--json", str(path), "--methods", "repl,lp1x1cs", "--presets", "zero-repl,lp1x1cs", "--repeats", "1"]
+    argv = [
+        "--quick",
+        "--json",
+        str(path),
+        "--methods",
+        "repl,lp1x1cs",
+        "--presets",
+        "zero-repl,lp1x1cs",
+        "--repeats",
+        "1",
+    ]
     return bench.main(argv), json.loads(path.read_text())
 
 
@@ -26,7 +36,11 @@ def test_quick_run_writes_every_section(quick_run):
     assert status == 0
     assert {"device", "padding", "rvsr_inference", "rvsr_training", "tiled", "paper"} <= set(report)
     device = report["device"]
-    assert device["platform"] == jax.default_backend() and device["versions"]["jax"] and len(device["load_average_at_start"]) == 3
+    assert (
+        device["platform"] == jax.default_backend()
+        and device["versions"]["jax"]
+        and len(device["load_average_at_start"]) == 3
+    )
     assert "GLIBC_TUNABLES" in device["environment"] and "XLA_PYTHON_CLIENT_PREALLOCATE" in device["environment"]
 
 
@@ -80,7 +94,9 @@ def test_printed_table_has_every_section(quick_run, capsys):
     assert " 472 " in training_table and " 464 " in training_table
 
 
-@pytest.mark.parametrize("argv", [["--sections", "padding,gpu"], ["--methods", "lp9x9"], ["--presets", "nope"], ["--repeats", "0"]])
+@pytest.mark.parametrize(
+    "argv", [["--sections", "padding,gpu"], ["--methods", "lp9x9"], ["--presets", "nope"], ["--repeats", "0"]]
+)
 def test_bad_arguments_are_usage_errors(argv, capsys):
     assert bench.main(argv) == 2
     assert capsys.readouterr().err.startswith("bench.py: error:")

@@ -7,7 +7,9 @@ import bench_padding
 
 @pytest.mark.slow
 def test_quick_run_prints_every_table(capsys):
-    status = bench_padding.main(["--quick", "--methods", "repl,lp1x1cs,lp2x3", "--presets", "repl,lp1x1cs", "--repeats", "1"])
+    status = bench_padding.main(
+        ["--quick", "--methods", "repl,lp1x1cs,lp2x3", "--presets", "repl,lp1x1cs", "--repeats", "1"]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert "UNIT = eqx.nn.Conv2d(16, 16, 3, padding=1)" in out

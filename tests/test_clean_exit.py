@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # a pytest run of its own: tens of seconds
 REPO = Path(__file__).resolve().parent.parent
 
 # Run by a pytest of its own in a subprocess, so that its interpreter's exit can be watched.
-INNER_TEST = '''
+INNER_TEST = """
 import jax
 import pytest
 
@@ -35,7 +35,7 @@ def test_run(tmp_path, model):
     make_scene(tmp_path / "scene.tif", 32)
     assert superresolve.main([str(tmp_path / "scene.tif"), str(tmp_path / "out.tif"), "--model", str(model),
                               "--tile-size", "16", "--batch-size", "1", "--no-progress"]) == 0
-'''
+"""
 
 
 def test_pytest_run_of_superresolve_ends_cleanly(tmp_path):

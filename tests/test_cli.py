@@ -64,8 +64,17 @@ def test_run_main_parses_inside_the_error_wrapper(capsys):
         cli.run_main(argparse.ArgumentParser(), lambda args: None, [])
 
 
-SCRIPTS = ["bilinear_test", "download_dataset", "eval_inference_time", "eval_layer_nmse", "eval_mse", "eval_train_time",
-           "export_trained_models", "make_dataset_npys", "make_synthetic_dataset"]
+SCRIPTS = [
+    "bilinear_test",
+    "download_dataset",
+    "eval_inference_time",
+    "eval_layer_nmse",
+    "eval_mse",
+    "eval_train_time",
+    "export_trained_models",
+    "make_dataset_npys",
+    "make_synthetic_dataset",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -129,8 +138,14 @@ def test_one_line():
 
 
 def test_every_scripts_expected_failures_are_user_errors():
-    for error in (run_layout.LayoutError, presets.PlanError, download_dataset.DownloadError,
-                  make_dataset_npys.ConversionError, slurm_train.SlurmError, reproduce.StepFailed):
+    for error in (
+        run_layout.LayoutError,
+        presets.PlanError,
+        download_dataset.DownloadError,
+        make_dataset_npys.ConversionError,
+        slurm_train.SlurmError,
+        reproduce.StepFailed,
+    ):
         assert issubclass(error, cli.UserError), error
     # ValueError too, as before, for code that caught them as such.
     assert issubclass(run_layout.LayoutError, ValueError) and issubclass(presets.PlanError, ValueError)

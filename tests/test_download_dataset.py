@@ -39,8 +39,21 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 def run(stand_in, folders: tuple[Path, Path], *extra: str) -> int:
     dataset, temp = folders
-    return download_dataset.main(["--metax-url", stand_in.metax_url, "--dataset-folder", str(dataset),
-                                  "--temp-folder", str(temp), "--retry-wait", "0", "--timeout", "5", *extra])
+    return download_dataset.main(
+        [
+            "--metax-url",
+            stand_in.metax_url,
+            "--dataset-folder",
+            str(dataset),
+            "--temp-folder",
+            str(temp),
+            "--retry-wait",
+            "0",
+            "--timeout",
+            "5",
+            *extra,
+        ]
+    )
 
 
 def nc_files(dataset: Path) -> dict[str, bytes]:
@@ -140,8 +153,20 @@ def test_unreachable_server_is_a_clear_error(folders, capsys):
     with socket.socket() as probe:  # a port that was free a moment ago: connections are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = download_dataset.main(["--metax-url", f"http://127.0.0.1:{port}", "--dataset-folder", str(dataset),
-                                  "--temp-folder", str(temp), "--retries", "1", "--retry-wait", "0"])
+    code = download_dataset.main(
+        [
+            "--metax-url",
+            f"http://127.0.0.1:{port}",
+            "--dataset-folder",
+            str(dataset),
+            "--temp-folder",
+            str(temp),
+            "--retries",
+            "1",
+            "--retry-wait",
+            "0",
+        ]
+    )
     assert code == 1
     assert_one_line_error(capsys, "Metax dataset look-up failed after 2 attempts")
 
@@ -317,8 +342,10 @@ def test_unsafe_zip_member_is_refused(folders, tmp_path, capsys):
     assert not list(dataset.rglob("*.nc"))
 
 
-@pytest.mark.parametrize("spelling, hashlib_name", [("SHA-256", "sha256"), ("sha256", "sha256"),
-                                                     ("SHA-512", "sha512"), ("MD5", "md5"), ("SHA3-256", "sha3_256")])
+@pytest.mark.parametrize(
+    "spelling, hashlib_name",
+    [("SHA-256", "sha256"), ("sha256", "sha256"), ("SHA-512", "sha512"), ("MD5", "md5"), ("SHA3-256", "sha3_256")],
+)
 def test_checksum_algorithm_spellings(spelling, hashlib_name):
     assert download_dataset.new_hash(spelling).name == hashlib_name
 
@@ -333,14 +360,24 @@ def test_unknown_checksum_algorithm_fails_before_download(zips, folders, capsys)
 
 def test_malformed_metax_url_is_a_clear_error(folders, capsys):
     dataset, temp = folders
-    code = download_dataset.main(["--metax-url", "metax.example", "--dataset-folder", str(dataset),
-                                  "--temp-folder", str(temp)])
+    code = download_dataset.main(
+        ["--metax-url", "metax.example", "--dataset-folder", str(dataset), "--temp-folder", str(temp)]
+    )
     assert code == 1
     assert_one_line_error(capsys, "metax.example")
 
 
-@pytest.mark.parametrize("option", [["--timeout", "0"], ["--timeout", "nan"], ["--timeout", "inf"],
-                                    ["--retry-wait", "-1"], ["--retry-wait", "inf"], ["--retries", "-1"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--timeout", "0"],
+        ["--timeout", "nan"],
+        ["--timeout", "inf"],
+        ["--retry-wait", "-1"],
+        ["--retry-wait", "inf"],
+        ["--retries", "-1"],
+    ],
+)
 def test_bad_options_are_one_line_usage_errors(option, capsys):
     assert download_dataset.main(option) == 2
     err = capsys.readouterr().err

@@ -55,7 +55,12 @@ def published(tmp_path_factory) -> Path:
     repl_s0 (bilinear upscaling), repl_s1, zero_oc5_s0 and lp2x3_oc5_s0 (random weights)."""
     models = tmp_path_factory.mktemp("results") / "trained_models"
     models.mkdir()
-    for preset, seed, zero_tail in [("repl", 0, True), ("repl", 1, False), ("zero_oc5", 0, False), ("lp2x3_oc5", 0, False)]:
+    for preset, seed, zero_tail in [
+        ("repl", 0, True),
+        ("repl", 1, False),
+        ("zero_oc5", 0, False),
+        ("lp2x3_oc5", 0, False),
+    ]:
         rvsr.save_rvsr_weights(make_model(preset, seed, zero_tail), models / f"{preset}_s{seed}.eqx")
     (models / "unknownpreset_s0.eqx").write_bytes(b"ignored")
     return models
@@ -170,7 +175,9 @@ def direct_bilinear_sumsqs(images: np.ndarray, size: int) -> np.ndarray:
                 window = image[None, :, top : top + size + 8, left : left + size + 8]
                 inputs, targets = data_utils.preprocess_batch_for_superresolution_task(window, size, size, SR, False)
                 upscaled = jax.image.resize(inputs, targets.shape, "bilinear")
-                errors.append(np.mean((np.asarray(upscaled, np.float64) - np.asarray(targets, np.float64)) ** 2, axis=(0, 1)))
+                errors.append(
+                    np.mean((np.asarray(upscaled, np.float64) - np.asarray(targets, np.float64)) ** 2, axis=(0, 1))
+                )
         error = np.mean(errors, axis=0)
         for k in range(11):
             result[k, i] = error[4 * k : size - 4 * k, 4 * k : size - 4 * k].sum()
@@ -263,7 +270,9 @@ def test_eval_mse_bad_input(published, test_data, tmp_path, capsys):
     np.save(tmp_path / "output_crop_sumsqs" / "repl_s0.npy", np.zeros((11, 5)))
     assert "--overwrite" in error_line(mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"))
     # Nor one of another target size (same shape: only the metadata tells them apart).
-    assert eval_mse.main(mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0", "--overwrite")) == 0
+    assert (
+        eval_mse.main(mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0", "--overwrite")) == 0
+    )
     capsys.readouterr()
     other_size = [*mse_args(published, tmp_path, test_data, "--presets", "repl", "--seeds", "0"), "--target-size", "16"]
     assert "--overwrite" in error_line(other_size)
@@ -311,7 +320,9 @@ def test_eval_layer_nmse_end_to_end(published, test_data, tmp_path, monkeypatch)
             assert list(by_seed) == ["0"] and len(by_seed["0"]) == 11 and np.all(np.isfinite(by_seed["0"]))
 
     # Zero and repl padding checked directly on the model's feature maps.
-    model, state = published_models.load_trained_model(run_layout.TrainedModel("zero_oc5", 0, published), output_crop=10)
+    model, state = published_models.load_trained_model(
+        run_layout.TrainedModel("zero_oc5", 0, published), output_crop=10
+    )
     windows = geo.corner_windows(np.load(test_data)[:2], 104)
     inputs, _ = em.inputs_and_targets(windows, SR)
     sums = np.zeros((3, 11))  # zero errors, repl errors, deviations
@@ -408,10 +419,20 @@ def test_inference_timing_with_fake_jobs(tmp_path, monkeypatch, capsys):
     assert fake.calls == []
 
     # A fixed size (start = maximum) is not searched: the timed run tries it and smaller ones.
-    fixed = [*args[2:], "--results-folder", str(tmp_path / "fixed"), "--start-batch-size", "37", "--max-batch-size", "37"]
+    fixed = [
+        *args[2:],
+        "--results-folder",
+        str(tmp_path / "fixed"),
+        "--start-batch-size",
+        "37",
+        "--max-batch-size",
+        "37",
+    ]
     assert eval_inference_time.main(fixed) == 0
     assert all("timing_filename" in c for c in fake.calls)
-    assert json.loads((tmp_path / "fixed" / "timing.json").read_text())["largest_inference_batch_sizes"]["repl_oc5"] == 35
+    assert (
+        json.loads((tmp_path / "fixed" / "timing.json").read_text())["largest_inference_batch_sizes"]["repl_oc5"] == 35
+    )
 
 
 def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path, monkeypatch, capsys):
@@ -450,7 +471,11 @@ def test_train_timing_interrupted_resumes_and_reports_errors(test_data, tmp_path
     err = capsys.readouterr().err  # progress bars, then the error line
     assert "Traceback" not in err
     last = err.splitlines()[-1]
-    assert last.startswith("eval_train_time.py: error: repl") and "exit status 1" in last and "test data file not found" in last
+    assert (
+        last.startswith("eval_train_time.py: error: repl")
+        and "exit status 1" in last
+        and "test data file not found" in last
+    )
 
 
 # The child process only calls setrlimit between fork and exec, which is safe in a process

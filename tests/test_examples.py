@@ -42,9 +42,14 @@ seg = load_example()
 def tiny_run(tmp_path_factory):
     """The example at its tiny size: (stdout, output folder)."""
     out_dir = tmp_path_factory.mktemp("segmentation")
-    result = subprocess.run([sys.executable, str(SCRIPT), "--size", "tiny", "--padding", "lp1x1cs",
-                             "--out-dir", str(out_dir)], capture_output=True, text=True, cwd=REPO, timeout=900,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--size", "tiny", "--padding", "lp1x1cs", "--out-dir", str(out_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, out_dir
 

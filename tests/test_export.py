@@ -38,7 +38,9 @@ def make_run(runs: Path, folder_name: str, preset: str, seed: int, steps_done: i
     hpars["model_hpars"]["hidden_channels"] = 4
     hpars.update(folder=str(folder), train_steps=train_steps, image_shape=[3, 16, 16])
     rows = [(step, 0.5 / step, 1e-3) for step in range(1, num_train_rows + 1)]
-    (folder / "train_history.csv").write_text("step,loss,learning_rate\n" + "".join(f"{s},{l!r},{r!r}\n" for s, l, r in rows))
+    (folder / "train_history.csv").write_text(
+        "step,loss,learning_rate\n" + "".join(f"{s},{l!r},{r!r}\n" for s, l, r in rows)
+    )
     (folder / "test_history.csv").write_text("step,test_loss\n0,0.75\n" + f"{num_train_rows},{0.25!r}\n")
     if steps_done is None:
         return None
@@ -70,9 +72,16 @@ def test_export_writes_the_published_layout(runs, tmp_path, capsys):
     out = tmp_path / "results" / "trained_models"
     assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["repl_oc1_s3.eqx", "repl_oc1_s3.eqx.json", "repl_oc1_s3_train_loss.parquet", "repl_oc1_s3_test_loss.parquet",
-         "zero-repl_s5_train_loss.parquet", "zero-repl_s5_test_loss.parquet",
-         "lp2x3_s1_train_loss.parquet", "lp2x3_s1_test_loss.parquet"]  # fmt: skip
+        [
+            "repl_oc1_s3.eqx",
+            "repl_oc1_s3.eqx.json",
+            "repl_oc1_s3_train_loss.parquet",
+            "repl_oc1_s3_test_loss.parquet",
+            "zero-repl_s5_train_loss.parquet",
+            "zero-repl_s5_test_loss.parquet",
+            "lp2x3_s1_train_loss.parquet",
+            "lp2x3_s1_test_loss.parquet",
+        ]  # fmt: skip
     )
     log = capsys.readouterr().out
     assert "zero-repl_s5" in log and "histories only (newest checkpoint is step 1 of 4)" in log
@@ -146,7 +155,10 @@ def test_seed_comes_from_the_folder_and_preset_name_wins(tmp_path, capsys):
     for name in ("repl_el50_s7", "repl_oc5_s7", "zero_el50_s11"):
         make_run(runs, name, "repl_oc5", 7, steps_done=None, train_steps=4, num_train_rows=1)
     found = catalog.find_run_folders(runs)
-    assert [(r.preset, r.seed, r.path.name) for r in found] == [("zero_oc5", 11, "zero_el50_s11"), ("repl_oc5", 7, "repl_oc5_s7")]
+    assert [(r.preset, r.seed, r.path.name) for r in found] == [
+        ("zero_oc5", 11, "zero_el50_s11"),
+        ("repl_oc5", 7, "repl_oc5_s7"),
+    ]
     assert "using" in capsys.readouterr().out
     assert [r.seed for r in catalog.find_run_folders(runs, only_seeds=[11])] == [11]
 
@@ -163,7 +175,12 @@ def test_export_bad_input(tmp_path, capsys):
 def test_published_models_evaluate_without_run_folders(runs, tmp_path):
     runs_folder, _ = runs
     results = tmp_path / "results"
-    assert export_trained_models.main(["--runs-folder", str(runs_folder), "--output-folder", str(results / "trained_models")]) == 0
+    assert (
+        export_trained_models.main(
+            ["--runs-folder", str(runs_folder), "--output-folder", str(results / "trained_models")]
+        )
+        == 0
+    )
     shutil.rmtree(runs_folder)  # only the published layout is left
     rng = np.random.default_rng(3)
     np.save(tmp_path / "test.npy", rng.uniform(-0.5, 0.5, (2, 3, 40, 40)).astype(np.float32))

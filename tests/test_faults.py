@@ -310,7 +310,9 @@ def eval_mse_command(models: Path, results: Path, test_data: Path) -> list[str]:
 
 def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, subprocess_env):
     whole = tmp_path / "whole"
-    done = subprocess.run(eval_mse_command(published, whole, data["test"]), env=subprocess_env, capture_output=True, text=True)
+    done = subprocess.run(
+        eval_mse_command(published, whole, data["test"]), env=subprocess_env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     expected = catalog.find_output_crop_sumsqs(whole)
     assert len(expected) == 4
@@ -326,7 +328,9 @@ def test_sigkill_during_eval_mse_then_rerun(tmp_path, published, data, subproces
     stored_at_kill = len(catalog.find_output_crop_sumsqs(parts))
     assert 1 <= stored_at_kill < 4, "killed too late to test anything"
 
-    done = subprocess.run(eval_mse_command(published, parts, data["test"]), env=subprocess_env, capture_output=True, text=True)
+    done = subprocess.run(
+        eval_mse_command(published, parts, data["test"]), env=subprocess_env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     got = catalog.find_output_crop_sumsqs(parts)
     assert sorted(got) == sorted(expected)

@@ -31,8 +31,18 @@ SEEDS = (0, 1, 2)
 OUTPUT_SIZE = 96  # evaluated outputs of the synthetic results (the paper's are 192)
 IMAGE_SIZE = 104  # synthetic test images: 96x96 padding-sample crops and 2x2 tilings fit
 NUM_TEST = 6
-MSE_PRESETS = ("lp1x1cs", "lp2x3", "lp2x3_oc1", "lp2x3_oc5", "repl", "repl_oc1", "repl_oc5",
-               "zero-repl", "zero_oc1", "zero_oc5")
+MSE_PRESETS = (
+    "lp1x1cs",
+    "lp2x3",
+    "lp2x3_oc1",
+    "lp2x3_oc5",
+    "repl",
+    "repl_oc1",
+    "repl_oc5",
+    "zero-repl",
+    "zero_oc1",
+    "zero_oc5",
+)
 
 
 def smooth_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
@@ -60,25 +70,36 @@ def synthetic_sumsqs(rng: np.random.Generator, preset: str, num_images: int) -> 
 def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Context:
     """A results tree like the workflow's, small and fast to plot; returns its Context."""
     rng = np.random.default_rng(0)
-    ctx = figures.Context(root / "results", root / "results" / "trained_models", root / "plots",
-                          root / "dataset" / "test_data.npy")
+    ctx = figures.Context(
+        root / "results", root / "results" / "trained_models", root / "plots", root / "dataset" / "test_data.npy"
+    )
     ctx.test_data_path.parent.mkdir(parents=True)
     np.save(ctx.test_data_path, smooth_images(rng, NUM_TEST, IMAGE_SIZE))
     metadata = results_store.SumsqsMetadata(OUTPUT_SIZE, 4, NUM_TEST)
     for preset in MSE_PRESETS:
         for seed in SEEDS:
-            results_store.save_sumsqs(ctx.results_folder, preset, seed, synthetic_sumsqs(rng, preset, NUM_TEST), metadata)
-    timing = {"largest_train_batch_sizes": {}, "train_step_times": {},
-              "largest_inference_batch_sizes": {}, "inference_step_times": {}}
+            results_store.save_sumsqs(
+                ctx.results_folder, preset, seed, synthetic_sumsqs(rng, preset, NUM_TEST), metadata
+            )
+    timing = {
+        "largest_train_batch_sizes": {},
+        "train_step_times": {},
+        "largest_inference_batch_sizes": {},
+        "inference_step_times": {},
+    }
     for i, preset in enumerate(MSE_PRESETS):
         timing["largest_train_batch_sizes"][preset] = 8
         timing["train_step_times"][preset] = [5.0] + list(0.1 + 0.01 * i + rng.uniform(0, 0.001, 4))
         timing["largest_inference_batch_sizes"][preset] = 16
         timing["inference_step_times"][preset] = [3.0] + list(0.02 + 0.002 * i + rng.uniform(0, 0.001, 4))
     run_layout.timing_path(ctx.results_folder).write_text(json.dumps(timing))
-    layer_nmse = {p: {pad: {str(s): list(rng.uniform(0.5, 2.0) * np.geomspace(0.5, 0.01, 11) * (1 + 0.1 * s))
-                            for s in SEEDS} for pad in eval_models.LAYER_NMSE_PADDINGS}
-                  for p in presets.LAYER_NMSE_PRESETS}
+    layer_nmse = {
+        p: {
+            pad: {str(s): list(rng.uniform(0.5, 2.0) * np.geomspace(0.5, 0.01, 11) * (1 + 0.1 * s)) for s in SEEDS}
+            for pad in eval_models.LAYER_NMSE_PADDINGS
+        }
+        for p in presets.LAYER_NMSE_PRESETS
+    }
     run_layout.layer_nmse_path(ctx.results_folder).write_text(json.dumps(layer_nmse))
     ctx.trained_models_folder.mkdir(parents=True)
     if with_models:
@@ -95,9 +116,11 @@ def write_synthetic_results(root: Path, with_models: bool = True) -> figures.Con
             if diverged:
                 test_loss[-1] = np.nan
             pd.DataFrame({"step": steps, "test_loss": test_loss.astype(np.float16)}).to_parquet(
-                f"{stem}_test_loss.parquet", compression="brotli")
+                f"{stem}_test_loss.parquet", compression="brotli"
+            )
             pd.DataFrame({"step": steps, "train_loss": test_loss.astype(np.float16)}).to_parquet(
-                f"{stem}_train_loss.parquet", compression="brotli")
+                f"{stem}_train_loss.parquet", compression="brotli"
+            )
             if with_models and not diverged:
                 shutil.copy(weights, f"{stem}.eqx")
     return ctx
@@ -157,18 +180,24 @@ def test_crop_and_shell_mse():
 
 
 def test_throughput_table():
-    timing = {"largest_train_batch_sizes": {"repl_oc5": 10, "zero_oc1": 3},
-              "train_step_times": {"repl_oc5": [9.0, 2.0], "zero_oc1": 0.5},
-              "largest_inference_batch_sizes": {"repl_oc5": 4, "zero_oc1": 2},
-              "inference_step_times": {"repl_oc5": 0.5, "zero_oc1": [7.0, 0.1, 0.3]},
-              "inference_target_sizes": {"zero_oc1": 64}}
+    timing = {
+        "largest_train_batch_sizes": {"repl_oc5": 10, "zero_oc1": 3},
+        "train_step_times": {"repl_oc5": [9.0, 2.0], "zero_oc1": 0.5},
+        "largest_inference_batch_sizes": {"repl_oc5": 4, "zero_oc1": 2},
+        "inference_step_times": {"repl_oc5": 0.5, "zero_oc1": [7.0, 0.1, 0.3]},
+        "inference_target_sizes": {"zero_oc1": 64},
+    }
     table = rt.throughput_table(timing)
     assert table.loc["repl_oc5", "train_throughput"] == 5.0  # the first (compiling) step left out
     assert table.loc["zero_oc1", "train_throughput"] == 6.0  # a single value is a mean already
     assert table.loc["repl_oc5", "inference_throughput"] == pytest.approx(4 * (192 - 40) ** 2 / 0.5 / 1e6)
     assert table.loc["zero_oc1", "inference_throughput"] == pytest.approx(2 * (64 - 8) ** 2 / 0.2 / 1e6)
-    assert list(rt.throughput_table({}).columns) == ["train_batch", "train_throughput", "inference_batch",
-                                                          "inference_throughput"]
+    assert list(rt.throughput_table({}).columns) == [
+        "train_batch",
+        "train_throughput",
+        "inference_batch",
+        "inference_throughput",
+    ]
 
 
 def test_common_successful_seeds():
@@ -200,7 +229,9 @@ def test_main_table_baselines(results):
 
 
 def test_write_table_formats(tmp_path):
-    table = pd.DataFrame({"mse": [0.0012345, math.nan], "ok": ["✓", "✗"]}, index=pd.Index(["lp2x3", "zero_oc1"], name="preset"))
+    table = pd.DataFrame(
+        {"mse": [0.0012345, math.nan], "ok": ["✓", "✗"]}, index=pd.Index(["lp2x3", "zero_oc1"], name="preset")
+    )
     paths = rt.write_table(table, "t", tmp_path, {"mse": ".4f"})
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
     md = paths[1].read_text(encoding="utf-8")
@@ -222,9 +253,17 @@ def test_every_step_writes_its_files(results, capsys, monkeypatch):
     monkeypatch.setattr(figures, "PADDING_SAMPLE_METHODS", ("lp2x3", "zero", "repl", "extr3"))
     written = figures.make_all(results)
     names = {p.name for p in written}
-    figure_names = ["theory_nmse_vs_blur", "padding_samples", "inputs_and_targets", "tiled_outputs",
-                    "layer_padding_nmse", "test_loss_history", "test_mse_per_seed", "mse_vs_throughput",
-                    "shell_mse_bars"]
+    figure_names = [
+        "theory_nmse_vs_blur",
+        "padding_samples",
+        "inputs_and_targets",
+        "tiled_outputs",
+        "layer_padding_nmse",
+        "test_loss_history",
+        "test_mse_per_seed",
+        "mse_vs_throughput",
+        "shell_mse_bars",
+    ]
     for name in figure_names:
         assert {f"{name}.pdf", f"{name}.png"} <= names, name
     for name in ("success_table", "shell_mse_table", "main_table"):
@@ -234,8 +273,12 @@ def test_every_step_writes_its_files(results, capsys, monkeypatch):
 
 
 def test_partial_results_skip_with_reasons(tmp_path, capsys):
-    ctx = figures.Context(tmp_path / "results", tmp_path / "results" / "trained_models", tmp_path / "plots",
-                          tmp_path / "dataset" / "test_data.npy")
+    ctx = figures.Context(
+        tmp_path / "results",
+        tmp_path / "results" / "trained_models",
+        tmp_path / "plots",
+        tmp_path / "dataset" / "test_data.npy",
+    )
     written = figures.make_all(ctx)
     # The theory figure needs no results; everything else says what is missing.
     assert {p.name for p in written} == {"theory_nmse_vs_blur.pdf", "theory_nmse_vs_blur.png"}
@@ -302,8 +345,13 @@ def test_mse_results_use_their_own_metadata(tmp_path, capsys):
     # Squared error 2 everywhere, evaluated at T = 64: only the stored metadata says so (the
     # 104-pixel test images would suggest 96).
     areas = eval_geometry.mask_areas(64, 4)
-    results_store.save_sumsqs(ctx.results_folder, "repl", 0, np.repeat(2 * areas[:, None], NUM_TEST, axis=1),
-                              results_store.SumsqsMetadata(64, 4, NUM_TEST))
+    results_store.save_sumsqs(
+        ctx.results_folder,
+        "repl",
+        0,
+        np.repeat(2 * areas[:, None], NUM_TEST, axis=1),
+        results_store.SumsqsMetadata(64, 4, NUM_TEST),
+    )
     table = ctx.mse_table()
     crops = table.loc[("repl", 0), [f"crop_{k}" for k in range(11)]].to_numpy(np.float64)
     np.testing.assert_allclose(crops[:8], 2.0)
@@ -433,7 +481,9 @@ def test_seams_colour_bar_shows_its_clipped_end(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "save_figure", lambda fig, name, folder: shown.append(fig) or [])
     for peak, extend in ((1e-3, "neither"), (0.05, "max")):  # a hot spot beyond the 99.5th percentile, or none
         deviation[3, 3] = peak
-        np.savez(tmp_path / "zero_seams.npz", deviation=deviation, preset="zero", seam_mean=1e-3, seam_max=peak, mean=2e-4)
+        np.savez(
+            tmp_path / "zero_seams.npz", deviation=deviation, preset="zero", seam_mean=1e-3, seam_max=peak, mean=2e-4
+        )
         figures.draw_superresolve_seams([tmp_path / "zero_seams.npz"], tmp_path)
         fig = shown.pop()
         try:
@@ -457,6 +507,9 @@ def test_unreadable_results_are_skipped_with_a_reason(tmp_path, capsys):
 def test_committed_notebook_runs_every_step_and_has_no_outputs():
     notebook = json.loads((Path(__file__).parent.parent / "make_figures_and_tables.ipynb").read_text(encoding="utf-8"))
     code = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    assert all(not cell.get("outputs") and cell.get("execution_count") is None
-               for cell in notebook["cells"] if cell["cell_type"] == "code")
+    assert all(
+        not cell.get("outputs") and cell.get("execution_count") is None
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+    )
     assert [f"figures.run({name!r}, ctx);" for name in figures.STEPS] == code[1:]

@@ -40,12 +40,19 @@ def test_presets_table():
         "output_crop": 1,
     }  # fmt: skip
     lp2x3 = presets.get_preset_hpars("lp2x3")["model_hpars"]["padding_method_kwargs"]
-    assert (lp2x3["length"], lp2x3["width"], lp2x3["correlate_method"], lp2x3["apodization"]) == (2, 3, "direct", "tukey")
+    assert (lp2x3["length"], lp2x3["width"], lp2x3["correlate_method"], lp2x3["apodization"]) == (
+        2,
+        3,
+        "direct",
+        "tukey",
+    )
     lp6x7 = presets.get_preset_hpars("lp6x7")["model_hpars"]["padding_method_kwargs"]
     assert (lp6x7["length"], lp6x7["width"], lp6x7["correlate_method"]) == (6, 7, "fft")
     zero = presets.get_preset_hpars("zero_oc5")
     assert zero["compat_preset"] == "zero_el50"
-    assert zero["model_hpars"]["conv_padding_method"] == "zero" and zero["model_hpars"]["upscale_padding_method"] is None
+    assert (
+        zero["model_hpars"]["conv_padding_method"] == "zero" and zero["model_hpars"]["upscale_padding_method"] is None
+    )
     assert zero["model_hpars"]["padding_method_kwargs"] == job.hpars["model_hpars"]["padding_method_kwargs"]
     # extr presets replace the padding kwargs whole.
     assert presets.get_preset_hpars("extr2")["model_hpars"]["padding_method_kwargs"] == {"num_predictors": 2}
@@ -61,7 +68,11 @@ def test_preset_folder_seed_and_defaults():
     steps = job.CHECKPOINT_STEPS
     assert steps[:3] == [0, 100, 200] and 9000 in steps and 10_000 in steps and 90_000 in steps
     assert steps[-3:] == [1_300_000, 1_400_000, 1_500_000] and len(steps) == 43
-    assert (job.hpars["batch_size"], job.hpars["train_steps"], job.hpars["image_shape"]) == (64, 1_500_000, [3, 192, 192])
+    assert (job.hpars["batch_size"], job.hpars["train_steps"], job.hpars["image_shape"]) == (
+        64,
+        1_500_000,
+        [3, 192, 192],
+    )
 
 
 def test_merge_rule():
@@ -130,10 +141,13 @@ def test_missing_data_exits_nonzero(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("dtype, bad_value, complaint", [
-    (np.float16, 0.0, "has dtype float16; expected float32"),
-    (np.float32, np.nan, "image 1 holds NaN or infinite values"),
-])
+@pytest.mark.parametrize(
+    "dtype, bad_value, complaint",
+    [
+        (np.float16, 0.0, "has dtype float16; expected float32"),
+        (np.float32, np.nan, "image 1 holds NaN or infinite values"),
+    ],
+)
 def test_bad_data_exits_with_one_line(tmp_path, dtype, bad_value, complaint):
     images = np.zeros((3, 3, 208, 208), dtype)
     images[1, 2, 3, 4] = bad_value
@@ -141,7 +155,9 @@ def test_bad_data_exits_with_one_line(tmp_path, dtype, bad_value, complaint):
     result = run_job("preset=zero-repl", f"folder={tmp_path / 'run'}", f"train_data_path={tmp_path / 'train.npy'}",
                      f"test_data_path={tmp_path / 'train.npy'}", "batch_size=2")  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1 and complaint in result.stderr and str(tmp_path / "train.npy") in result.stderr
+    assert (
+        result.stderr.count("\n") == 1 and complaint in result.stderr and str(tmp_path / "train.npy") in result.stderr
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -54,8 +54,12 @@ def test_training_reduces_train_and_test_loss(tmp_path):
         checkpoint_steps=[],
         test_image_save_interval=0,
         # The paper's schedule warms up over 100 steps; here over 5, to a peak of 5e-3.
-        learning_rate_schedule={"name": "piecewise_interpolate", "interpolate_type": "linear",
-                                "init_value": 1e-4, "boundaries_and_scales": [[5, 50]]},
+        learning_rate_schedule={
+            "name": "piecewise_interpolate",
+            "interpolate_type": "linear",
+            "init_value": 1e-4,
+            "boundaries_and_scales": [[5, 50]],
+        },
     )
     ts = train_utils.train(hpars)
     assert ts.step == STEPS

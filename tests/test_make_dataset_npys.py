@@ -193,15 +193,18 @@ def _nan_pixel(folder: Path) -> None:
             nc.createVariable(band, "f4", ("time", "y", "x"))[:] = values
 
 
-@pytest.mark.parametrize("damage, fragments", [
-    (_remove_file_3, ["not consecutive", synthetic_file_name(4), "missing"]),
-    (_add_file_7, ["--num-test 2 = 7", "found 8"]),
-    (_add_misnamed, ["misnamed file", "s2_l1c_rgb_0000007.nc"]),
-    (_drop_b03, [synthetic_file_name(4), "variable B03 is missing"]),
-    (_too_small, [synthetic_file_name(5), "has shape (1, 16, 15)"]),
-    (_no_time_dim, [synthetic_file_name(1), "has shape (20, 24)"]),
-    (_nan_pixel, [synthetic_file_name(2), "1 non-finite values", "B03 at y=3, x=5", "image"]),
-])
+@pytest.mark.parametrize(
+    "damage, fragments",
+    [
+        (_remove_file_3, ["not consecutive", synthetic_file_name(4), "missing"]),
+        (_add_file_7, ["--num-test 2 = 7", "found 8"]),
+        (_add_misnamed, ["misnamed file", "s2_l1c_rgb_0000007.nc"]),
+        (_drop_b03, [synthetic_file_name(4), "variable B03 is missing"]),
+        (_too_small, [synthetic_file_name(5), "has shape (1, 16, 15)"]),
+        (_no_time_dim, [synthetic_file_name(1), "has shape (20, 24)"]),
+        (_nan_pixel, [synthetic_file_name(2), "1 non-finite values", "B03 at y=3, x=5", "image"]),
+    ],
+)
 def test_bad_input_fails_cleanly(dataset, capsys, damage, fragments):
     damage(dataset)
     count = len(nc_paths(dataset))
@@ -221,10 +224,18 @@ def test_wrong_count_without_split_and_bad_split(dataset, tmp_path, capsys):
 
 
 def test_missing_folder_from_the_command_line(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "make_dataset_npys.py"), "--dataset-folder",
-                             str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "make_dataset_npys.py"), "--dataset-folder", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("make_dataset_npys.py: error: dataset folder") and "\n" not in result.stderr.strip()
+    assert (
+        result.stderr.strip().startswith("make_dataset_npys.py: error: dataset folder")
+        and "\n" not in result.stderr.strip()
+    )
 
 
 def test_synthetic_files_are_deterministic_and_satellite_like(tmp_path):

@@ -116,7 +116,15 @@ def probe_input(dtype) -> np.ndarray:
     noise = rng.normal(size=PROBE_SHAPE)
     tiny, huge = (1e-30, 1e150) if dtype == np.float64 else (1e-18, 1e15)
     stripes = np.tile([1.0, -1.0], (PROBE_SHAPE[0], PROBE_SHAPE[1] // 2))
-    channels = [random, random + SHIFT, np.full(PROBE_SHAPE, -3.25), np.zeros(PROBE_SHAPE), noise * tiny, noise * huge, stripes]
+    channels = [
+        random,
+        random + SHIFT,
+        np.full(PROBE_SHAPE, -3.25),
+        np.zeros(PROBE_SHAPE),
+        noise * tiny,
+        noise * huge,
+        stripes,
+    ]
     return np.stack(channels).astype(dtype)
 
 
@@ -174,7 +182,9 @@ def test_interior_is_returned_unchanged(method):
         _, out, _ = probe(method, np.float64)(x, np.ones(padded_shape(len(x))))
     (top, _), (left, _) = PROBE_PADDING
     finite = [RANDOM, SHIFTED, CONSTANT, ZEROS, TINY, HUGE, STRIPES]
-    np.testing.assert_array_equal(np.asarray(out)[finite, top : top + PROBE_SHAPE[0], left : left + PROBE_SHAPE[1]], x[finite])
+    np.testing.assert_array_equal(
+        np.asarray(out)[finite, top : top + PROBE_SHAPE[0], left : left + PROBE_SHAPE[1]], x[finite]
+    )
 
 
 @pytest.mark.parametrize("method", [m for m in ALL_METHODS if m != "zero"])
@@ -227,7 +237,9 @@ def test_stabilise_reflects_poles_into_unit_circle(a1, a2):
     np.testing.assert_allclose(np.sort_complex(_poles(b1, b2)), np.sort_complex(expected), atol=1e-9)
     # the derivative of the branch taken, checked against finite differences
     with enable_x64(True):
-        check_grads(lambda a1, a2: sum(padding._stabilise((a1, a2))), (jnp.float64(a1), jnp.float64(a2)), order=1, eps=1e-7)
+        check_grads(
+            lambda a1, a2: sum(padding._stabilise((a1, a2))), (jnp.float64(a1), jnp.float64(a2)), order=1, eps=1e-7
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,9 +318,13 @@ def test_covariance_statistics_are_plain_sums(axis):
         forward, backward = np.asarray(padding._covariance_stats(jnp.asarray(a), 2, axis))
     b = a if axis == 1 else a.T
     x0, x1, x2 = b[:, 2:], b[:, 1:-1], b[:, :-2]
-    np.testing.assert_allclose(forward, [(x1 * x1).sum(), (x2 * x2).sum(), (x0 * x1).sum(), (x1 * x2).sum(), (x0 * x2).sum()])
+    np.testing.assert_allclose(
+        forward, [(x1 * x1).sum(), (x2 * x2).sum(), (x0 * x1).sum(), (x1 * x2).sum(), (x0 * x2).sum()]
+    )
     y0, y1, y2 = b[:, :-2], b[:, 1:-1], b[:, 2:]
-    np.testing.assert_allclose(backward, [(y1 * y1).sum(), (y2 * y2).sum(), (y0 * y1).sum(), (y1 * y2).sum(), (y0 * y2).sum()])
+    np.testing.assert_allclose(
+        backward, [(y1 * y1).sum(), (y2 * y2).sum(), (y0 * y1).sum(), (y1 * y2).sum(), (y0 * y2).sum()]
+    )
 
 
 def _lag_sum(a: np.ndarray, dy: int, dx: int) -> float:
@@ -462,7 +478,13 @@ def test_gradient_through_a_scan_of_vmapped_padding(method):
     np.testing.assert_allclose(scanned, jax.grad(looped)(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("correlate_method, scale", [("direct", lambda ny, nx, m: ny * nx), ("fft", lambda ny, nx, m: padding._smooth_size(ny + m) * padding._smooth_size(nx + m))])
+@pytest.mark.parametrize(
+    "correlate_method, scale",
+    [
+        ("direct", lambda ny, nx, m: ny * nx),
+        ("fft", lambda ny, nx, m: padding._smooth_size(ny + m) * padding._smooth_size(nx + m)),
+    ],
+)
 def test_autocorrelation_scale(correlate_method, scale):
     a = np.random.default_rng(10).normal(size=(7, 11))
     lags = ((0, 0), (1, -2), (0, 3))
@@ -547,7 +569,9 @@ def test_defaults_are_lp2x3_fft():
     x = jnp.asarray(np.random.default_rng(16).normal(size=(9, 10)), jnp.float32)
     np.testing.assert_array_equal(
         linear_prediction_pad(x, ((1, 1), (1, 1))),
-        linear_prediction_pad(x, ((1, 1), (1, 1)), length=2, width=3, apodization="tukey", correlate_method="fft", cholesky_stab=1e-7),
+        linear_prediction_pad(
+            x, ((1, 1), (1, 1)), length=2, width=3, apodization="tukey", correlate_method="fft", cholesky_stab=1e-7
+        ),
     )
 
 
@@ -659,6 +683,7 @@ def test_thin_map_padded_only_along_x(method):
         with pytest.raises(ValueError, match=r"left/right needs at least 7 pixels along y, got 1"):
             linear_prediction_pad(x, ((0, 0), (2, 3)), **kwargs)
         return
+
     def loss(x):
         padded = linear_prediction_pad(x, ((0, 0), (2, 3)), **kwargs)
         return jnp.sum(padded**2), padded

@@ -111,7 +111,9 @@ CASES_FILE = Path(__file__).parent / "data" / "padding_cases.npz"
 def test_regeneration_script_lists_the_committed_cases():
     committed = json.loads(str(np.load(CASES_FILE)["index_json"]))
     table = make_padding_cases.case_table()
-    assert [(c["method"], c["num_padding"]) for c in committed] == [(m, [list(p) for p in pad]) for m, _, _, pad in table]
+    assert [(c["method"], c["num_padding"]) for c in committed] == [
+        (m, [list(p) for p in pad]) for m, _, _, pad in table
+    ]
     for case, (method, _, shape, _) in zip(committed, table):
         assert (case["mode"], case["padding_method_kwargs"]) == make_padding_cases.PAPER_CODE_METHODS[method]
         assert np.load(CASES_FILE)[f"c{case['case']}_input"].shape == shape

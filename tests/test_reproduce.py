@@ -32,8 +32,14 @@ def test_smoke_plan_runs_every_step_in_its_own_folder(tmp_path, capsys):
     assert scripts[0] == "download_dataset.py" and "--metax-url" in lines[0]
     assert scripts.count("job.py") == 12  # six presets, two seeds
     assert scripts[-1] == "-m" and "nbconvert" in lines[-1] and str(root / "plots") in lines[-1]
-    for name in ("export_trained_models.py", "eval_mse.py", "eval_train_time.py", "eval_inference_time.py",
-                 "eval_layer_nmse.py", "bilinear_test.py"):
+    for name in (
+        "export_trained_models.py",
+        "eval_mse.py",
+        "eval_train_time.py",
+        "eval_inference_time.py",
+        "eval_layer_nmse.py",
+        "bilinear_test.py",
+    ):
         assert name in scripts
     job = next(line for line in lines if "job.py" in line)
     assert "preset=lp1x1cs seed=0 resume_checkpoint=-1 train_steps=30" in job and "batch_size=4" in job
@@ -44,8 +50,17 @@ def test_smoke_plan_runs_every_step_in_its_own_folder(tmp_path, capsys):
 
 
 def test_fast_smoke_and_step_selection(tmp_path, capsys):
-    out = dry_run(capsys, "--smoke", "--fast", "--smoke-root", str(tmp_path), "--skip", "download,export",
-                  "--only", "train,export,notebook")
+    out = dry_run(
+        capsys,
+        "--smoke",
+        "--fast",
+        "--smoke-root",
+        str(tmp_path),
+        "--skip",
+        "download,export",
+        "--only",
+        "train,export,notebook",
+    )
     assert "steps: train, notebook" in out
     lines = commands(out)
     assert [line.split()[2] for line in lines[:2]] == ["preset=zero-repl", "preset=lp2x3_oc5"]
@@ -55,8 +70,19 @@ def test_fast_smoke_and_step_selection(tmp_path, capsys):
 def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LPPAD_TRAIN_RUNS_FOLDER", str(tmp_path / "runs"))
     monkeypatch.setenv("LPPAD_RESULTS_FOLDER", str(tmp_path / "results"))
-    out = dry_run(capsys, "--only", "train", "--presets", "lp6x7,repl", "--seeds", "0-1", "--train-steps", "1000",
-                  "--", "batch_size=32")
+    out = dry_run(
+        capsys,
+        "--only",
+        "train",
+        "--presets",
+        "lp6x7,repl",
+        "--seeds",
+        "0-1",
+        "--train-steps",
+        "1000",
+        "--",
+        "batch_size=32",
+    )
     lines = commands(out)
     assert len(lines) == 4
     assert lines[0].endswith("job.py preset=lp6x7 seed=0 resume_checkpoint=-1 train_steps=1000 batch_size=32")
@@ -65,17 +91,20 @@ def test_paper_plan_and_job_arguments(tmp_path, monkeypatch, capsys):
     assert len(commands(out)) == 15 and "train_steps=1500000" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--presets", "nope"], "unknown preset 'nope'"),
-    (["--seeds", "3-1"], "bad --seeds range"),
-    (["--only", "train,plot"], "unknown step(s) plot"),
-    (["--fast"], "--fast needs --smoke"),
-    (["--train-steps", "0"], "argument --train-steps: expected an integer >= 1"),
-    (["--", "seed=3"], "reproduce.py sets"),
-    (["--", "batch_size=big"], "after --: batch_size"),
-    (["--", "nonsense=1"], "unknown name 'nonsense'"),
-    (["--no-such-option"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--presets", "nope"], "unknown preset 'nope'"),
+        (["--seeds", "3-1"], "bad --seeds range"),
+        (["--only", "train,plot"], "unknown step(s) plot"),
+        (["--fast"], "--fast needs --smoke"),
+        (["--train-steps", "0"], "argument --train-steps: expected an integer >= 1"),
+        (["--", "seed=3"], "reproduce.py sets"),
+        (["--", "batch_size=big"], "after --: batch_size"),
+        (["--", "nonsense=1"], "unknown name 'nonsense'"),
+        (["--no-such-option"], "unrecognized arguments"),
+    ],
+)
 def test_bad_command_lines(capsys, args, message):
     assert reproduce.main(args) == cli.EXIT_USAGE
     err = capsys.readouterr().err
@@ -97,7 +126,9 @@ def test_training_skips_finished_exported_and_diverged_runs(tmp_path, capsys):
     (runs / "repl_s0").mkdir(parents=True)
     run_layout.write_outcome(runs / "repl_s0", run_layout.Outcome("diverged", 12, "training loss is NaN at step 12"))
     (runs / "repl_s1").mkdir(parents=True)
-    (runs / "repl_s1" / "exception.txt").write_text("training loss is NaN, or so it says\n")  # text only: not parsed, retried
+    (runs / "repl_s1" / "exception.txt").write_text(
+        "training loss is NaN, or so it says\n"
+    )  # text only: not parsed, retried
     (runs / "lp1x1cs_s0").mkdir(parents=True)
     run_layout.write_outcome(runs / "lp1x1cs_s0", run_layout.Outcome("failed", 3, "training failed at step 3: boom"))
     models = tmp_path / "results" / "trained_models"
@@ -115,11 +146,19 @@ def test_training_skips_finished_exported_and_diverged_runs(tmp_path, capsys):
 
 
 def test_notebook_skips(tmp_path):
-    notebook = {"cells": [
-        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": ["font: x\n", "skipped tiled outputs: no\n"]}]},
-        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": "main table: wrote a\nskipped b: c\n"}]},
-        {"cell_type": "markdown", "source": "skipped"},
-    ]}
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [{"output_type": "stream", "text": ["font: x\n", "skipped tiled outputs: no\n"]}],
+            },
+            {
+                "cell_type": "code",
+                "outputs": [{"output_type": "stream", "text": "main table: wrote a\nskipped b: c\n"}],
+            },
+            {"cell_type": "markdown", "source": "skipped"},
+        ]
+    }
     path = tmp_path / "executed.ipynb"
     path.write_text(json.dumps(notebook))
     assert reproduce.notebook_skips(path) == ["skipped tiled outputs: no", "skipped b: c"]
@@ -128,8 +167,14 @@ def test_notebook_skips(tmp_path):
 @pytest.fixture
 def paper_folders(tmp_path, monkeypatch) -> Path:
     """Every folder of the full-scale workflow under ``tmp_path``; commands are recorded, not run."""
-    for key in ("dataset_folder", "train_runs_folder", "results_folder", "trained_models_folder", "graphs_folder",
-                "temp_folder"):
+    for key in (
+        "dataset_folder",
+        "train_runs_folder",
+        "results_folder",
+        "trained_models_folder",
+        "graphs_folder",
+        "temp_folder",
+    ):
         monkeypatch.setenv(f"LPPAD_{key.upper()}", str(tmp_path / key))
     return tmp_path
 
@@ -189,10 +234,24 @@ def test_nothing_to_confirm_for_finished_work_and_dry_runs(paper_folders, monkey
 def test_notebook_skip_reasons_reach_the_console(tmp_path, monkeypatch, capsys):
     workflow, _ = reproduce.parse_command_line(["--only", "notebook"])
     workflow.env["LPPAD_GRAPHS_FOLDER"] = str(tmp_path)
-    executed = {"cells": [{"cell_type": "code", "outputs": [
-        {"output_type": "stream", "text": "main table: wrote t.csv\nskipped layer NMSE: no results/layer_nmse.json\n"}]}]}
-    monkeypatch.setattr(reproduce, "run_command",
-                        lambda workflow, args: (tmp_path / reproduce.NOTEBOOK.name).write_text(json.dumps(executed)) and 0)
+    executed = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    {
+                        "output_type": "stream",
+                        "text": "main table: wrote t.csv\nskipped layer NMSE: no results/layer_nmse.json\n",
+                    }
+                ],
+            }
+        ]
+    }
+    monkeypatch.setattr(
+        reproduce,
+        "run_command",
+        lambda workflow, args: (tmp_path / reproduce.NOTEBOOK.name).write_text(json.dumps(executed)) and 0,
+    )
     reproduce.step_notebook(workflow)
     out = capsys.readouterr().out
     assert "notebook: skipped layer NMSE: no results/layer_nmse.json" in out and "1 skipped" in out

@@ -232,8 +232,17 @@ def test_properties_describe_the_model(oc):
     # for every body layout: all blocks stacked, stacked + unpadded, all unpadded.
     def build(inference):
         return eqx.filter_eval_shape(
-            rvsr.RVSR, 2, 8, inference, oc, conv_padding_method="zero", upscale_padding_method=None,
-            padding_method_kwargs={}, activation_function=jax.nn.relu, key=jax.random.PRNGKey(0))
+            rvsr.RVSR,
+            2,
+            8,
+            inference,
+            oc,
+            conv_padding_method="zero",
+            upscale_padding_method=None,
+            padding_method_kwargs={},
+            activation_function=jax.nn.relu,
+            key=jax.random.PRNGKey(0),
+        )
 
     for inference in (False, True):
         model = build(inference)
@@ -245,8 +254,15 @@ def test_properties_describe_the_model(oc):
 @pytest.mark.parametrize("oc", [-1, 11, 2.0, True])
 def test_invalid_output_crop(oc):
     with pytest.raises(ValueError, match="output_crop"):
-        rvsr.RVSR(4, 16, output_crop=oc, conv_padding_method="zero", upscale_padding_method=None,
-                  padding_method_kwargs={}, key=jax.random.PRNGKey(0))
+        rvsr.RVSR(
+            4,
+            16,
+            output_crop=oc,
+            conv_padding_method="zero",
+            upscale_padding_method=None,
+            padding_method_kwargs={},
+            key=jax.random.PRNGKey(0),
+        )
 
 
 def test_make_rvsr_rejects_bad_hpars():
@@ -424,8 +440,9 @@ def test_inference_form_builds_and_runs(method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hpars, crops", [(CHEAP_HPARS, (0, 2, 9)), (LP2X3_HPARS, (0, 1, 5, 10))],
-                         ids=["zero", "lp2x3"])
+@pytest.mark.parametrize(
+    "hpars, crops", [(CHEAP_HPARS, (0, 2, 9)), (LP2X3_HPARS, (0, 1, 5, 10))], ids=["zero", "lp2x3"]
+)
 def test_reparameterize_matches_training_form(hpars, crops):
     # Output crops covering every body and tail layout (all stacked, stacked + unpadded, all
     # unpadded; padded and unpadded tail) for both kinds of padding (zero folded into the

@@ -139,7 +139,9 @@ def test_status_from_run_folders_and_queue(capsys, in_tmp, monkeypatch):
     make_checkpoint(runs / "repl_s2", 10)
     run_layout.write_outcome(runs / "repl_s2", run_layout.Outcome("diverged", 17, "training loss is NaN at step 17"))
     (runs / "repl_s3").mkdir()
-    run_layout.write_outcome(runs / "repl_s3", run_layout.Outcome("failed", 3, "training failed at step 3: OSError('disk full')"))
+    run_layout.write_outcome(
+        runs / "repl_s3", run_layout.Outcome("failed", 3, "training failed at step 3: OSError('disk full')")
+    )
     (runs / "logs").mkdir()
     (runs / "logs" / "41_4.out").write_text("step 1\rstep 2\njob.py: error: train data file not found: x.npy\n")
     (runs / "logs" / "41_6.out").write_text(

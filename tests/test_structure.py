@@ -23,27 +23,33 @@ def project_imports(module: str) -> set[str]:
     return names & PROJECT_MODULES
 
 
-@pytest.mark.parametrize("module, allowed", [
-    ("cli", set()),  # the error wrapper and generic argument types: no experiment plan
-    ("paths_config", set()),
-    ("io_utils", set()),
-    ("run_layout", {"cli", "paths_config", "io_utils"}),  # names and paths sit below the plan
-    ("sentinel2", set()),
-])
+@pytest.mark.parametrize(
+    "module, allowed",
+    [
+        ("cli", set()),  # the error wrapper and generic argument types: no experiment plan
+        ("paths_config", set()),
+        ("io_utils", set()),
+        ("run_layout", {"cli", "paths_config", "io_utils"}),  # names and paths sit below the plan
+        ("sentinel2", set()),
+    ],
+)
 def test_low_modules_import_only_lower_ones(module, allowed):
     assert project_imports(module) <= allowed
 
 
-@pytest.mark.parametrize("module, forbidden", [
-    ("superresolve", {"eval_models", "make_dataset_npys", "train_utils"}),
-    ("reproduce", {"bench_padding", "bench_superresolve"}),
-    ("published_models", {"eval_models", "train_utils"}),
-    # Evaluation and export read checkpoints and published files, not the trainer.
-    ("eval_models", {"train_utils"}),
-    ("export_trained_models", {"train_utils"}),
-    ("checkpoints", {"train_utils"}),
-    ("slurm_train", {"train_utils"}),
-])
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("superresolve", {"eval_models", "make_dataset_npys", "train_utils"}),
+        ("reproduce", {"bench_padding", "bench_superresolve"}),
+        ("published_models", {"eval_models", "train_utils"}),
+        # Evaluation and export read checkpoints and published files, not the trainer.
+        ("eval_models", {"train_utils"}),
+        ("export_trained_models", {"train_utils"}),
+        ("checkpoints", {"train_utils"}),
+        ("slurm_train", {"train_utils"}),
+    ],
+)
 def test_no_import_points_upwards(module, forbidden):
     assert not project_imports(module) & forbidden
 

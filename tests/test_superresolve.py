@@ -60,8 +60,18 @@ def scene(height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> np.ndarray
 
 
 def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=nodata,
+    ) as dst:
         dst.write(data)
     return path
 
@@ -84,8 +94,9 @@ def reference(model_path: Path, preset: str, x: np.ndarray, tile: int | None, ha
     model, state, sr = superresolve.load_model(superresolve.ModelSpec(str(model_path), preset, reparameterize=False))
     if tile is None:
         return tiling.batch_call(tiling.stateless(model, state), x[None])[0]
-    return tiling.predict_raster(tiling.stateless(model, state), x, tile_size=tile, halo=halo, align=1, scale=sr,
-                                 progress=False)
+    return tiling.predict_raster(
+        tiling.stateless(model, state), x, tile_size=tile, halo=halo, align=1, scale=sr, progress=False
+    )
 
 
 def model_units(dn: np.ndarray) -> np.ndarray:
@@ -100,7 +111,7 @@ def test_tile_grid_covers_the_raster_once():
     tiles = tiling.tile_grid(HEIGHT, WIDTH, TILE, halo=3)
     cover = np.zeros((HEIGHT, WIDTH), int)
     for t in tiles:
-        cover[t.core_y[0]:t.core_y[1], t.core_x[0]:t.core_x[1]] += 1
+        cover[t.core_y[0] : t.core_y[1], t.core_x[0] : t.core_x[1]] += 1
         # The read window holds the core and its halo (where the raster has one).
         assert t.read_y[0] <= max(0, t.core_y[0] - 3) and t.read_y[1] >= min(HEIGHT, t.core_y[1] + 3)
         assert t.read_x[0] <= max(0, t.core_x[0] - 3) and t.read_x[1] >= min(WIDTH, t.core_x[1] + 3)
@@ -187,8 +198,9 @@ def test_halo_auto_equals_one_tile(tmp_path, models):
             np.testing.assert_allclose(got[inner], untiled[inner], atol=2e-5 * scale)
             assert np.abs(got - untiled).max() > 1e-3 * scale
         # Without the halo the seams show.
-        assert run_main(path, tmp_path / "halo0.tif", "--model", models[preset], "--tile-size", TILE,
-                        "--overwrite") == 0
+        assert (
+            run_main(path, tmp_path / "halo0.tif", "--model", models[preset], "--tile-size", TILE, "--overwrite") == 0
+        )
         assert np.abs(read(tmp_path / "halo0.tif").astype(np.float64) / 5000 - 1 - untiled)[inner].max() > 1e-3 * scale
 
 
@@ -196,8 +208,22 @@ def test_halo_zero_differs_only_near_seams(tmp_path, models, capsys):
     x = model_units(scene())
     np.save(tmp_path / "scene.npy", x)
     out = tmp_path / "out.tif"
-    assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
-                    "--units", "model", "--compare-untiled", "--compare-output", tmp_path / "seams.npz") == 0
+    assert (
+        run_main(
+            tmp_path / "scene.npy",
+            out,
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            TILE,
+            "--units",
+            "model",
+            "--compare-untiled",
+            "--compare-output",
+            tmp_path / "seams.npz",
+        )
+        == 0
+    )
     got = read(out)
     untiled = reference(models["zero-repl"], "zero-repl", x, None)
     scale = np.abs(untiled).max()
@@ -229,8 +255,10 @@ def test_compare_untiled_memory_is_bounded_and_its_limit_checked_first(tmp_path,
     x = model_units(scene(64, 48))
     np.save(tmp_path / "scene.npy", x)
     out = tmp_path / "out.tif"
-    assert run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE,
-                    "--units", "model") == 0
+    assert (
+        run_main(tmp_path / "scene.npy", out, "--model", models["zero-repl"], "--tile-size", TILE, "--units", "model")
+        == 0
+    )
     summary = tile_runner.RunSummary(out, 12, 12, 64 * 48, 0.0, None, (64, 48), TILE, (TILE, TILE), SR, 0, 1)
     spec = superresolve.ModelSpec(str(models["zero-repl"]), "zero-repl")
     source = superresolve.raster_io.SourceSpec(str(tmp_path / "scene.npy"))
@@ -244,16 +272,27 @@ def test_compare_untiled_memory_is_bounded_and_its_limit_checked_first(tmp_path,
         tracemalloc.stop()
     untiled = reference(models["zero-repl"], "zero-repl", x, None)
     tiled = read(out)
-    expected = tiling.deviation_summary(tiled, untiled, tiling.seam_mask(tiling.tile_grid(64, 48, TILE), tiled.shape[1:],
-                                                                         SR, superresolve.SEAM_WIDTH))
+    expected = tiling.deviation_summary(
+        tiled, untiled, tiling.seam_mask(tiling.tile_grid(64, 48, TILE), tiled.shape[1:], SR, superresolve.SEAM_WIDTH)
+    )
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, rel=1e-3, abs=1e-6)
     assert peak < 0.5 * untiled.nbytes, (peak, untiled.nbytes)
     # A raster over the limit is refused in one line before any tile is processed.
     monkeypatch.setattr(superresolve, "MAX_COMPARE_PIXELS", 64 * 48 - 1)
     capsys.readouterr()
-    assert run_main(tmp_path / "scene.npy", tmp_path / "big.tif", "--model", models["zero-repl"], "--units", "model",
-                    "--compare-untiled") == cli.EXIT_ERROR
+    assert (
+        run_main(
+            tmp_path / "scene.npy",
+            tmp_path / "big.tif",
+            "--model",
+            models["zero-repl"],
+            "--units",
+            "model",
+            "--compare-untiled",
+        )
+        == cli.EXIT_ERROR
+    )
     err = capsys.readouterr().err
     assert "too big for one pass" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "big.tif").exists() and not (tmp_path / "big.tif.partial").exists()
@@ -280,16 +319,38 @@ def test_zarr_output_equals_geotiff_and_zarr_input_works(tmp_path, models, geoti
     with rasterio.open(geotiff) as src:
         source[...] = src.read()
     source.attrs.update({"crs": wkt, "transform": list(TRANSFORM)[:6]})
-    assert run_main(tmp_path / "in.zarr", tmp_path / "again.tif", "--model", models["zero-repl"],
-                    "--tile-size", TILE, "--halo", 2) == 0
+    assert (
+        run_main(
+            tmp_path / "in.zarr",
+            tmp_path / "again.tif",
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            TILE,
+            "--halo",
+            2,
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "again.tif") as src:
         np.testing.assert_array_equal(src.read(), read(tif))
         assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR))
     # So is a Zarr output (a dataset): its georeferencing carries over.
-    assert run_main(zarr_out, tmp_path / "from_zarr.tif", "--model", models["zero-repl"], "--tile-size", 4 * TILE,
-                    "--units", "model") == 0
+    assert (
+        run_main(
+            zarr_out,
+            tmp_path / "from_zarr.tif",
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            4 * TILE,
+            "--units",
+            "model",
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "from_zarr.tif") as src:
-        assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR ** 2))
+        assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / SR**2))
         assert src.crs == rasterio.crs.CRS.from_string(CRS)
 
 
@@ -299,7 +360,9 @@ def test_netcdf_input_reads_the_dataset_bands(tmp_path, models, geotiff):
     with rasterio.open(geotiff) as src:
         dn = src.read()
     write_s2_nc(tmp_path / "scene.nc", dn[None])
-    assert run_main(tmp_path / "scene.nc", tmp_path / "nc.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    assert (
+        run_main(tmp_path / "scene.nc", tmp_path / "nc.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
+    )
     assert run_main(geotiff, tmp_path / "tif.tif", "--model", models["zero-repl"], "--tile-size", TILE) == 0
     np.testing.assert_array_equal(read(tmp_path / "nc.tif"), read(tmp_path / "tif.tif"))
     with rasterio.open(tmp_path / "nc.tif") as src:  # the file's 10 m grid from 300 km E, 7000 km N
@@ -327,8 +390,19 @@ def test_nodata(tmp_path, models):
     x = model_units(scene(32, 32))
     x[:, 3:9, 20:27] = np.nan
     np.save(tmp_path / "holes.npy", x)
-    assert run_main(tmp_path / "holes.npy", tmp_path / "nan.tif", "--model", models["lp2x3"], "--tile-size", TILE,
-                    "--units", "model") == 0
+    assert (
+        run_main(
+            tmp_path / "holes.npy",
+            tmp_path / "nan.tif",
+            "--model",
+            models["lp2x3"],
+            "--tile-size",
+            TILE,
+            "--units",
+            "model",
+        )
+        == 0
+    )
     got = read(tmp_path / "nan.tif")
     nan_out = np.repeat(np.repeat(np.isnan(x).any(axis=0), SR, axis=0), SR, axis=1)
     assert np.isnan(got[:, nan_out]).all() and np.isfinite(got[:, ~nan_out]).all()
@@ -347,8 +421,9 @@ def test_output_dtype_uint16_digital_numbers_and_float16(tmp_path, models):
     invalid = np.isnan(reference_dn)
     assert invalid.any() and np.nanmax(reference_dn) > 65535 and np.nanmin(reference_dn) < 1
     for dtype, nodata, expected in (
-            ("uint16", 0, np.clip(np.rint(reference_dn), 1, 65535)),
-            ("float16", None, np.clip(reference_dn, -65504, 65504).astype(np.float16))):
+        ("uint16", 0, np.clip(np.rint(reference_dn), 1, 65535)),
+        ("float16", None, np.clip(reference_dn, -65504, 65504).astype(np.float16)),
+    ):
         out = tmp_path / f"{dtype}.tif"
         assert run_main(path, out, *args, "--dtype", dtype) == 0
         with rasterio.open(out) as src:
@@ -361,8 +436,9 @@ def test_output_dtype_uint16_digital_numbers_and_float16(tmp_path, models):
         else:
             np.testing.assert_array_equal(got, expected)
     # Without a nodata value at an end of uint16's range, nodata is 65535 and outputs stop at 65534.
-    assert run_main(write_geotiff(tmp_path / "plain.tif", dn), tmp_path / "plain_u16.tif", *args,
-                    "--dtype", "uint16") == 0
+    assert (
+        run_main(write_geotiff(tmp_path / "plain.tif", dn), tmp_path / "plain_u16.tif", *args, "--dtype", "uint16") == 0
+    )
     with rasterio.open(tmp_path / "plain_u16.tif") as src:
         assert src.nodata == 65535 and src.read().max() == 65534
 
@@ -374,11 +450,31 @@ def test_sentinel2_baseline_04_offset(tmp_path, models):
     import sentinel2
 
     dn = scene(32, 32)
-    assert run_main(write_geotiff(tmp_path / "old.tif", dn), tmp_path / "old_x4.tif", "--model", models["zero-repl"],
-                    "--tile-size", TILE) == 0
+    assert (
+        run_main(
+            write_geotiff(tmp_path / "old.tif", dn),
+            tmp_path / "old_x4.tif",
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            TILE,
+        )
+        == 0
+    )
     shifted = write_geotiff(tmp_path / "l2a.tif", dn + 1000)
-    assert run_main(shifted, tmp_path / "l2a_x4.tif", "--model", models["zero-repl"], "--tile-size", TILE,
-                    "--add-offset", sentinel2.BASELINE_04_ADD_OFFSET) == 0
+    assert (
+        run_main(
+            shifted,
+            tmp_path / "l2a_x4.tif",
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            TILE,
+            "--add-offset",
+            sentinel2.BASELINE_04_ADD_OFFSET,
+        )
+        == 0
+    )
     np.testing.assert_allclose(read(tmp_path / "l2a_x4.tif"), read(tmp_path / "old_x4.tif") + 1000, atol=2e-3)
     with rasterio.open(tmp_path / "l2a_x4.tif") as src:
         assert float(src.tags()["add_offset"]) == -1000 and float(src.tags()["quantification_value"]) == 10000
@@ -388,8 +484,11 @@ def test_sentinel2_baseline_04_offset(tmp_path, models):
     # The scaling, one place: the defaults are the dataset's v * 2 / 10000 - 1, bit for bit.
     v = np.array([0, 1, 1234, 9999, 10000, 16383, 20000], np.uint16)
     np.testing.assert_array_equal(sentinel2.dn_to_model_units(v), v.astype(np.float64) * 2 / 10000 - 1)
-    np.testing.assert_allclose(sentinel2.model_units_to_dn(sentinel2.dn_to_model_units(v + 1000, 10000, -1000),
-                                                           10000, -1000), v + 1000, rtol=1e-12)
+    np.testing.assert_allclose(
+        sentinel2.model_units_to_dn(sentinel2.dn_to_model_units(v + 1000, 10000, -1000), 10000, -1000),
+        v + 1000,
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(sentinel2.dn_to_model_units(v + 1000, 10000, -1000), sentinel2.dn_to_model_units(v))
 
 
@@ -397,15 +496,19 @@ def test_progress_reads_well_in_a_log(tmp_path, models, geotiff, capsys):
     # stderr is not a terminal here (as in a Slurm log): plain lines, no carriage returns, one
     # per 5 % of the 35 tiles (19) and a last one, then the GeoTIFF's assembly by GDAL.
     out = tmp_path / "out.tif"
-    assert superresolve.main([str(geotiff), str(out), "--model", str(models["zero-repl"]), "--tile-size", "8",
-                              "--batch-size", "1"]) == 0
+    assert (
+        superresolve.main(
+            [str(geotiff), str(out), "--model", str(models["zero-repl"]), "--tile-size", "8", "--batch-size", "1"]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "\r" not in err and "Traceback" not in err
     lines = err.splitlines()
     counts = [line for line in lines if line.startswith("zero-repl x4: ") and " tiles (" in line]
     assert len(counts) == 20 and counts[-1].startswith("zero-repl x4: 35/35 tiles (100 %), ")
     assert "about " in counts[0] and " left" in counts[0]
-    assembly = lines[lines.index(counts[-1]) + 1:]
+    assembly = lines[lines.index(counts[-1]) + 1 :]
     assert assembly[0] == "zero-repl x4: writing out.tif from the store (GDAL's COG driver: tiles, overviews)"
     assert re.fullmatch(r"zero-repl x4: \d+ MB of GeoTIFF written, done in \d+ s", assembly[-1])
 
@@ -449,8 +552,17 @@ def test_all_nodata_input_says_so_in_one_line(tmp_path, models, capsys):
     # A raster with a valid pixel gets no such line.
     some = np.full((3, 16, 24), 7, np.uint16)
     some[:, 3, 20] = 1000
-    assert run_main(write_geotiff(tmp_path / "some.tif", some), tmp_path / "some_x4.tif", "--model",
-                    models["zero-repl"], "--tile-size", TILE) == 0
+    assert (
+        run_main(
+            write_geotiff(tmp_path / "some.tif", some),
+            tmp_path / "some_x4.tif",
+            "--model",
+            models["zero-repl"],
+            "--tile-size",
+            TILE,
+        )
+        == 0
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -486,7 +598,9 @@ def test_a_preset_contradicting_the_model_is_refused(tmp_path, models, geotiff, 
     renamed = tmp_path / "my model.eqx"
     shutil.copy(models["lp2x3"], renamed)
     run_layout.write_model_metadata(renamed, "lp2x3", 0)
-    assert superresolve.resolve_preset(str(renamed), None) == superresolve.resolve_preset(str(renamed), "lp2x3") == "lp2x3"
+    assert (
+        superresolve.resolve_preset(str(renamed), None) == superresolve.resolve_preset(str(renamed), "lp2x3") == "lp2x3"
+    )
     with pytest.raises(superresolve.UserError, match="my model.eqx.json says lp2x3"):
         superresolve.resolve_preset(str(renamed), "repl")
     # A file named after no known preset takes --preset as it is.
@@ -510,8 +624,16 @@ def test_bad_input(tmp_path, models, geotiff, capsys):
         "must end in": [geotiff, tmp_path / "out.png", "--model", models["zero-repl"]],
         "it needs --units dn": [geotiff, out, "--model", models["zero-repl"], "--dtype", "uint16", "--units", "model"],
         "tile size 3 is too small": [geotiff, out, "--model", models["zero-repl"], "--tile-size", 3],
-        "--add-offset scale digital numbers": [geotiff, out, "--model", models["zero-repl"], "--add-offset", -1000,
-                                               "--units", "model"],
+        "--add-offset scale digital numbers": [
+            geotiff,
+            out,
+            "--model",
+            models["zero-repl"],
+            "--add-offset",
+            -1000,
+            "--units",
+            "model",
+        ],
         "folder": [geotiff, tmp_path / "no such folder" / "out.tif", "--model", models["zero-repl"]],
     }
     for message, args in cases.items():
@@ -543,8 +665,18 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
     x = model_units(scene(96, 96, seed=3))
     np.save(tmp_path / "in.npy", x)
     out = tmp_path / "out.tif"
-    args = [tmp_path / "in.npy", out, "--model", models["zero-repl"], "--tile-size", 8, "--batch-size", 1,
-            "--units", "model"]
+    args = [
+        tmp_path / "in.npy",
+        out,
+        "--model",
+        models["zero-repl"],
+        "--tile-size",
+        8,
+        "--batch-size",
+        1,
+        "--units",
+        "model",
+    ]
     command = [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     work_dir = tmp_path / "out.tif.partial"
@@ -588,12 +720,28 @@ def test_documented_dask_recipe_output_equals_local(tmp_path, models):
     # third folder with relative paths. 2x2 tiles of one shape, one per task.
     write_geotiff(tmp_path / "scene.tif", scene(32, 32, seed=2))
     (tmp_path / "model.eqx").symlink_to(models["zero-repl"])
-    args = ["scene.tif", "--model", "model.eqx", "--preset", "zero-repl", "--tile-size", TILE, "--batch-size", 1,
-            "--no-progress"]
+    args = [
+        "scene.tif",
+        "--model",
+        "model.eqx",
+        "--preset",
+        "zero-repl",
+        "--tile-size",
+        TILE,
+        "--batch-size",
+        1,
+        "--no-progress",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"JAX_PLATFORMS": "cpu"}
     with dask_cluster_at(tmp_path / "dask", worker_cwd=REPO) as address:
-        done = subprocess.run([sys.executable, str(SCRIPT), args[0], "cluster.tif", *map(str, args[1:]),
-                               "--scheduler", address], check=False, cwd=tmp_path, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), args[0], "cluster.tif", *map(str, args[1:]), "--scheduler", address],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
         from dask.distributed import Client

@@ -111,8 +111,18 @@ def random_raster(bands: int, height: int, width: int, seed: int = 0) -> np.ndar
 
 
 def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=nodata,
+    ) as dst:
         dst.write(data)
     return path
 
@@ -180,9 +190,11 @@ def test_one_compiled_shape_per_run():
 
 @pytest.mark.parametrize("name", ["lp padding, scale 1", "scale 4", "stride 4"])
 def test_halo_auto_equals_one_pass_away_from_the_outer_edge(name):
-    model, bands, size = {"lp padding, scale 1": (ConvStack(2, (1, 2), "lp1x1cs"), 2, (50, 71)),
-                          "scale 4": (Upscale4(1), 1, (30, 37)),
-                          "stride 4": (TwoLevel(2), 2, (52, 68))}[name]
+    model, bands, size = {
+        "lp padding, scale 1": (ConvStack(2, (1, 2), "lp1x1cs"), 2, (50, 71)),
+        "scale 4": (Upscale4(1), 1, (30, 37)),
+        "stride 4": (TwoLevel(2), 2, (52, 68)),
+    }[name]
     x = random_raster(bands, *size, seed=1)
     tiled = predict(model, x, tile_size=16, halo="auto")
     one_pass = tiling.batch_call(model, x[None])[0]
@@ -202,8 +214,14 @@ def test_halo_auto_equals_one_pass_away_from_the_outer_edge(name):
 def test_postprocess_to_a_uint8_class_map_with_its_own_nodata(tmp_path):
     x = random_raster(2, 36, 44)
     x[:, 5:9, 30:40] = np.nan
-    classes = predict(plain_function_model, x, tile_size=16, halo="auto",
-                      postprocess=lambda scores: scores.argmax(axis=0)[None].astype(np.uint8), out_nodata=255)
+    classes = predict(
+        plain_function_model,
+        x,
+        tile_size=16,
+        halo="auto",
+        postprocess=lambda scores: scores.argmax(axis=0)[None].astype(np.uint8),
+        out_nodata=255,
+    )
     assert classes.dtype == np.uint8 and classes.shape == (1, 36, 44)
     invalid = np.isnan(x).any(axis=0)
     assert (classes[0, invalid] == 255).all() and (classes[0, ~invalid] <= 2).all()
@@ -216,9 +234,16 @@ def test_postprocess_to_a_uint8_class_map_with_its_own_nodata(tmp_path):
     # As a GeoTIFF (big enough for overviews): nodata 255, overviews by the nearest class.
     x = random_raster(2, 520, 600)
     x[:, 5:9, 30:40] = np.nan
-    path = predict(plain_function_model, write_geotiff(tmp_path / "in.tif", x), tmp_path / "classes.tif",
-                   tile_size=256, halo="auto", postprocess=lambda s: s.argmax(axis=0)[None], dtype="uint8",
-                   out_nodata=255).destination
+    path = predict(
+        plain_function_model,
+        write_geotiff(tmp_path / "in.tif", x),
+        tmp_path / "classes.tif",
+        tile_size=256,
+        halo="auto",
+        postprocess=lambda s: s.argmax(axis=0)[None],
+        dtype="uint8",
+        out_nodata=255,
+    ).destination
     with rasterio.open(path) as src:
         assert src.nodata == 255 and src.dtypes == ("uint8",) and src.overviews(1) == [2]
         assert src.tags(ns="IMAGE_STRUCTURE")["OVERVIEW_RESAMPLING"] == "NEAREST"
@@ -246,20 +271,30 @@ def test_integer_and_float16_outputs_are_rounded_and_clipped_clear_of_nodata(tmp
     assert half.dtype == np.float16 and np.isnan(half[-1]) and np.isfinite(half[:-1]).all()
     np.testing.assert_array_equal(half[:-1], np.float16([-3.4, 0.5, 1.5, 2.5, 65504, 65504, -65504]))
     # Integers to a narrower integer type are clipped too (not wrapped around).
-    classes = predict(identity, np.full((1, 8, 8), 300.0, np.float32), tile_size=8, halo=0, align=1, scale=1,
-                      postprocess=lambda v: v.astype(np.int64), dtype="uint8")
+    classes = predict(
+        identity,
+        np.full((1, 8, 8), 300.0, np.float32),
+        tile_size=8,
+        halo=0,
+        align=1,
+        scale=1,
+        postprocess=lambda v: v.astype(np.int64),
+        dtype="uint8",
+    )
     assert (classes == 254).all()
     # As files: a float16 COG (half floats) and a uint16 COG keep the values and the nodata.
     source = write_geotiff(tmp_path / "in.tif", np.tile(values, (1, 4, 1)))
     for dtype, nodata in (("float16", None), ("uint16", 65535)):
-        out = predict(identity, source, tmp_path / f"{dtype}.tif", tile_size=8, halo=0, align=1, scale=1,
-                      dtype=dtype).destination
+        out = predict(
+            identity, source, tmp_path / f"{dtype}.tif", tile_size=8, halo=0, align=1, scale=1, dtype=dtype
+        ).destination
         with rasterio.open(out) as src:
             assert src.dtypes == (dtype,)
             assert np.isnan(src.nodata) if nodata is None else src.nodata == nodata
             np.testing.assert_array_equal(src.read(1)[0], run(dtype=dtype))
-    zarr_half = predict(identity, source, tmp_path / "half.zarr", tile_size=8, halo=0, align=1, scale=1,
-                        dtype="float16").destination
+    zarr_half = predict(
+        identity, source, tmp_path / "half.zarr", tile_size=8, halo=0, align=1, scale=1, dtype="float16"
+    ).destination
     import xarray as xr
 
     np.testing.assert_array_equal(xr.open_zarr(zarr_half)["data"].values[0, 0], half)
@@ -269,8 +304,7 @@ def test_geotiff_in_cloud_optimized_geotiff_out(tmp_path):
     # Output 600x680: big enough for an overview level of GDAL's 512-pixel COG tiles.
     x = random_raster(1, 150, 170)
     source = write_geotiff(tmp_path / "in.tif", x)
-    summary = predict(Upscale4(1), source, tmp_path / "out.tif", tile_size=64, halo="auto",
-                      attrs={"model": "Upscale4"})
+    summary = predict(Upscale4(1), source, tmp_path / "out.tif", tile_size=64, halo="auto", attrs={"model": "Upscale4"})
     assert summary.scale == 4 and summary.align == 1 and summary.halo == 1 and summary.tiles == 9
     with rasterio.open(tmp_path / "out.tif") as src:
         structure = src.tags(ns="IMAGE_STRUCTURE")
@@ -288,8 +322,9 @@ def test_cog_blocks_are_written_once_and_bigtiff_chosen_by_a_safe_bound(tmp_path
     # compressed GeoTIFF rewrote blocks and left the old copies as dead space. GDAL's own
     # rewrite of the output is the reference size.
     x = random_raster(2, 300, 300)  # incompressible, so dead space would show
-    out = predict(ConvStack(2, (1,)), write_geotiff(tmp_path / "in.tif", x), tmp_path / "out.tif",
-                  tile_size=24, halo=0, align=1).destination
+    out = predict(
+        ConvStack(2, (1,)), write_geotiff(tmp_path / "in.tif", x), tmp_path / "out.tif", tile_size=24, halo=0, align=1
+    ).destination
     rasterio.shutil.copy(out, tmp_path / "rewritten.tif", driver="COG", compress="DEFLATE", predictor="YES")
     assert out.stat().st_size <= 1.01 * (tmp_path / "rewritten.tif").stat().st_size
     assert out.read_bytes()[:4] == b"II*\x00"  # classic TIFF
@@ -320,8 +355,14 @@ def test_float_output_nodata_is_nan_not_the_input_nodata(tmp_path):
     # A uint16 input with nodata 0 and a model whose valid outputs are exactly 0.
     dn = np.full((1, 32, 32), 1000, np.uint16)
     dn[0, :8, :8] = 0
-    out = predict(lambda v: v * 0.0, write_geotiff(tmp_path / "in.tif", dn, nodata=0), tmp_path / "out.tif",
-                  tile_size=16, halo=0, align=1).destination
+    out = predict(
+        lambda v: v * 0.0,
+        write_geotiff(tmp_path / "in.tif", dn, nodata=0),
+        tmp_path / "out.tif",
+        tile_size=16,
+        halo=0,
+        align=1,
+    ).destination
     with rasterio.open(out) as src:
         assert np.isnan(src.nodata)
         masked = src.read(masked=True)
@@ -368,8 +409,15 @@ def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
 
     x = random_raster(1, 40, 50)
     source = write_geotiff(tmp_path / "in.tif", x)
-    out = predict(Upscale4(1), source, tmp_path / "out.zarr", tile_size=16, halo="auto",
-                  attrs={"model": "Upscale4"}, band_descriptions=["elevation"]).destination
+    out = predict(
+        Upscale4(1),
+        source,
+        tmp_path / "out.zarr",
+        tile_size=16,
+        halo="auto",
+        attrs={"model": "Upscale4"},
+        band_descriptions=["elevation"],
+    ).destination
     expected = predict(Upscale4(1), x, tile_size=16, halo="auto")
     dataset = xr.open_zarr(out)
     assert dataset["data"].dims == ("band", "y", "x") and dataset.attrs["model"] == "Upscale4"
@@ -384,8 +432,9 @@ def test_zarr_output_is_a_dataset_that_xarray_and_gdal_open(tmp_path):
         assert np.isnan(src.nodata)
         np.testing.assert_allclose(src.read(), expected, atol=1e-6)
     # And it is an input: the georeferencing carries over.
-    again = predict(Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0,
-                    band_descriptions=["elevation x16"]).destination
+    again = predict(
+        Upscale4(1), out, tmp_path / "again.tif", tile_size=64, halo=0, band_descriptions=["elevation x16"]
+    ).destination
     with rasterio.open(again) as src:
         assert src.transform.almost_equals(TRANSFORM @ rasterio.Affine.scale(1 / 16)) and src.crs == crs
         assert src.descriptions == ("elevation x16",) and src.tags()["software"].startswith("lp-padding ")
@@ -416,11 +465,16 @@ def test_resume_after_interruption_and_settings_that_must_match(tmp_path):
     assert len(os.listdir(tmp_path / "out.zarr.partial" / "done")) == 3
     # Another model (or other settings) does not continue it by accident; the message names
     # what differs, the partial run's value and this run's.
-    with pytest.raises(tiling.TilingError, match=r"other settings: bands_out was 3, now 2; model was \w{12}, "
-                                                 r"now \w{12}; postprocess was \w{12}, now \w{12}; rerun"):
+    with pytest.raises(
+        tiling.TilingError,
+        match=r"other settings: bands_out was 3, now 2; model was \w{12}, "
+        r"now \w{12}; postprocess was \w{12}, now \w{12}; rerun",
+    ):
         predict(ConvStack(2, (1,)), x, out, **kwargs)
     with pytest.raises(tiling.TilingError, match="other settings: halo was 2, now 4; tile_size was 16, now 24; rerun"):
-        predict(plain_function_model, x, out, postprocess=interrupt_after_three, **{**kwargs, "tile_size": 24, "halo": 4})
+        predict(
+            plain_function_model, x, out, postprocess=interrupt_after_three, **{**kwargs, "tile_size": 24, "halo": 4}
+        )
     summary = predict(plain_function_model, x, out, postprocess=interrupt_after_three, **kwargs)
     assert summary.processed == 6 and not (tmp_path / "out.zarr.partial").exists()
     np.testing.assert_array_equal(raster_io.read_raster(out), predict(plain_function_model, x, **kwargs))
@@ -445,18 +499,26 @@ def test_dask_cluster_runs_user_models_from_relative_paths(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     local = predict(ConvStack(2, (1, 2)), x, tile_size=16, halo="auto")
     with dask_cluster(tmp_path / "dask") as address:
-        summary = predict(plain_function_model, "in.tif", "function.tif", tile_size=16, halo="auto",
-                          scheduler=address, batch_size=1)
+        summary = predict(
+            plain_function_model, "in.tif", "function.tif", tile_size=16, halo="auto", scheduler=address, batch_size=1
+        )
         assert summary.compile_seconds is None and summary.processed == 9
-        np.testing.assert_allclose(raster_io.read_raster("function.tif"),
-                                   predict(plain_function_model, x, tile_size=16, halo="auto"), atol=1e-6)
+        np.testing.assert_allclose(
+            raster_io.read_raster("function.tif"),
+            predict(plain_function_model, x, tile_size=16, halo="auto"),
+            atol=1e-6,
+        )
         with Client(address) as client:
-            module = predict(ConvStack(2, (1, 2)), "in.tif", "module.zarr", tile_size=16, halo="auto",
-                             client=client, batch_size=1)
+            module = predict(
+                ConvStack(2, (1, 2)), "in.tif", "module.zarr", tile_size=16, halo="auto", client=client, batch_size=1
+            )
             np.testing.assert_allclose(raster_io.read_raster(module.destination), local, atol=1e-6)
             # To an array, with the model sent once to each worker.
-            np.testing.assert_allclose(predict(ConvStack(2, (1, 2)), x, tile_size=16, halo="auto", client=client,
-                                               batch_size=1), local, atol=1e-6)
+            np.testing.assert_allclose(
+                predict(ConvStack(2, (1, 2)), x, tile_size=16, halo="auto", client=client, batch_size=1),
+                local,
+                atol=1e-6,
+            )
             # Both workers ran batches of the last run (each keeps that run's reader and store).
             ran = client.run(lambda: any(k[0] == "run" for k in tile_runner._CACHE))
     assert list(ran.values()) == [True, True]

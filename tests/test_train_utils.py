@@ -106,7 +106,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_paths, tiny_hpars):
         assert (tmp_path / "parts/00000004" / name).read_bytes() == (tmp_path / "whole/00000004" / name).read_bytes()
 
     # resume_checkpoint=-1 picks the newest checkpoint; the run is complete, so nothing changes.
-    again = train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=4, resume_checkpoint=-1))
+    again = train_utils.train(
+        tiny_hpars("lp1x1cs", tmp_path / "parts", data_paths, train_steps=4, resume_checkpoint=-1)
+    )
     assert again.step == 4
     assert (tmp_path / "parts/train_history.csv").read_text() == (tmp_path / "whole/train_history.csv").read_text()
 
@@ -238,14 +240,19 @@ def test_inference_timing(tmp_path, data_paths, tiny_hpars):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name, array, message", [
-    ("nan_in_image_4", None, "train data {path}: image 4 holds NaN or infinite values"),
-    ("float64", np.zeros((4, 3, 208, 208), np.float64), "has dtype float64; expected float32"),
-    ("uint16", np.zeros((4, 3, 208, 208), np.uint16), "has dtype uint16; expected float32"),
-    ("too_small", np.zeros((4, 3, 20, 208), np.float32), "has shape (4, 3, 20, 208); expected (N, 3, >=24, >=24)"),
-    ("no_channels", np.zeros((4, 208, 208), np.float32), "has shape (4, 208, 208)"),
-])
-def test_bad_training_data_is_refused_before_the_run_folder_is_touched(tmp_path, data_paths, name, array, message, tiny_hpars):
+@pytest.mark.parametrize(
+    "name, array, message",
+    [
+        ("nan_in_image_4", None, "train data {path}: image 4 holds NaN or infinite values"),
+        ("float64", np.zeros((4, 3, 208, 208), np.float64), "has dtype float64; expected float32"),
+        ("uint16", np.zeros((4, 3, 208, 208), np.uint16), "has dtype uint16; expected float32"),
+        ("too_small", np.zeros((4, 3, 20, 208), np.float32), "has shape (4, 3, 20, 208); expected (N, 3, >=24, >=24)"),
+        ("no_channels", np.zeros((4, 208, 208), np.float32), "has shape (4, 208, 208)"),
+    ],
+)
+def test_bad_training_data_is_refused_before_the_run_folder_is_touched(
+    tmp_path, data_paths, name, array, message, tiny_hpars
+):
     path = tmp_path / f"{name}.npy"
     if array is None:
         array = np.load(data_paths["train"]).copy()
@@ -288,5 +295,7 @@ def test_non_finite_test_data_is_refused_too(tmp_path, data_paths, tiny_hpars):
     array[0, 0, 0, 0] = -np.inf
     np.save(tmp_path / "test.npy", array)
     with pytest.raises(train_utils.DataError, match="test data .*: image 0 holds NaN or infinite"):
-        train_utils.train(tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, test_data_path=str(tmp_path / "test.npy")))
+        train_utils.train(
+            tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, test_data_path=str(tmp_path / "test.npy"))
+        )
     assert not (tmp_path / "run").exists()
