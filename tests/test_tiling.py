@@ -152,6 +152,24 @@ def test_receptive_field_of_a_dilated_stack_is_the_sum_of_dilations():
     assert tiling.receptive_field(model, 2) == sum(dilations)
 
 
+def test_a_jitted_apply_closure_is_a_model_too():
+    # The form of a Flax model, `lambda x: module.apply(variables, x)`: parameters as a pytree
+    # passed to a jitted function, here two lp-padded 3x3 convolutions (radius 2).
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        for kernel in params["kernels"]:
+            padded = padding.linear_prediction_pad_channels(x, ((1, 1), (1, 1)), **padding.PAPER_METHODS["lp1x1cs"][1])
+            x = jnp.tanh(jax.lax.conv(padded[None], kernel, (1, 1), "VALID")[0])
+        return x
+
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    params = {"kernels": [0.3 * jax.random.normal(k, (2, 2, 3, 3)) for k in keys]}
+    model = jax.jit(lambda x: apply(params, x))
+    assert tiling.receptive_field(model, 2) == 2
+    x = random_raster(2, 30, 41)
+    tiled = predict(model, x, tile_size=16, halo="auto")
+    np.testing.assert_allclose(tiled[:, 2:-2, 2:-2], np.asarray(model(jnp.asarray(x)))[:, 2:-2, 2:-2], atol=1e-5)
+
+
 def test_a_global_operation_has_no_receptive_field():
     def normalized(x):  # normalization over the whole map: every output depends on every input
         return x - x.mean(axis=(1, 2), keepdims=True)
