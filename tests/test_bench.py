@@ -31,6 +31,7 @@ def quick_run(tmp_path_factory):
     return bench.main(argv), json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_section(quick_run):
     status, report = quick_run
     assert status == 0
@@ -44,6 +45,7 @@ def test_quick_run_writes_every_section(quick_run):
     assert "GLIBC_TUNABLES" in device["environment"] and "XLA_PYTHON_CLIENT_PREALLOCATE" in device["environment"]
 
 
+@pytest.mark.slow
 def test_padding_section(quick_run):
     padding = quick_run[1]["padding"]
     assert _positive(padding["unit_ms"]) and padding["batch"][1:] == [16, 48, 48]
@@ -53,6 +55,7 @@ def test_padding_section(quick_run):
         assert math.isclose(row["fwd_per_unit"], row["fwd_ms"] / padding["unit_ms"], rel_tol=1e-9)
 
 
+@pytest.mark.slow
 def test_rvsr_sections_are_ratios_to_zero_repl(quick_run):
     report = quick_run[1]
     inference, training = report["rvsr_inference"]["presets"], report["rvsr_training"]["presets"]
@@ -65,6 +68,7 @@ def test_rvsr_sections_are_ratios_to_zero_repl(quick_run):
     assert _positive(lp["gradient_path_ms"]) and "gradient_path_ms" not in inference["zero-repl"]
 
 
+@pytest.mark.slow
 def test_tiled_section(quick_run):
     tiled = quick_run[1]["tiled"]
     assert tiled["size"] == 128 and tiled["tile_size"] == 64
@@ -73,6 +77,7 @@ def test_tiled_section(quick_run):
         assert _positive(run["mpx_per_s"]) and 100 < run["peak_rss_mib"] < 20_000
 
 
+@pytest.mark.slow
 def test_paper_figures_and_ratios(quick_run):
     paper = quick_run[1]["paper"]
     assert paper["inference_mpx_per_s"]["lp2x3"] == 480 and paper["training_images_per_s"]["lp6x7"] == 432
@@ -80,6 +85,7 @@ def test_paper_figures_and_ratios(quick_run):
     assert "lp2x1cs" not in paper["training_images_per_s"]  # the paper gives none: never invented
 
 
+@pytest.mark.slow
 def test_printed_table_has_every_section(quick_run, capsys):
     report = quick_run[1]
     bench.print_padding(report["padding"])

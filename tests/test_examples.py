@@ -63,6 +63,7 @@ def table_rows(stdout: str) -> dict[tuple[str, str], list[float]]:
     return rows
 
 
+@pytest.mark.slow
 def test_prints_receptive_field_and_alignment(tiny_run):
     stdout, _ = tiny_run
     match = re.search(r"receptive field: (\d+) input pixels; alignment: (\d+) pixels", stdout)
@@ -73,6 +74,7 @@ def test_prints_receptive_field_and_alignment(tiny_run):
     assert 10 < radius <= 17
 
 
+@pytest.mark.slow
 def test_seam_table_has_four_rows_of_numbers(tiny_run):
     stdout, _ = tiny_run
     rows = table_rows(stdout)
@@ -83,6 +85,7 @@ def test_seam_table_has_four_rows_of_numbers(tiny_run):
         assert values[3] == int(values[3]) >= 0  # a count of pixels
 
 
+@pytest.mark.slow
 def test_halo_zero_leaves_seams_and_halo_auto_is_exact(tiny_run):
     stdout, _ = tiny_run
     for (method, halo), (differ_near, _, _, inside, _, _) in table_rows(stdout).items():
@@ -93,6 +96,7 @@ def test_halo_zero_leaves_seams_and_halo_auto_is_exact(tiny_run):
     assert "halo auto exact (no pixel at least the auto halo from the outer edge differs): yes" in stdout
 
 
+@pytest.mark.slow
 def test_writes_georeferenced_uint8_class_maps(tiny_run):
     import rasterio
 

@@ -303,6 +303,7 @@ def test_results_without_models_or_timing(tmp_path, capsys):
     assert main["train_throughput"].isna().all() and main["mse"].notna().all()
 
 
+@pytest.mark.slow
 def test_tiling_is_exact_without_padding_effects(results):
     # A model whose padding cannot matter at the seams is one whose tiles see all they need:
     # with output crop 10 every layer is unpadded, so tiled and untiled outputs agree.
@@ -512,4 +513,4 @@ def test_committed_notebook_runs_every_step_and_has_no_outputs():
         for cell in notebook["cells"]
         if cell["cell_type"] == "code"
     )
-    assert [f"figures.run({name!r}, ctx);" for name in figures.STEPS] == code[1:]
+    assert [f'figures.run("{name}", ctx);' for name in figures.STEPS] == code[1:]

@@ -155,6 +155,7 @@ def padded_shape(channels: int) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("method", list(ALL_METHODS))
+@pytest.mark.slow
 def test_gradient_matches_finite_differences(method):
     """Central differences along random directions, float64, on the random channel."""
     rng = np.random.default_rng(2)
@@ -176,6 +177,7 @@ def test_gradient_matches_finite_differences(method):
 
 
 @pytest.mark.parametrize("method", list(ALL_METHODS))
+@pytest.mark.slow
 def test_interior_is_returned_unchanged(method):
     with enable_x64(True):
         x = probe_input(np.float64)
@@ -200,6 +202,7 @@ def test_mean_is_restored(method):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("method", list(ALL_METHODS))
+@pytest.mark.slow
 def test_finite_output_and_gradient_on_hard_inputs(method, dtype):
     """Constant, all-zero, tiny, huge and alternating channels: no NaN or inf, in value or gradient."""
     with enable_x64(dtype == np.float64):
@@ -356,6 +359,7 @@ def _lag_sums_by_definition(a: jax.Array, lags) -> jax.Array:
 @pytest.mark.parametrize("lag_sums", [padding._lag_sums_direct, padding._lag_sums_fft])
 @pytest.mark.parametrize("shape", [(7, 12), (11, 10)])
 @pytest.mark.parametrize("reach", [2, 5])
+@pytest.mark.slow
 def test_lag_sums_custom_gradient_matches_autodiff(lag_sums, shape, reach):
     """The closed-form backward passes of the lag sums against JAX's derivative of the definition
     (reach 2: 13 lags, the FFT method's backward in space; reach 5: 61 lags, by inverse FFT)."""
@@ -459,6 +463,7 @@ def test_no_gradient_forward_equals_the_gradient_path(method, dtype):
 
 
 @pytest.mark.parametrize("method", ["lp1x1cs", "lp2x1cs", "lp2x3", "lp6x7"])
+@pytest.mark.slow
 def test_gradient_through_a_scan_of_vmapped_padding(method):
     """The RVSR body's pattern: padding vmapped over images inside a scan, differentiated. The
     gradient equals the one without the scan (JAX 0.12 once mixed up the batch axes of a custom
@@ -513,6 +518,7 @@ def test_smooth_size():
 
 
 @pytest.mark.parametrize("method", LP_METHODS)
+@pytest.mark.slow
 def test_smallest_valid_input(method):
     mode, kwargs = ALL_METHODS[method]
     length, width = kwargs.get("length", 2), kwargs.get("width", 3)

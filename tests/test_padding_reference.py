@@ -69,6 +69,7 @@ def output_and_gradient(function, data, cotangent):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.slow
 def test_layer_matches_the_reference(method):
     mode, kwargs, num_padding, data, cotangent = random_case(method, seed=0)
     with enable_x64():

@@ -118,6 +118,7 @@ def test_shifted_tiles_agree_away_from_their_edges(oc):
 
 
 @pytest.mark.parametrize("variant", range(4))
+@pytest.mark.slow
 def test_reference_outputs(reference, variant):
     entry = reference["index"][variant]
     hpars = dict(entry["model_hpars"], hidden_channels=16)
@@ -198,6 +199,7 @@ def test_field_order_and_leaf_layout():
     assert all(leaf.shape[0] == 8 for leaf in leaves[20:])  # then the 8-stacked body
 
 
+@pytest.mark.slow
 def test_body_equals_filter_vmap_construction():
     # The stacked body must be exactly what eqx.filter_vmap over the block constructor with
     # keys[1:9] gives (structure and values), as rvsr.RVSR builds it.

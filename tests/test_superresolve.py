@@ -127,6 +127,7 @@ def test_tile_grid_covers_the_raster_once():
 # superresolve.py: output and geometry
 
 
+@pytest.mark.slow
 def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, models, geotiff):
     out = tmp_path / "out.tif"
     assert run_main(geotiff, out, "--model", models["zero-repl"], "--tile-size", TILE) == 0
@@ -146,6 +147,7 @@ def test_geotiff_output_is_georeferenced_and_matches_the_tiled_model(tmp_path, m
     np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_band_descriptions_and_provenance_tags(tmp_path, models, geotiff):
     # What made the output travels with it: model, preset, halo, tile size, units, software
     # version and commit, in the GeoTIFF's metadata and the Zarr dataset's attributes.
@@ -178,6 +180,7 @@ def test_band_descriptions_and_provenance_tags(tmp_path, models, geotiff):
         assert src.descriptions == ("red", "green", "blue")
 
 
+@pytest.mark.slow
 def test_halo_auto_equals_one_tile(tmp_path, models):
     # 48x48 in 16x16 tiles: with halo 10 every read window is 36x36 (the edge tiles' shifted
     # back inside), one compilation per model.
@@ -369,6 +372,7 @@ def test_netcdf_input_reads_the_dataset_bands(tmp_path, models, geotiff):
         assert src.transform.almost_equals(from_origin(300_000 - 5, 7_000_000 + 5, 2.5, 2.5))
 
 
+@pytest.mark.slow
 def test_nodata(tmp_path, models):
     # lp padding fits its predictor to all of a map: without the fill, one nodata pixel would
     # make the padded border of its tile NaN.
@@ -660,6 +664,7 @@ def wait_for_markers(work_dir: Path, process: subprocess.Popen, timeout: float =
     raise AssertionError("no tile finished in time")
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
     # 96x96 pixels in 8x8 tiles, one per call: 144 tiles, long enough to stop half-way.
     x = model_units(scene(96, 96, seed=3))
@@ -714,6 +719,7 @@ def test_sigterm_and_sigkill_then_resume(tmp_path, models, capsys):
 # Dask: a real scheduler and two workers, started as docs/superresolve.md says
 
 
+@pytest.mark.slow
 def test_documented_dask_recipe_output_equals_local(tmp_path, models):
     # The scheduler runs without this repository on PYTHONPATH, in a folder of its own; the
     # workers run in the repository with PYTHONPATH=$PWD; the documented command runs from a
@@ -753,6 +759,7 @@ def test_documented_dask_recipe_output_equals_local(tmp_path, models):
     np.testing.assert_array_equal(read(tmp_path / "cluster.tif"), read(tmp_path / "local.tif"))
 
 
+@pytest.mark.slow
 def test_dask_over_tls_on_loopback(tmp_path, models, capsys, monkeypatch):
     # A scheduler and a worker speaking only TLS on 127.0.0.1, with a CA and a certificate made
     # here; superresolve.py connects with the same --tls-* options they take.

@@ -152,6 +152,7 @@ def test_receptive_field_of_a_dilated_stack_is_the_sum_of_dilations():
     assert tiling.receptive_field(model, 2) == sum(dilations)
 
 
+@pytest.mark.slow
 def test_a_jitted_apply_closure_is_a_model_too():
     # The form of a Flax model, `lambda x: module.apply(variables, x)`: parameters as a pytree
     # passed to a jitted function, here two lp-padded 3x3 convolutions (radius 2).
@@ -507,6 +508,7 @@ def test_resume_after_interruption_and_settings_that_must_match(tmp_path):
     np.testing.assert_array_equal(raster_io.read_raster(out), predict(ConvStack(2, (1,)), x, **kwargs))
 
 
+@pytest.mark.slow
 def test_dask_cluster_runs_user_models_from_relative_paths(tmp_path, monkeypatch):
     # The workers run in another folder: every path must reach them absolute. One user model is
     # a plain function, one an Equinox module made here and sent once per worker.

@@ -65,6 +65,7 @@ def test_run_folder_contents(tmp_path, data_paths, tiny_hpars):
     assert not any("test007" in name for name in images)
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_no_pickle(tmp_path, data_paths, tiny_hpars):
     hpars = tiny_hpars("lp1x1cs", tmp_path / "run", data_paths, train_steps=1)
     ts = train_utils.train(hpars)
