@@ -29,12 +29,11 @@ import tile_runner
 import tiling
 from dask_cluster import dask_cluster as dask_cluster_at
 from dask_cluster import make_tls_files
+from geotiffs import CRS, TRANSFORM, write_geotiff
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "superresolve.py"
 HEIGHT, WIDTH, TILE = 40, 56, 16
-CRS = "EPSG:32635"
-TRANSFORM = from_origin(300_000, 7_000_000, 10, 10)
 SR = 4
 
 
@@ -57,23 +56,6 @@ def scene(height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> np.ndarray
     y, x = np.mgrid[:height, :width]
     base = 1500 + 400 * np.sin(x / 5.0) * np.cos(y / 7.0)
     return np.stack([base + 100 * c + 50 * rng.standard_normal((height, width)) for c in range(3)]).astype(np.uint16)
-
-
-def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS,
-        transform=TRANSFORM,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ with GDAL), Zarr datasets (read by xarray and GDAL), interruptions, and a real D
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from rasterio.transform import from_origin
 
 import padding
 import presets
@@ -24,10 +22,7 @@ import rvsr
 import tile_runner
 import tiling
 from dask_cluster import dask_cluster
-
-CRS = "EPSG:32635"
-TRANSFORM = from_origin(300_000, 7_000_000, 10, 10)
-
+from geotiffs import CRS, TRANSFORM, write_geotiff
 
 # ----------------------------------------------------------------------------------------------
 # User models, defined here (Dask workers import this module to unpickle them)
@@ -108,23 +103,6 @@ def counting_model(x: jax.Array) -> jax.Array:
 
 def random_raster(bands: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(bands, height, width)).astype(np.float32)
-
-
-def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS,
-        transform=TRANSFORM,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data)
-    return path
 
 
 def predict(model, source, destination=None, **kwargs):
